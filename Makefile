@@ -1,0 +1,47 @@
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+INSTALL_STAMP := $(VENV)/.install.stamp
+SERVER_CONFIG := config/kinto.ini
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint format functional bench clean
+
+help:
+	@echo "make run         start Kinto with kinto_emailer on http://127.0.0.1:8888 (memory storage)"
+	@echo "make test        run the whole test suite (lint, unit, plugin and functional tests)"
+	@echo "make lint        check the code with ruff"
+	@echo "make functional  run the functional tests against a Kinto server they start"
+	@echo "make bench       run the benchmarks and print their ratios"
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+
+$(INSTALL_STAMP): $(PYTHON) setup.cfg pyproject.toml
+	$(PYTHON) -m pip install --quiet -e ".[test]"
+	touch $(INSTALL_STAMP)
+
+install: $(INSTALL_STAMP)
+
+run: $(INSTALL_STAMP)
+	$(VENV)/bin/kinto start --ini $(SERVER_CONFIG)
+
+lint: $(INSTALL_STAMP)
+	$(VENV)/bin/ruff check kinto_emailer tests functional benchmarks
+	$(VENV)/bin/ruff format --check kinto_emailer tests functional benchmarks
+
+format: $(INSTALL_STAMP)
+	$(VENV)/bin/ruff check --fix kinto_emailer tests functional benchmarks
+	$(VENV)/bin/ruff format kinto_emailer tests functional benchmarks
+
+test: lint
+	$(PYTHON) -m pytest tests functional
+
+functional: $(INSTALL_STAMP)
+	$(PYTHON) -m pytest functional
+
+bench: $(INSTALL_STAMP)
+	$(PYTHON) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) mail .pytest_cache *.egg-info

@@ -1,0 +1,22 @@
+"""The one exception tree of the package."""
+
+
+class EmailerError(Exception):
+    """Base of every error raised by kinto_emailer."""
+
+
+class InvalidHook(EmailerError):
+    """Hook settings that cannot be accepted.
+
+    ``path`` is the dotted JSON path of the offending value, relative to the object's
+    ``data`` (for example ``data.kinto-emailer.hooks.0.template``).
+    """
+
+    def __init__(self, path: str, description: str) -> None:
+        super().__init__(f"{path}: {description}")
+        self.path = path
+        self.description = description
+
+
+class RenderError(EmailerError):
+    """A hook stored before validation existed cannot be rendered for an event."""

@@ -1,0 +1,123 @@
+"""Email addresses and group URIs: parsed on save, expanded into mailboxes at event time."""
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.policy import default as default_policy
+
+from kinto_emailer import templates
+from kinto_emailer.errors import InvalidHook
+
+
+GROUP_URI = re.compile(r"\A/buckets/(?P<bucket_id>[^/]+)/groups/(?P<group_id>[^/]+)\Z")
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    display_name: str
+    addr_spec: str
+
+    @property
+    def domain(self) -> str:
+        return self.addr_spec.rpartition("@")[2].lower()
+
+    @property
+    def address(self) -> Address:
+        return Address(display_name=self.display_name, addr_spec=self.addr_spec)
+
+    def __str__(self) -> str:
+        return str(self.address)
+
+
+def parse_mailbox(text: str) -> Mailbox:
+    """Parse ``address`` or ``Name <address>`` with the standard library's RFC 5322 parser.
+
+    Raises ValueError unless ``text`` holds exactly one complete address.
+    """
+    if any(c in text for c in "\r\n"):
+        raise ValueError("an address cannot contain line breaks")
+    header = default_policy.header_factory("To", text)
+    addresses = header.addresses  # type: ignore[attr-defined]
+    if len(addresses) != 1 or header.groups[0].display_name is not None:  # type: ignore[attr-defined]
+        raise ValueError(f"{text!r} must hold exactly one email address")
+    address = addresses[0]
+    if header.defects or not address.username or "." not in address.domain:
+        raise ValueError(f"{text!r} is not a valid email address")
+    return Mailbox(address.display_name, address.addr_spec)
+
+
+def is_group_uri(recipient: str) -> bool:
+    return recipient.startswith("/buckets/")
+
+
+def check_recipient(
+    recipient: str, path: str, bucket_id: str, allowed_domains: tuple[str, ...]
+) -> None:
+    """Raise :class:`InvalidHook` unless ``recipient`` is a usable address or group URI."""
+    if is_group_uri(recipient):
+        match = GROUP_URI.match(recipient)
+        if match is None:
+            raise InvalidHook(
+                path, f"{recipient!r} is not a group URI such as /buckets/{bucket_id}/groups/<id>"
+            )
+        if match["bucket_id"] not in (bucket_id, "{bucket_id}"):
+            raise InvalidHook(
+                path,
+                f"Group {recipient!r} must belong to bucket {bucket_id!r} "
+                f"(/buckets/{bucket_id}/groups/<id>)",
+            )
+        templates.check(recipient, path)
+        return
+    try:
+        mailbox = parse_mailbox(recipient)
+    except ValueError as e:
+        raise InvalidHook(
+            path,
+            f"{e}: write 'user@example.com', 'Name <user@example.com>' or a group URI",
+        ) from e
+    if not domain_allowed(mailbox, allowed_domains):
+        raise InvalidHook(
+            path, f"{mailbox.domain!r} is not an allowed domain ({', '.join(allowed_domains)})"
+        )
+
+
+def domain_allowed(mailbox: Mailbox, allowed_domains: tuple[str, ...]) -> bool:
+    return not allowed_domains or mailbox.domain in allowed_domains
+
+
+def member_mailbox(principal: str) -> Mailbox | None:
+    """The mailbox of a group member such as ``account:alice@example.com``, if it has one."""
+    candidate = principal.split(":", 1)[-1]
+    try:
+        return parse_mailbox(candidate)
+    except ValueError:
+        return None
+
+
+def expand(
+    recipients: Iterable[str],
+    rendered_group: Callable[[str], str],
+    bucket_id: str,
+    group_members: Callable[[str], list[str]],
+    allowed_domains: tuple[str, ...],
+) -> list[Mailbox]:
+    """Addresses of a hook for one object, group members included, de-duplicated.
+
+    ``rendered_group`` renders a group URI template for the object; ``group_members``
+    returns the principals of a group of ``bucket_id`` (empty when it does not exist).
+    Duplicates are found case-insensitively; the first spelling wins.
+    """
+    found: dict[str, Mailbox] = {}
+    for recipient in recipients:
+        if is_group_uri(recipient):
+            match = GROUP_URI.match(rendered_group(recipient))
+            if match is None or match["bucket_id"] != bucket_id:
+                continue
+            mailboxes = [member_mailbox(m) for m in group_members(match["group_id"])]
+        else:
+            mailboxes = [parse_mailbox(recipient)]
+        for mailbox in mailboxes:
+            if mailbox is not None and domain_allowed(mailbox, allowed_domains):
+                found.setdefault(mailbox.addr_spec.lower(), mailbox)
+    return list(found.values())

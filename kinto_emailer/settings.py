@@ -1,0 +1,97 @@
+"""The plugin's own settings (``kinto.emailer.*`` in the ini), parsed once at startup."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pyramid.exceptions import ConfigurationError
+from pyramid.settings import asbool, aslist
+
+
+PREFIX = "emailer."
+
+
+@dataclass(frozen=True)
+class EmailerSettings:
+    allowed_domains: tuple[str, ...] = ()
+    """Recipient domains allowed in hooks; empty means any domain."""
+    max_recipients: int = 100
+    """Recipients one hook may mail for one object, after group expansion."""
+    smtp_timeout: float = 10.0
+    """Seconds to wait for the SMTP server before giving up on a message."""
+    debug: bool = False
+    """``mail.debug_mailer``: write ``.eml`` files instead of talking SMTP."""
+    debug_directory: str = "mail"
+    """``mail.top_level_directory``: where the debug mailer writes."""
+    queue_path: str | None = None
+    """``mail.queue_path``: a Maildir filled in the request's transaction."""
+    default_sender: str | None = None
+    """``mail.default_sender``: ``From`` when a hook has no ``sender``."""
+
+
+def _positive_int(key: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if isinstance(value, bool) or number <= 0:
+        raise ConfigurationError(f"Setting 'kinto.{key}' must be a positive integer, not {value!r}")
+    return number
+
+
+def _positive_float(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or number <= 0:
+        raise ConfigurationError(f"Setting 'kinto.{key}' must be a positive number, not {value!r}")
+    return number
+
+
+def _domains(key: str, value: Any) -> tuple[str, ...]:
+    domains = tuple(d.lower().lstrip("@") for d in aslist(str(value)))
+    for domain in domains:
+        if "." not in domain or "@" in domain:
+            raise ConfigurationError(
+                f"Setting 'kinto.{key}' must list domains such as 'example.com', not {domain!r}"
+            )
+    return domains
+
+
+_PARSERS = {
+    "allowed_domains": _domains,
+    "max_recipients": _positive_int,
+    "smtp_timeout": _positive_float,
+}
+
+
+def parse_settings(settings: Mapping[str, Any]) -> EmailerSettings:
+    """Read ``emailer.*`` and the ``mail.*`` keys the plugin itself uses.
+
+    Unknown ``emailer.*`` keys are rejected so that a typo does not silently fall back
+    to a default.
+    """
+    values: dict[str, Any] = {}
+    for key, raw in settings.items():
+        if not key.startswith(PREFIX):
+            continue
+        name = key[len(PREFIX) :]
+        parser = _PARSERS.get(name)
+        if parser is None:
+            known = ", ".join(f"kinto.{PREFIX}{k}" for k in sorted(_PARSERS))
+            raise ConfigurationError(f"Unknown setting 'kinto.{key}' (known: {known})")
+        values[name] = parser(key, raw)
+
+    debug = settings.get("mail.debug_mailer", False)
+    try:
+        values["debug"] = asbool(debug)
+    except ValueError as e:
+        raise ConfigurationError(f"Setting 'mail.debug_mailer' must be a boolean: {e}") from e
+    if settings.get("mail.top_level_directory"):
+        values["debug_directory"] = str(settings["mail.top_level_directory"])
+    if settings.get("mail.queue_path"):
+        values["queue_path"] = str(settings["mail.queue_path"])
+    if settings.get("mail.default_sender"):
+        values["default_sender"] = str(settings["mail.default_sender"])
+    return EmailerSettings(**values)
