@@ -35,7 +35,9 @@ def _positive_int(key: str, value: Any) -> int:
     except (TypeError, ValueError):
         number = -1
     if isinstance(value, bool) or number <= 0:
-        raise ConfigurationError(f"Setting 'kinto.{key}' must be a positive integer, not {value!r}")
+        raise ConfigurationError(
+            f"Setting 'kinto.{key}' must be a positive integer, not {value!r}"
+        )
     return number
 
 

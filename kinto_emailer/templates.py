@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from _string import formatter_field_name_split
-
 from kinto_emailer.errors import InvalidHook, RenderError
 
 
@@ -73,6 +71,8 @@ _SPEC = re.compile(
     """,
     re.VERBOSE,
 )
+_FIELD_NAME = re.compile(r"\A(?P<name>[^.\[\]]*)(?P<keys>(?:\[[^\]]+\])*)\Z")
+_FIELD_KEY = re.compile(r"\[([^\]]+)\]")
 _LINE_BREAKS = re.compile(r"[\s\x00-\x1f\x7f\x85\u2028\u2029]+")
 _TRUNCATED = " [...]"
 
@@ -95,12 +95,13 @@ class _Field:
 def _check_field(field_name: str, spec: str, conversion: str | None) -> _Field:
     if field_name == "" or field_name.isdigit():
         raise ValueError("positional fields such as {} or {0} are not allowed: name a placeholder")
-    first, rest = formatter_field_name_split(field_name)
-    keys: list[str] = []
-    for is_attribute, key in rest:
-        if is_attribute:
+    match = _FIELD_NAME.match(field_name)
+    if match is None:
+        if "." in field_name:
             raise ValueError(f"attribute access in {{{field_name}}} is not allowed")
-        keys.append(str(key))
+        raise ValueError(f"invalid field {{{field_name}}}")
+    first = match["name"]
+    keys = _FIELD_KEY.findall(match["keys"])
     if conversion is not None:
         raise ValueError(f"conversion !{conversion} in {{{field_name}}} is not allowed")
 
@@ -150,8 +151,9 @@ def check(template: str, path: str) -> None:
         parse(template)
     except ValueError as e:
         raise InvalidHook(
-            path, f"{e}. Allowed placeholders: {allowed_placeholders()}; write {{{{ and }}}} "
-            "for literal braces."
+            path,
+            f"{e}. Allowed placeholders: {allowed_placeholders()}; write {{{{ and }}}} "
+            "for literal braces.",
         ) from e
 
 

@@ -1,0 +1,193 @@
+"""Hooks: the ``kinto-emailer`` JSON of bucket and collection metadata.
+
+One parser serves both callers: validation when metadata is saved (raising
+:class:`InvalidHook` with the JSON path) and the event listener (skipping, with a log
+line, a stored hook that predates these checks).
+"""
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+from kinto_emailer import recipients, templates
+from kinto_emailer.errors import InvalidHook
+from kinto_emailer.settings import EmailerSettings
+
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "kinto-emailer"
+DEFAULT_SUBJECT = "New message"
+
+FILTER_FIELDS = ("resource_name", "action", "event", "id", "record_id", "collection_id")
+
+RESOURCE_EVENTS = ("kinto.core.events.AfterResourceChanged", "kinto.core.events.ResourceChanged")
+"""Names of a change of a record, collection or group; the first one is the default filter."""
+REVIEW_EVENTS = tuple(
+    f"{module}.{name}"
+    for module in ("kinto_remote_settings.signer.events", "kinto_signer.events")
+    for name in ("ReviewRequested", "ReviewApproved", "ReviewRejected", "ReviewCanceled")
+)
+KNOWN_EVENTS = RESOURCE_EVENTS + REVIEW_EVENTS
+RESOURCE_NAMES = ("record", "collection", "group")
+ACTIONS = {
+    "create": "create",
+    "update": "update",
+    "delete": "delete",
+    # The original documentation's own example says "updated": accept the past tense.
+    "created": "create",
+    "updated": "update",
+    "deleted": "delete",
+}
+_EXACT_VALUES: dict[str, tuple[str, ...]] = {
+    "resource_name": RESOURCE_NAMES,
+    "action": tuple(ACTIONS),
+    "event": KNOWN_EVENTS,
+}
+
+_STRING = {"type": "string"}
+HOOK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["template", "recipients"],
+    "additionalProperties": False,
+    "properties": {
+        "template": _STRING,
+        "subject": _STRING,
+        "sender": _STRING,
+        "recipients": {"type": "array", "minItems": 1, "items": _STRING},
+        **{field: {"type": "string", "minLength": 1} for field in FILTER_FIELDS},
+    },
+}
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["hooks"],
+    "additionalProperties": False,
+    "properties": {"hooks": {"type": "array", "items": HOOK_SCHEMA}},
+}
+_VALIDATOR = jsonschema.Draft7Validator(SCHEMA)
+_HOOK_VALIDATOR = jsonschema.Draft7Validator(HOOK_SCHEMA)
+
+
+@dataclass(frozen=True)
+class Filter:
+    field: str
+    value: str
+    pattern: re.Pattern[str] | None
+
+    def matches(self, candidates: tuple[str, ...]) -> bool:
+        """True when one of the event's values for this field matches."""
+        if self.pattern is not None:
+            return any(self.pattern.match(c) for c in candidates)
+        return self.value in candidates
+
+
+@dataclass(frozen=True)
+class Hook:
+    template: str
+    subject: str
+    sender: str | None
+    recipients: tuple[str, ...]
+    filters: tuple[Filter, ...]
+
+    def matches(self, facts: Mapping[str, tuple[str, ...]]) -> bool:
+        """``facts`` maps each filter field to the event's values (an event has two names)."""
+        return all(f.matches(facts.get(f.field, ())) for f in self.filters)
+
+
+def _path(*parts: object) -> str:
+    return ".".join(["data", METADATA_KEY, *(str(p) for p in parts)])
+
+
+def _filter(field: str, value: str, path: str) -> Filter:
+    if value.startswith("^"):
+        try:
+            return Filter(field, value, re.compile(value))
+        except re.error as e:
+            raise InvalidHook(path, f"Invalid regular expression: {e}") from e
+    allowed = _EXACT_VALUES.get(field)
+    if allowed is not None and value not in allowed:
+        raise InvalidHook(
+            path, f"{value!r} is not one of {', '.join(allowed)} (or a regular expression: ^...)"
+        )
+    if field == "action":
+        value = ACTIONS[value]
+    return Filter(field, value, None)
+
+
+def parse_hook(
+    raw: Mapping[str, Any], index: int, bucket_id: str, settings: EmailerSettings
+) -> Hook:
+    """Check one hook already validated against :data:`SCHEMA` and build it."""
+    filters = [_filter(f, raw[f], _path("hooks", index, f)) for f in FILTER_FIELDS if f in raw]
+    if "event" not in raw:
+        filters.append(Filter("event", RESOURCE_EVENTS[0], None))
+
+    for field in ("template", "subject", "sender"):
+        if field in raw:
+            templates.check(raw[field], _path("hooks", index, field))
+    sender = raw.get("sender")
+    if sender is not None and templates.placeholder_count(sender) == 0:
+        try:
+            recipients.parse_mailbox(sender)
+        except ValueError as e:
+            raise InvalidHook(_path("hooks", index, "sender"), str(e)) from e
+
+    addresses = raw["recipients"]
+    if len(addresses) > settings.max_recipients:
+        raise InvalidHook(
+            _path("hooks", index, "recipients"),
+            f"A hook may list {settings.max_recipients} recipients at the most "
+            "(setting kinto.emailer.max_recipients)",
+        )
+    for position, recipient in enumerate(addresses):
+        recipients.check_recipient(
+            recipient,
+            _path("hooks", index, "recipients", position),
+            bucket_id,
+            settings.allowed_domains,
+        )
+    return Hook(
+        template=raw["template"],
+        subject=raw.get("subject", DEFAULT_SUBJECT),
+        sender=sender,
+        recipients=tuple(addresses),
+        filters=tuple(filters),
+    )
+
+
+def _check_schema(validator: jsonschema.Draft7Validator, value: Any, *prefix: object) -> None:
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise InvalidHook(_path(*prefix, *errors[0].absolute_path), errors[0].message)
+
+
+def validate(metadata: Mapping[str, Any], bucket_id: str, settings: EmailerSettings) -> None:
+    """Raise :class:`InvalidHook` for the first problem of ``metadata``'s hooks, if any."""
+    if METADATA_KEY not in metadata:
+        return
+    value = metadata[METADATA_KEY]
+    _check_schema(_VALIDATOR, value)
+    for index, raw in enumerate(value["hooks"]):
+        parse_hook(raw, index, bucket_id, settings)
+
+
+def load(metadata: Mapping[str, Any], bucket_id: str, settings: EmailerSettings) -> list[Hook]:
+    """The usable hooks of ``metadata``; invalid ones are logged and skipped."""
+    value = metadata.get(METADATA_KEY)
+    raw_hooks = value.get("hooks") if isinstance(value, Mapping) else None
+    if not isinstance(raw_hooks, list):
+        if value is not None:
+            logger.warning("Ignoring %s of bucket %s: no list of hooks", METADATA_KEY, bucket_id)
+        return []
+    hooks = []
+    for index, raw in enumerate(raw_hooks):
+        try:
+            _check_schema(_HOOK_VALIDATOR, raw, "hooks", index)
+            hooks.append(parse_hook(raw, index, bucket_id, settings))
+        except InvalidHook as e:
+            logger.warning("Skipping hook of bucket %s: %s", bucket_id, e)
+    return hooks

@@ -1,0 +1,53 @@
+"""Checking hooks when bucket or collection metadata is saved.
+
+Kinto notifies ``ResourceChanged`` after the storage backend has written the object,
+and the memory backend cannot roll a write back. So the check sits at the storage
+boundary, where the final object (after a PATCH, a JSON-Patch or a merge) is known
+before anything is written: rejected metadata is never stored, on any backend.
+"""
+
+from typing import Any
+
+from kinto.core.errors import json_error_handler
+from pyramid.httpexceptions import HTTPException
+from pyramid.request import Request
+
+from kinto_emailer import hooks
+from kinto_emailer.errors import InvalidHook
+from kinto_emailer.settings import EmailerSettings
+
+
+class ValidatingStorage:
+    """Wraps Kinto's storage backend; every call but bucket and collection writes passes."""
+
+    def __init__(self, backend: Any, settings: EmailerSettings) -> None:
+        self._backend = backend
+        self._settings = settings
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def _check(self, resource_name: str, parent_id: str, object_id: str | None, obj: Any) -> None:
+        if resource_name == "bucket":
+            bucket_id = object_id or obj.get("id", "")
+        elif resource_name == "collection":
+            bucket_id = parent_id.rsplit("/", 1)[-1]
+        else:
+            return
+        hooks.validate(obj, bucket_id, self._settings)
+
+    def create(self, resource_name: str, parent_id: str, obj: Any, *args: Any, **kw: Any) -> Any:
+        self._check(resource_name, parent_id, None, obj)
+        return self._backend.create(resource_name, parent_id, obj, *args, **kw)
+
+    def update(
+        self, resource_name: str, parent_id: str, object_id: str, obj: Any, *args: Any, **kw: Any
+    ) -> Any:
+        self._check(resource_name, parent_id, object_id, obj)
+        return self._backend.update(resource_name, parent_id, object_id, obj, *args, **kw)
+
+
+def invalid_hook_view(exc: InvalidHook, request: Request) -> HTTPException:
+    """A 400 in Kinto's error format (as ``raise_invalid``), naming the bad value's JSON path."""
+    request.errors.add("body", exc.path, exc.description)
+    return json_error_handler(request)
