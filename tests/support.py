@@ -1,0 +1,187 @@
+"""Test helpers: a real SMTP server (aiosmtpd) and Kinto apps with the plugin."""
+
+import os
+import socket
+import threading
+import time
+import unittest
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from kinto import DEFAULT_SETTINGS as KINTO_DEFAULT_SETTINGS
+from kinto import main as kinto_main
+from kinto.core.testing import BaseWebTest, get_user_headers
+
+
+POSTGRESQL_URL = os.environ.get(
+    "KINTO_EMAILER_TEST_DATABASE", "postgresql://postgres@127.0.0.1:5432/kinto_emailer_test"
+)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
+
+    @property
+    def body(self) -> str:
+        return self.message.get_content().replace("\r\n", "\n").strip()
+
+
+@dataclass
+class SMTPSink:
+    """An SMTP server on a free port that keeps what it accepts.
+
+    ``refuse`` holds recipients answered with a permanent 550.
+    """
+
+    refuse: set[str] = field(default_factory=set)
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if address in self.refuse:
+            return "550 5.1.1 Mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        with self._lock:
+            self.received.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+            )
+        return "250 Message accepted for delivery"
+
+    def start(self) -> "SMTPSink":
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def clear(self) -> None:
+        with self._lock:
+            self.received.clear()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.received) >= count:
+                    return list(self.received)
+            time.sleep(0.01)
+        return list(self.received)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgresql_available() -> bool:
+    import sqlalchemy
+
+    admin_url = POSTGRESQL_URL.rsplit("/", 1)[0] + "/postgres"
+    database = POSTGRESQL_URL.rsplit("/", 1)[1]
+    try:
+        engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            exists = connection.execute(
+                sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                {"name": database},
+            ).scalar()
+            if not exists:
+                connection.execute(sqlalchemy.text(f'CREATE DATABASE "{database}"'))
+        engine.dispose()
+        return True
+    except sqlalchemy.exc.OperationalError:
+        return False
+
+
+def skip_unless_postgresql(cls: type) -> type:
+    """PostgreSQL tests run in CI; elsewhere they are skipped when no server answers."""
+    if IN_CI or postgresql_available():
+        return cls
+    return unittest.skip(f"no PostgreSQL at {POSTGRESQL_URL} (they run in CI)")(cls)
+
+
+ALICE = get_user_headers("alice")
+BOB = get_user_headers("bob")
+
+
+class EmailerWebTest(BaseWebTest, unittest.TestCase):
+    """Kinto with kinto_emailer in-process, mailing a real SMTP server."""
+
+    api_prefix = "v1"
+    entry_point = kinto_main
+    extra_settings: dict[str, Any] = {}
+    sink: SMTPSink
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.sink = SMTPSink().start()
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        super().tearDownClass()
+        cls.sink.stop()
+
+    @classmethod
+    def get_app_settings(cls, extras: dict | None = None) -> dict:
+        settings = {**KINTO_DEFAULT_SETTINGS}
+        settings.update(
+            {
+                "includes": "kinto_emailer",
+                "multiauth.policies": "basicauth",
+                "userid_hmac_secret": "test-secret",
+                "bucket_create_principals": "system.Authenticated",
+                "mail.host": "127.0.0.1",
+                "mail.port": str(cls.sink.port),
+                "mail.default_sender": "Kinto <kinto@example.com>",
+                "project_name": "Kinto Test",
+            }
+        )
+        settings.update(cls.extra_settings)
+        settings.update(extras or {})
+        return settings
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.headers = {**self.headers, **ALICE}
+        self.sink.clear()
+        self.sink.refuse.clear()
+
+    @property
+    def registry(self) -> Any:
+        return self.app.app.registry
+
+    def mails(self) -> list[Received]:
+        """What the SMTP server received, once everything committed so far was sent."""
+        self.registry.emailer_outbox.join()
+        return list(self.sink.received)
+
+    def put_hooks(self, uri: str, *hooks: dict, status: int = 200) -> Any:
+        """Save hooks; the mails that this write itself causes are left out of ``mails()``."""
+        body = {"data": {"kinto-emailer": {"hooks": list(hooks)}}}
+        response = self.app.put_json(uri, body, headers=self.headers, status=status)
+        self.mails()
+        self.sink.clear()
+        return response
+
+    def create_record(self, uri: str, data: dict | None = None, status: int = 201) -> Any:
+        return self.app.post_json(uri, {"data": data or {}}, headers=self.headers, status=status)
