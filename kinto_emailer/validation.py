@@ -6,6 +6,7 @@ boundary, where the final object (after a PATCH, a JSON-Patch or a merge) is kno
 before anything is written: rejected metadata is never stored, on any backend.
 """
 
+import copy
 from typing import Any
 
 from kinto.core.errors import json_error_handler
@@ -17,8 +18,11 @@ from kinto_emailer.errors import InvalidHook
 from kinto_emailer.settings import EmailerSettings
 
 
+_CHECKED = ("bucket", "collection")
+
+
 class ValidatingStorage:
-    """Wraps Kinto's storage backend; every call but bucket and collection writes passes."""
+    """Kinto's storage backend, checking bucket and collection writes; the rest passes."""
 
     def __init__(self, backend: Any, settings: EmailerSettings) -> None:
         self._backend = backend
@@ -28,13 +32,19 @@ class ValidatingStorage:
         return getattr(self._backend, name)
 
     def _check(self, resource_name: str, parent_id: str, object_id: str | None, obj: Any) -> None:
+        if resource_name not in _CHECKED:
+            return
         if resource_name == "bucket":
             bucket_id = object_id or obj.get("id", "")
-        elif resource_name == "collection":
-            bucket_id = parent_id.rsplit("/", 1)[-1]
         else:
-            return
+            bucket_id = parent_id.rsplit("/", 1)[-1]
         hooks.validate(obj, bucket_id, self._settings)
+
+    def get(self, resource_name: str, *args: Any, **kw: Any) -> Any:
+        obj = self._backend.get(resource_name, *args, **kw)
+        # The memory backend returns a shallow copy: a PATCH that merges into nested
+        # metadata would change the stored object before the check could refuse it.
+        return copy.deepcopy(obj) if resource_name in _CHECKED else obj
 
     def create(self, resource_name: str, parent_id: str, obj: Any, *args: Any, **kw: Any) -> Any:
         self._check(resource_name, parent_id, None, obj)

@@ -1,0 +1,215 @@
+"""Hooks are checked when metadata is saved: a 400 naming the JSON path, nothing stored."""
+
+from tests.support import EmailerWebTest
+
+
+HOOK = {"template": "{id}", "recipients": ["a@example.com"]}
+
+
+class ValidationTest(EmailerWebTest):
+    def setUp(self):
+        super().setUp()
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+
+    def assert_refused(self, emailer, name, message=""):
+        for uri in ("/buckets/b", "/buckets/b/collections/c"):
+            resp = self.app.put_json(
+                uri, {"data": {"kinto-emailer": emailer}}, headers=self.headers, status=400
+            )
+            self.assertEqual(resp.json["errno"], 107)
+            self.assertEqual(resp.json["details"][0]["location"], "body")
+            self.assertEqual(resp.json["details"][0]["name"], name)
+            self.assertIn(message, resp.json["message"])
+            self.assertNotIn("kinto-emailer", self.app.get(uri, headers=self.headers).json["data"])
+
+    def test_template_errors(self):
+        cases = {
+            "{nope}": "unknown placeholder {nope}",
+            "{0}": "positional fields",
+            "{}": "positional fields",
+            "a { b": "expected '}'",
+            "a } b": "Single '}'",
+            "{id.__class__}": "attribute access",
+            "{id:>200000000}": "limited to 100",
+            "{id:.999}": "limited to 100",
+            "{id:{timestamp}}": "nested fields",
+            "{id!r}": "conversion",
+            "{impacted_objects}": "unknown placeholder {impacted_objects}",
+            "{settings[userid_hmac_secret]}": "is not allowed",
+            "{new}": "needs one to 3 fields",
+            "{id:%%%}": "invalid format spec",
+        }
+        for template, message in cases.items():
+            with self.subTest(template=template):
+                self.assert_refused(
+                    {"hooks": [HOOK, {**HOOK, "template": template}]},
+                    "data.kinto-emailer.hooks.1.template",
+                    message,
+                )
+
+    def test_error_lists_what_is_allowed(self):
+        resp = self.app.put_json(
+            "/buckets/b",
+            {"data": {"kinto-emailer": {"hooks": [{**HOOK, "subject": "{nope}"}]}}},
+            headers=self.headers,
+            status=400,
+        )
+        self.assertEqual(resp.json["details"][0]["name"], "data.kinto-emailer.hooks.0.subject")
+        self.assertIn("{record_id}", resp.json["message"])
+        self.assertIn("{new[<field>]}", resp.json["message"])
+
+    def test_structure_errors(self):
+        cases = [
+            ({}, "data.kinto-emailer", "'hooks' is a required property"),
+            ({"hooks": {}}, "data.kinto-emailer.hooks", "is not of type 'array'"),
+            (
+                {"hooks": [{"recipients": ["a@example.com"]}]},
+                "data.kinto-emailer.hooks.0",
+                "'template' is a required property",
+            ),
+            (
+                {"hooks": [{"template": "x"}]},
+                "data.kinto-emailer.hooks.0",
+                "'recipients' is a required property",
+            ),
+            (
+                {"hooks": [{**HOOK, "recipients": []}]},
+                "data.kinto-emailer.hooks.0.recipients",
+                "should be non-empty",
+            ),
+            (
+                {"hooks": [{**HOOK, "recipient": "x"}]},
+                "data.kinto-emailer.hooks.0",
+                "'recipient' was unexpected",
+            ),
+            (
+                {"hooks": [{**HOOK, "template": 3}]},
+                "data.kinto-emailer.hooks.0.template",
+                "is not of type 'string'",
+            ),
+            ({"hooks": [], "other": 1}, "data.kinto-emailer", "'other' was unexpected"),
+        ]
+        for emailer, name, message in cases:
+            with self.subTest(emailer=emailer):
+                self.assert_refused(emailer, name, message)
+
+    def test_filter_errors(self):
+        cases = [
+            ("resource_name", "records", "not one of record, collection, group"),
+            ("action", "modify", "not one of create"),
+            ("event", "kinto.core.events.AfterResourceChange", "not one of"),
+            ("collection_id", "^(unclosed", "Invalid regular expression"),
+        ]
+        for field, value, message in cases:
+            with self.subTest(field=field):
+                self.assert_refused(
+                    {"hooks": [{**HOOK, field: value}]},
+                    f"data.kinto-emailer.hooks.0.{field}",
+                    message,
+                )
+
+    def test_recipient_errors(self):
+        cases = [
+            ("not-an-address", "not a valid email address"),
+            ("a@example.com, b@example.com", "exactly one email address"),
+            ("A <a@example.com>, B <b@example.com>", "exactly one email address"),
+            ("/buckets/bb/groups/g", "must belong to bucket 'b'"),
+            ("/buckets/b/groups/g/extra", "is not a group URI"),
+            ("/buckets/b/groups/{nope}", "unknown placeholder"),
+        ]
+        for recipient, message in cases:
+            with self.subTest(recipient=recipient):
+                self.assert_refused(
+                    {"hooks": [{**HOOK, "recipients": ["ok@example.com", recipient]}]},
+                    "data.kinto-emailer.hooks.0.recipients.1",
+                    message,
+                )
+
+    def test_sender_errors(self):
+        self.assert_refused(
+            {"hooks": [{**HOOK, "sender": "a@example.com, b@example.com"}]},
+            "data.kinto-emailer.hooks.0.sender",
+            "exactly one email address",
+        )
+
+    def test_valid_hooks_are_stored(self):
+        hook = {
+            **HOOK,
+            "subject": "{{literal}} {settings[project_name]}",
+            "sender": "Team <team@example.com>",
+            "recipients": ["/buckets/{bucket_id}/groups/{collection_id}-reviewers"],
+            "event": "^kinto_remote_settings",
+            "action": "update",
+        }
+        self.put_hooks("/buckets/b", hook)
+        stored = self.app.get("/buckets/b", headers=self.headers).json["data"]
+        self.assertEqual(stored["kinto-emailer"], {"hooks": [hook]})
+
+    def test_patch_is_checked_on_the_merged_object(self):
+        self.put_hooks("/buckets/b/collections/c", HOOK)
+        uri = "/buckets/b/collections/c"
+        bad = {"kinto-emailer": {"hooks": [{**HOOK, "template": "{nope}"}]}}
+        self.app.patch_json(uri, {"data": bad}, headers=self.headers, status=400)
+        self.app.patch(
+            uri,
+            '{"data": {"kinto-emailer": {"hooks": [{"template": "{nope}"}]}}}',
+            headers={**self.headers, "Content-Type": "application/merge-patch+json"},
+            status=400,
+        )
+        json_patch = [
+            {"op": "replace", "path": "/data/kinto-emailer/hooks/0/template", "value": "{nope}"}
+        ]
+        resp = self.app.patch_json(
+            uri,
+            json_patch,
+            headers={**self.headers, "Content-Type": "application/json-patch+json"},
+            status=400,
+        )
+        self.assertEqual(resp.json["details"][0]["name"], "data.kinto-emailer.hooks.0.template")
+        stored = self.app.get(uri, headers=self.headers).json["data"]
+        self.assertEqual(stored["kinto-emailer"], {"hooks": [HOOK]})
+
+    def test_batch_refuses_the_bad_subrequest_only(self):
+        requests = [
+            {
+                "method": "PUT",
+                "path": "/buckets/b/collections/good",
+                "body": {"data": {"kinto-emailer": {"hooks": [HOOK]}}},
+            },
+            {
+                "method": "PUT",
+                "path": "/buckets/b/collections/bad",
+                "body": {"data": {"kinto-emailer": {"hooks": [{**HOOK, "template": "{0}"}]}}},
+            },
+        ]
+        resp = self.app.post_json("/batch", {"requests": requests}, headers=self.headers)
+        statuses = [r["status"] for r in resp.json["responses"]]
+        self.assertEqual(statuses, [201, 400])
+        self.assertEqual(
+            resp.json["responses"][1]["body"]["details"][0]["name"],
+            "data.kinto-emailer.hooks.0.template",
+        )
+        self.app.get("/buckets/b/collections/bad", headers=self.headers, status=404)
+
+    def test_new_bucket_with_bad_hooks_is_not_created(self):
+        body = {"data": {"kinto-emailer": {"hooks": [{**HOOK, "template": "{"}]}}}
+        self.app.put_json("/buckets/new", body, headers=self.headers, status=400)
+        self.app.post_json(
+            "/buckets", {"data": {"id": "new2", **body["data"]}}, headers=self.headers, status=400
+        )
+        self.app.get("/buckets/new", headers=self.headers, status=403)
+        self.app.get("/buckets/new2", headers=self.headers, status=403)
+        ids = [b["id"] for b in self.app.get("/buckets", headers=self.headers).json["data"]]
+        self.assertEqual(ids, ["b"])
+
+    def test_writes_after_a_refused_hook_still_succeed(self):
+        self.put_hooks("/buckets/b", HOOK)
+        self.app.put_json(
+            "/buckets/b",
+            {"data": {"kinto-emailer": {"hooks": [{**HOOK, "template": "{nope}"}]}}},
+            headers=self.headers,
+            status=400,
+        )
+        self.create_record("/buckets/b/collections/c/records")
+        self.assertEqual(len(self.mails()), 1)
