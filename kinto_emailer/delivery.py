@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import transaction
+from pyramid.exceptions import ConfigurationError
 from pyramid_mailer.mailer import Mailer
 from repoze.sendmail.delivery import QueuedMailDelivery
 
@@ -173,14 +174,24 @@ def _after_commit(committed: bool, outbox: Outbox, messages: list[Outgoing]) -> 
         outbox.put(messages)
 
 
+def prepare_maildir(path: str) -> None:
+    """Create the Maildir folders, so that an existing empty folder works too."""
+    try:
+        for folder in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(path, folder), exist_ok=True)
+    except OSError as e:
+        raise ConfigurationError(f"Setting 'mail.queue_path': cannot use {path!r}: {e}") from e
+
+
 class Delivery:
     """Hands messages over at the right moment of the current transaction."""
 
     def __init__(self, settings: EmailerSettings, outbox: Outbox) -> None:
         self.outbox = outbox
-        self.maildir = (
-            QueuedMailDelivery(settings.queue_path) if settings.queue_path is not None else None
-        )
+        self.maildir: QueuedMailDelivery | None = None
+        if settings.queue_path is not None:
+            prepare_maildir(settings.queue_path)
+            self.maildir = QueuedMailDelivery(settings.queue_path)
 
     def schedule(self, messages: list[Outgoing]) -> None:
         if not messages:

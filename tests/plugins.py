@@ -1,0 +1,82 @@
+"""Kinto plugins that the tests include beside kinto_emailer.
+
+``failing`` makes a write fail after kinto_emailer prepared its emails, as another
+plugin's check would. ``review`` fires review events shaped like those of Kinto's
+signer, from a before-commit hook as the signer does, and subscribes
+``kinto_emailer.send_notification`` to them as the signer does.
+"""
+
+from typing import Any
+
+import transaction
+from kinto.core.events import ResourceChanged
+from pyramid.config import Configurator
+
+from kinto_emailer import send_notification
+
+
+class BaseEvent:
+    def __init__(self, request, payload, impacted_objects, resource, original_event):
+        self.request = request
+        self.payload = payload
+        self.impacted_objects = impacted_objects
+        self.resource = resource
+        self.original_event = original_event
+
+
+class ReviewRequested(BaseEvent):
+    def __init__(self, changes_count, changes_size_bytes, comment, **kwargs):
+        super().__init__(**kwargs)
+        self.payload["comment"] = comment
+        self.payload["changes_count"] = changes_count
+        self.payload["changes_size_bytes"] = changes_size_bytes
+
+
+class ReviewApproved(BaseEvent):
+    pass
+
+
+def fail_on_flagged_records(event: Any) -> None:
+    if any((o.get("new") or {}).get("fail") for o in event.impacted_objects):
+        raise RuntimeError("refused by another plugin")
+
+
+def failing(config: Configurator) -> None:
+    config.add_subscriber(fail_on_flagged_records, ResourceChanged, for_resources=("record",))
+
+
+def _send_review_events(event: Any) -> None:
+    for impacted in event.impacted_objects:
+        status = impacted["new"].get("status")
+        payload = {**event.payload, "collection_id": impacted["new"]["id"]}
+        common = dict(
+            request=event.request,
+            payload=payload,
+            impacted_objects=[impacted],
+            resource=None,
+            original_event=event,
+        )
+        if status == "to-review":
+            review = ReviewRequested(
+                changes_count=3, changes_size_bytes=120, comment="please look", **common
+            )
+        elif status == "to-sign":
+            review = ReviewApproved(**common)
+        else:
+            continue
+        event.request.registry.notify(review)
+
+
+def on_collection_changed(event: Any) -> None:
+    transaction.get().addBeforeCommitHook(_send_review_events, args=(event,))
+
+
+def review(config: Configurator) -> None:
+    config.add_subscriber(
+        on_collection_changed,
+        ResourceChanged,
+        for_resources=("collection",),
+        for_actions=("update",),
+    )
+    config.add_subscriber(send_notification, ReviewRequested)
+    config.add_subscriber(send_notification, ReviewApproved)

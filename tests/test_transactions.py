@@ -1,0 +1,209 @@
+"""Exactly the emails of committed changes, one list per event, whatever goes wrong."""
+
+import logging
+import mailbox
+import os
+import shutil
+import tempfile
+import time
+from email import message_from_bytes, policy
+
+from tests.support import EmailerWebTest, free_port
+
+
+HOOK = {"template": "{action}d {uri}", "recipients": ["a@example.com"]}
+
+
+class EventsTest(EmailerWebTest):
+    extra_settings = {"includes": "kinto_emailer tests.plugins.failing tests.plugins.review"}
+
+    def setUp(self):
+        super().setUp()
+        self.app.put_json("/buckets/b", headers=self.headers)
+        for cid in ("c1", "c2"):
+            self.app.put_json(f"/buckets/b/collections/{cid}", headers=self.headers)
+
+    def test_nothing_is_sent_for_an_aborted_transaction(self):
+        self.put_hooks("/buckets/b", HOOK)
+        self.app.put_json(
+            "/buckets/b/collections/c1/records/r1",
+            {"data": {"fail": True}},
+            headers=self.headers,
+            status=500,
+        )
+        self.app.put_json("/buckets/b/collections/c1/records/r2", headers=self.headers)
+        self.assertEqual(
+            [m.body for m in self.mails()], ["created /buckets/b/collections/c1/records/r2"]
+        )
+
+    def test_every_event_of_a_batch_yields_exactly_its_own_messages(self):
+        self.put_hooks("/buckets/b", HOOK)
+        requests = [
+            {"method": "PUT", "path": "/buckets/b/collections/c1/records/r1"},
+            {"method": "PUT", "path": "/buckets/b/collections/c2/records/r2"},
+            {"method": "PUT", "path": "/buckets/b/collections/c1/records/r3"},
+            {"method": "PATCH", "path": "/buckets/b/collections/c2", "body": {"data": {"x": 1}}},
+            {"method": "DELETE", "path": "/buckets/b/collections/c1/records/r1"},
+        ]
+        self.app.post_json("/batch", {"requests": requests}, headers=self.headers)
+        self.assertEqual(
+            sorted(m.body for m in self.mails()),
+            [
+                "created /buckets/b/collections/c1/records/r1",
+                "created /buckets/b/collections/c1/records/r3",
+                "created /buckets/b/collections/c2/records/r2",
+                "deleted /buckets/b/collections/c1/records/r1",
+                "updated /buckets/b/collections/c2",
+            ],
+        )
+
+    def test_review_events_are_mailed_with_their_payload(self):
+        self.put_hooks(
+            "/buckets/b",
+            {
+                "event": "kinto_remote_settings.signer.events.ReviewRequested",
+                "subject": "{user_id} requested a review of {collection_id}",
+                "template": "{changes_count} changes ({changes_size_bytes} bytes): {comment}\n"
+                "{uri} {event}",
+                "recipients": ["reviewer@example.com"],
+            },
+            {
+                "event": "kinto_signer.events.ReviewApproved",
+                "template": "approved {uri}",
+                "recipients": ["editor@example.com"],
+            },
+            {**HOOK, "resource_name": "collection", "recipients": ["changes@example.com"]},
+        )
+        self.app.patch_json(
+            "/buckets/b/collections/c1", {"data": {"status": "to-review"}}, headers=self.headers
+        )
+        self.app.patch_json(
+            "/buckets/b/collections/c2", {"data": {"status": "to-sign"}}, headers=self.headers
+        )
+        mails = {(m.rcpt_tos[0], m.body) for m in self.mails()}
+        self.assertEqual(
+            mails,
+            {
+                ("changes@example.com", "updated /buckets/b/collections/c1"),
+                ("changes@example.com", "updated /buckets/b/collections/c2"),
+                (
+                    "reviewer@example.com",
+                    "3 changes (120 bytes): please look\n"
+                    "/buckets/b/collections/c1 tests.plugins.ReviewRequested",
+                ),
+                ("editor@example.com", "approved /buckets/b/collections/c2"),
+            },
+        )
+
+    def test_hooks_without_event_filter_ignore_review_events(self):
+        self.put_hooks("/buckets/b", HOOK)
+        self.app.patch_json(
+            "/buckets/b/collections/c1", {"data": {"status": "to-review"}}, headers=self.headers
+        )
+        self.assertEqual([m.body for m in self.mails()], ["updated /buckets/b/collections/c1"])
+
+    def test_a_hook_that_cannot_be_rendered_is_skipped_and_the_others_sent(self):
+        stored_before_checks = {
+            "id": "b",
+            "kinto-emailer": {
+                "hooks": [
+                    {**HOOK, "template": "{impacted_objects}"},
+                    {**HOOK, "template": "{id:d}"},
+                    {**HOOK, "template": "{id}", "recipients": ["b@example.com"]},
+                    {"template": "no recipients"},
+                ]
+            },
+        }
+        # What an earlier release let editors store.
+        self.registry.storage._backend.update(
+            resource_name="bucket", parent_id="", object_id="b", obj=stored_before_checks
+        )
+        with self.assertLogs("kinto_emailer", logging.WARNING) as logs:
+            self.app.put_json("/buckets/b/collections/c1/records/r1", headers=self.headers)
+            mails = self.mails()
+        self.assertEqual([(m.rcpt_tos, m.body) for m in mails], [(["b@example.com"], "r1")])
+        self.assertEqual(len(logs.records), 3)
+        self.assertIn("/buckets/b/collections/c1/records/r1", "\n".join(logs.output))
+
+
+class SMTPDownTest(EmailerWebTest):
+    extra_settings = {"mail.port": str(free_port()), "emailer.smtp_timeout": "2"}
+
+    def test_writes_succeed_and_the_failure_is_logged(self):
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", HOOK)
+        with self.assertLogs("kinto_emailer.delivery", logging.ERROR) as logs:
+            started = time.monotonic()
+            self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
+            elapsed = time.monotonic() - started
+            self.mails()
+        self.assertIn("/buckets/b/collections/c/records/r1", logs.output[0])
+        self.assertLess(elapsed, 2, "the write waited on the SMTP server")
+
+
+class MaildirQueueTest(EmailerWebTest):
+    extra_settings = {"includes": "kinto_emailer tests.plugins.failing"}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.queue_path = tempfile.mkdtemp()
+        cls.extra_settings = {**cls.extra_settings, "mail.queue_path": cls.queue_path}
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        shutil.rmtree(cls.queue_path)
+
+    def test_the_queue_is_filled_in_the_transaction(self):
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", {**HOOK, "resource_name": "record"})
+        self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
+        self.app.put_json(
+            "/buckets/b/collections/c/records/r2",
+            {"data": {"fail": True}},
+            headers=self.headers,
+            status=500,
+        )
+        queued = list(mailbox.Maildir(self.queue_path, create=False))
+        self.assertEqual(len(queued), 1)
+        message = message_from_bytes(queued[0].as_bytes(), policy=policy.default)
+        self.assertEqual(message["To"], "a@example.com")
+        self.assertEqual(message["X-Actually-To"], "a@example.com")
+        self.assertIn("/records/r1", message.get_content())
+        self.assertEqual(os.listdir(os.path.join(self.queue_path, "tmp")), [])
+        self.assertEqual(self.mails(), [])
+
+
+class DebugMailerTest(EmailerWebTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.directory = os.path.join(tempfile.mkdtemp(), "mail")
+        cls.extra_settings = {
+            "mail.debug_mailer": "true",
+            "mail.top_level_directory": cls.directory,
+        }
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        shutil.rmtree(os.path.dirname(cls.directory))
+
+    def test_each_mail_is_an_eml_file(self):
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", {**HOOK, "resource_name": "record"})
+        self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
+        self.mails()
+        [name] = os.listdir(self.directory)
+        self.assertTrue(name.endswith(".eml"))
+        with open(os.path.join(self.directory, name), "rb") as f:
+            message = message_from_bytes(f.read(), policy=policy.default)
+        self.assertEqual(message["To"], "a@example.com")
+        self.assertEqual(
+            message.get_content().strip(), "created /buckets/b/collections/c/records/r1"
+        )
+        self.assertEqual(self.sink.received, [])
