@@ -29,8 +29,12 @@ from kinto_emailer.settings import EmailerSettings
 logger = logging.getLogger(__name__)
 
 
+Failure = tuple[Outgoing, str]
+"""A message that was not sent, and why."""
+
+
 class Transport(Protocol):
-    def send(self, messages: Sequence[Outgoing]) -> list[Outgoing]:
+    def send(self, messages: Sequence[Outgoing]) -> list[Failure]:
         """Send ``messages``; return those that were not sent (their errors are logged)."""
 
 
@@ -68,8 +72,8 @@ class SMTPTransport:
             raise
         return connection
 
-    def send(self, messages: Sequence[Outgoing]) -> list[Outgoing]:
-        failed: list[Outgoing] = []
+    def send(self, messages: Sequence[Outgoing]) -> list[Failure]:
+        failed: list[Failure] = []
         connection: smtplib.SMTP | None = None
         try:
             for outgoing in messages:
@@ -86,7 +90,7 @@ class SMTPTransport:
                     logger.error(
                         "SMTP refused mail to %s about %s: %s", outgoing.recipient, outgoing.uri, e
                     )
-                    failed.append(outgoing)
+                    failed.append((outgoing, str(e)))
                 except (OSError, smtplib.SMTPException) as e:
                     logger.error(
                         "Could not send mail to %s about %s: %s",
@@ -94,7 +98,7 @@ class SMTPTransport:
                         outgoing.uri,
                         e,
                     )
-                    failed.append(outgoing)
+                    failed.append((outgoing, str(e) or type(e).__name__))
                     if connection is not None:
                         connection.close()
                     connection = None
@@ -113,9 +117,9 @@ class DirectoryTransport:
     def __init__(self, directory: str) -> None:
         self.directory = directory
 
-    def send(self, messages: Sequence[Outgoing]) -> list[Outgoing]:
+    def send(self, messages: Sequence[Outgoing]) -> list[Failure]:
         os.makedirs(self.directory, exist_ok=True)
-        failed = []
+        failed: list[Failure] = []
         for outgoing in messages:
             path = os.path.join(self.directory, f"{uuid.uuid4().hex}.eml")
             try:
@@ -125,7 +129,7 @@ class DirectoryTransport:
                 os.replace(path + ".tmp", path)
             except OSError as e:
                 logger.error("Could not write mail about %s to %s: %s", outgoing.uri, path, e)
-                failed.append(outgoing)
+                failed.append((outgoing, str(e)))
         return failed
 
 

@@ -5,10 +5,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyramid.exceptions import ConfigurationError
-from pyramid.settings import asbool, aslist
+from pyramid.settings import aslist
+
+from kinto_emailer.recipients import parse_mailbox
 
 
 PREFIX = "emailer."
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0", ""}
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,15 @@ def _positive_float(key: str, value: Any) -> float:
     return number
 
 
+def _boolean(key: str, value: Any) -> bool:
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigurationError(f"Setting '{key}' must be true or false, not {value!r}")
+
+
 def _domains(key: str, value: Any) -> tuple[str, ...]:
     domains = tuple(d.lower().lstrip("@") for d in aslist(str(value)))
     for domain in domains:
@@ -85,15 +98,16 @@ def parse_settings(settings: Mapping[str, Any]) -> EmailerSettings:
             raise ConfigurationError(f"Unknown setting 'kinto.{key}' (known: {known})")
         values[name] = parser(key, raw)
 
-    debug = settings.get("mail.debug_mailer", False)
-    try:
-        values["debug"] = asbool(debug)
-    except ValueError as e:
-        raise ConfigurationError(f"Setting 'mail.debug_mailer' must be a boolean: {e}") from e
+    values["debug"] = _boolean("mail.debug_mailer", settings.get("mail.debug_mailer", False))
     if settings.get("mail.top_level_directory"):
         values["debug_directory"] = str(settings["mail.top_level_directory"])
     if settings.get("mail.queue_path"):
         values["queue_path"] = str(settings["mail.queue_path"])
     if settings.get("mail.default_sender"):
-        values["default_sender"] = str(settings["mail.default_sender"])
+        sender = str(settings["mail.default_sender"])
+        try:
+            parse_mailbox(sender)
+        except ValueError as e:
+            raise ConfigurationError(f"Setting 'mail.default_sender': {e}") from e
+        values["default_sender"] = sender
     return EmailerSettings(**values)

@@ -119,6 +119,25 @@ def skip_unless_postgresql(cls: type) -> type:
     return unittest.skip(f"no PostgreSQL at {POSTGRESQL_URL} (they run in CI)")(cls)
 
 
+def app_settings(smtp_port: int, **extra: Any) -> dict:
+    """Kinto's defaults, memory backends, and kinto_emailer mailing 127.0.0.1:``smtp_port``."""
+    return {
+        **KINTO_DEFAULT_SETTINGS,
+        "storage_backend": "kinto.core.storage.memory",
+        "cache_backend": "kinto.core.cache.memory",
+        "permission_backend": "kinto.core.permission.memory",
+        "includes": "kinto_emailer",
+        "multiauth.policies": "basicauth",
+        "userid_hmac_secret": "test-secret",
+        "bucket_create_principals": "system.Authenticated",
+        "mail.host": "127.0.0.1",
+        "mail.port": str(smtp_port),
+        "mail.default_sender": "Kinto <kinto@example.com>",
+        "project_name": "Kinto Test",
+        **extra,
+    }
+
+
 ALICE = get_user_headers("alice")
 BOB = get_user_headers("bob")
 
@@ -143,22 +162,7 @@ class EmailerWebTest(BaseWebTest, unittest.TestCase):
 
     @classmethod
     def get_app_settings(cls, extras: dict | None = None) -> dict:
-        settings = {**KINTO_DEFAULT_SETTINGS}
-        settings.update(
-            {
-                "includes": "kinto_emailer",
-                "multiauth.policies": "basicauth",
-                "userid_hmac_secret": "test-secret",
-                "bucket_create_principals": "system.Authenticated",
-                "mail.host": "127.0.0.1",
-                "mail.port": str(cls.sink.port),
-                "mail.default_sender": "Kinto <kinto@example.com>",
-                "project_name": "Kinto Test",
-            }
-        )
-        settings.update(cls.extra_settings)
-        settings.update(extras or {})
-        return settings
+        return app_settings(cls.sink.port, **{**cls.extra_settings, **(extras or {})})
 
     def setUp(self) -> None:
         super().setUp()

@@ -1,0 +1,67 @@
+"""Settings are parsed once at startup; a bad one stops Kinto, naming the key."""
+
+import unittest
+
+from kinto import main as kinto_main
+from pyramid.exceptions import ConfigurationError
+
+from kinto_emailer.settings import EmailerSettings, parse_settings
+from tests.support import app_settings
+
+
+class ParseSettingsTest(unittest.TestCase):
+    def test_defaults(self):
+        self.assertEqual(parse_settings({}), EmailerSettings())
+
+    def test_values(self):
+        settings = parse_settings(
+            {
+                "emailer.allowed_domains": "Example.com @example.org",
+                "emailer.max_recipients": 5,
+                "emailer.smtp_timeout": "2.5",
+                "mail.debug_mailer": "true",
+                "mail.top_level_directory": "/tmp/mails",
+                "mail.queue_path": "/tmp/queue",
+                "mail.default_sender": "a@example.com",
+                "kinto.emailer.max_recipients": "5",
+            }
+        )
+        self.assertEqual(settings.allowed_domains, ("example.com", "example.org"))
+        self.assertEqual(settings.max_recipients, 5)
+        self.assertEqual(settings.smtp_timeout, 2.5)
+        self.assertTrue(settings.debug)
+        self.assertEqual(settings.debug_directory, "/tmp/mails")
+        self.assertEqual(settings.queue_path, "/tmp/queue")
+        self.assertEqual(settings.default_sender, "a@example.com")
+
+    def test_errors_name_the_key(self):
+        cases = [
+            ({"emailer.max_recipient": 3}, "Unknown setting 'kinto.emailer.max_recipient'"),
+            ({"emailer.max_recipients": 0}, "'kinto.emailer.max_recipients' must be a positive"),
+            ({"emailer.max_recipients": "ten"}, "'kinto.emailer.max_recipients'"),
+            ({"emailer.max_recipients": True}, "'kinto.emailer.max_recipients'"),
+            ({"emailer.smtp_timeout": -1}, "'kinto.emailer.smtp_timeout'"),
+            ({"emailer.allowed_domains": "example"}, "'kinto.emailer.allowed_domains'"),
+            ({"mail.debug_mailer": "maybe"}, "'mail.debug_mailer'"),
+            ({"mail.default_sender": "two@example.com, b@example.com"}, "'mail.default_sender'"),
+        ]
+        for settings, message in cases:
+            with self.subTest(settings=settings):
+                with self.assertRaises(ConfigurationError) as cm:
+                    parse_settings(settings)
+                self.assertIn(message, str(cm.exception))
+
+
+class StartupTest(unittest.TestCase):
+    def start(self, **settings):
+        return kinto_main({}, **app_settings(25, **settings))
+
+    def test_unknown_key_stops_startup(self):
+        with self.assertRaises(ConfigurationError) as cm:
+            self.start(**{"kinto.emailer.retry": "1"})
+        self.assertIn("'kinto.emailer.retry'", str(cm.exception))
+
+    def test_bad_mail_setting_stops_startup(self):
+        with self.assertRaises(ConfigurationError) as cm:
+            self.start(**{"mail.port": "smtp"})
+        self.assertIn("mail.", str(cm.exception))
