@@ -1,0 +1,79 @@
+"""Addresses and group URIs."""
+
+import unittest
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kinto_emailer import recipients
+from kinto_emailer.errors import InvalidHook
+
+
+class ParseMailboxTest(unittest.TestCase):
+    def test_valid(self):
+        cases = {
+            "a@example.com": ("", "a@example.com"),
+            "Joe Doe <joe@example.com>": ("Joe Doe", "joe@example.com"),
+            '"Doe, Joe" <joe@example.com>': ("Doe, Joe", "joe@example.com"),
+            "Zoë <zoe@example.com>": ("Zoë", "zoe@example.com"),
+            "<a@example.com>": ("", "a@example.com"),
+        }
+        for text, (name, addr) in cases.items():
+            with self.subTest(text=text):
+                mailbox = recipients.parse_mailbox(text)
+                self.assertEqual((mailbox.display_name, mailbox.addr_spec), (name, addr))
+
+    def test_invalid(self):
+        for text in (
+            "",
+            "nope",
+            "a@b",
+            "a@example.com, b@example.com",
+            "x:;",
+            "a@@example.com",
+            "a@example.com\r\nBcc: b@example.com",
+            "@example.com",
+            "a b@example.com",
+        ):
+            with self.subTest(text=text), self.assertRaises(ValueError):
+                recipients.parse_mailbox(text)
+
+    @given(st.text())
+    def test_parser_never_crashes(self, text):
+        try:
+            mailbox = recipients.parse_mailbox(text)
+        except ValueError:
+            return
+        self.assertNotRegex(str(mailbox), r"[\r\n]")
+        self.assertEqual(mailbox.addr_spec.count("@"), 1)
+
+
+class ExpandTest(unittest.TestCase):
+    def test_groups_members_and_duplicates(self):
+        groups = {"g": ["account:A@example.com", "ldap:b@example.com", "basicauth:123"]}
+        found = recipients.expand(
+            [
+                "a@example.com",
+                "/buckets/b/groups/g",
+                "/buckets/other/groups/g",
+                "/buckets/b/groups/missing",
+            ],
+            lambda uri: uri,
+            "b",
+            lambda group_id: groups.get(group_id, []),
+            (),
+        )
+        self.assertEqual([m.addr_spec for m in found], ["a@example.com", "b@example.com"])
+
+    def test_allowed_domains(self):
+        found = recipients.expand(
+            ["a@example.com", "b@example.org"], lambda u: u, "b", lambda g: [], ("example.org",)
+        )
+        self.assertEqual([m.addr_spec for m in found], ["b@example.org"])
+
+    def test_check_recipient(self):
+        recipients.check_recipient("/buckets/{bucket_id}/groups/g", "p", "b", ())
+        recipients.check_recipient("/buckets/b/groups/{collection_id}", "p", "b", ())
+        for bad in ("/buckets/bb/groups/g", "/buckets/b/groups/", "/buckets/b/collections/c"):
+            with self.subTest(recipient=bad), self.assertRaises(InvalidHook):
+                recipients.check_recipient(bad, "p", "b", ())

@@ -1,0 +1,133 @@
+"""The template checker and renderer, table-driven and property-based."""
+
+import string
+import unittest
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kinto_emailer import templates
+from kinto_emailer.errors import InvalidHook, RenderError
+
+
+CONTEXT = {
+    "id": "r1",
+    "timestamp": 1700000000000,
+    "new": {"title": "T", "n": 3, "tags": ["a"], "meta": {"lang": "fr"}, "none": None},
+    "old": None,
+    "settings": {"project_name": "Kinto"},
+}
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+contexts = st.fixed_dictionaries(
+    {
+        "id": st.text(),
+        "timestamp": st.integers(),
+        "new": st.dictionaries(st.sampled_from(["title", "n", "x"]), json_values) | st.none(),
+        "old": st.dictionaries(st.sampled_from(["title", "n", "x"]), json_values) | st.none(),
+        "settings": st.fixed_dictionaries({"project_name": st.text()}),
+    }
+)
+placeholders = st.sampled_from(
+    [
+        "{id}",
+        "{timestamp}",
+        "{new[title]}",
+        "{old[n]}",
+        "{new[x][y]}",
+        "{settings[project_name]}",
+        "{uri}",
+        "{comment}",
+        "{id:>100}",
+        "{new[title]:.5}",
+        "{timestamp:,}",
+        "{id:^30}",
+    ]
+)
+templates_strategy = st.lists(placeholders | st.text(alphabet=string.ascii_letters + " \n"))
+
+
+class RenderTest(unittest.TestCase):
+    def test_render(self):
+        cases = {
+            "{id} {new[title]}": "r1 T",
+            "{new[n]:>4}|{new[tags]}|{new[meta]}": '   3|["a"]|{"lang": "fr"}',
+            "{old[title]}{new[missing]}{new[none]}{comment}": "",
+            "{settings[project_name]} {{literal}}": "Kinto {literal}",
+            "{timestamp:d}": "1700000000000",
+        }
+        for template, expected in cases.items():
+            with self.subTest(template=template):
+                self.assertEqual(templates.render(template, CONTEXT), expected)
+
+    def test_a_spec_that_does_not_fit_the_value_is_a_render_error(self):
+        with self.assertRaises(RenderError):
+            templates.render("{id:d}", CONTEXT)
+
+    def test_templates_stored_before_the_checks_are_render_errors(self):
+        for template in ("{nope}", "{0}", "{", "{id.__class__}", "{id:>200000000}"):
+            with self.subTest(template=template), self.assertRaises(RenderError):
+                templates.render(template, CONTEXT)
+
+    def test_output_is_bounded(self):
+        body = templates.render("{new[title]}" * 100_000, {"new": {"title": "x" * 5000}})
+        self.assertEqual(len(body), templates.MAX_BODY_LENGTH)
+        self.assertTrue(body.endswith("[...]"))
+
+    def test_values_are_clipped(self):
+        body = templates.render("{new[title]}", {"new": {"title": "x" * 5000}})
+        self.assertEqual(len(body), templates.MAX_VALUE_LENGTH)
+
+    def test_render_line_is_one_bounded_line(self):
+        line = templates.render_line(
+            "{new[title]}", {"new": {"title": "a\r\nb\tc\x0bd\u2028e\x00f" + "x" * 500}}
+        )
+        self.assertTrue(line.startswith("a b c d e f"))
+        self.assertEqual(len(line), templates.MAX_LINE_LENGTH)
+
+    def test_check_names_the_path(self):
+        with self.assertRaises(InvalidHook) as cm:
+            templates.check("{nope}", "data.x")
+        self.assertEqual(cm.exception.path, "data.x")
+        self.assertIn(templates.allowed_placeholders(), cm.exception.description)
+
+
+class PropertyTest(unittest.TestCase):
+    @settings(max_examples=300, deadline=None)
+    @given(templates_strategy, contexts)
+    def test_checked_templates_render_bounded_or_raise_render_error(self, pieces, context):
+        template = "".join(
+            p.replace("{", "{{").replace("}", "}}")
+            if "{" not in p or len(p) < 2 or p[0] != "{"
+            else p
+            for p in pieces
+        )
+        templates.check(template, "data.t")
+        try:
+            body = templates.render(template, context)
+        except RenderError:
+            return
+        self.assertLessEqual(len(body), templates.MAX_BODY_LENGTH)
+        line = templates.render_line(template, context)
+        self.assertNotRegex(line, r"[\r\n]")
+        self.assertLessEqual(len(line), templates.MAX_LINE_LENGTH)
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.text())
+    def test_any_text_is_accepted_or_refused_never_crashes(self, template):
+        try:
+            templates.check(template, "data.t")
+        except InvalidHook:
+            return
+        try:
+            self.assertLessEqual(
+                len(templates.render(template, CONTEXT)), templates.MAX_BODY_LENGTH
+            )
+        except RenderError:
+            pass  # A valid spec that does not fit the value, such as {id:d}.
