@@ -106,6 +106,10 @@ def postgresql_available() -> bool:
             ).scalar()
             if not exists:
                 connection.execute(sqlalchemy.text(f'CREATE DATABASE "{database}"'))
+            # As Kinto recommends: timestamps are computed in UTC.
+            connection.execute(
+                sqlalchemy.text(f"ALTER DATABASE \"{database}\" SET TIMEZONE TO 'UTC'")
+            )
         engine.dispose()
         return True
     except sqlalchemy.exc.OperationalError:

@@ -8,6 +8,8 @@ import tempfile
 import time
 from email import message_from_bytes, policy
 
+import transaction
+
 from tests.support import EmailerWebTest, free_port
 
 
@@ -115,9 +117,10 @@ class EventsTest(EmailerWebTest):
             },
         }
         # What an earlier release let editors store.
-        self.registry.storage._backend.update(
-            resource_name="bucket", parent_id="", object_id="b", obj=stored_before_checks
-        )
+        with transaction.manager:
+            self.registry.storage._backend.update(
+                resource_name="bucket", parent_id="", object_id="b", obj=stored_before_checks
+            )
         with self.assertLogs("kinto_emailer", logging.WARNING) as logs:
             self.app.put_json("/buckets/b/collections/c1/records/r1", headers=self.headers)
             mails = self.mails()

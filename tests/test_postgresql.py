@@ -1,0 +1,55 @@
+"""The plugin's suites again, on Kinto's PostgreSQL backends (as in production)."""
+
+import tests.test_plugin as plugin
+import tests.test_transactions as transactions
+import tests.test_validation as validation
+from tests.support import POSTGRESQL_URL, skip_unless_postgresql
+
+
+class PostgreSQL:
+    """Storage and permissions in PostgreSQL; every test starts from empty tables."""
+
+    @classmethod
+    def get_app_settings(cls, extras=None):
+        settings = super().get_app_settings(extras)
+        for backend in ("storage", "permission"):
+            settings[f"{backend}_backend"] = f"kinto.core.{backend}.postgresql"
+            settings[f"{backend}_url"] = POSTGRESQL_URL
+        return settings
+
+
+@skip_unless_postgresql
+class HookResolutionTest(PostgreSQL, plugin.HookResolutionTest):
+    pass
+
+
+@skip_unless_postgresql
+class GroupRecipientsTest(PostgreSQL, plugin.GroupRecipientsTest):
+    pass
+
+
+@skip_unless_postgresql
+class ValidationTest(PostgreSQL, validation.ValidationTest):
+    pass
+
+
+@skip_unless_postgresql
+class EventsTest(PostgreSQL, transactions.EventsTest):
+    def test_an_aborted_write_is_rolled_back_and_mails_nobody(self):
+        self.put_hooks("/buckets/b", {"template": "{uri}", "recipients": ["a@example.com"]})
+        requests = [
+            {"method": "PUT", "path": "/buckets/b/collections/c1/records/ok"},
+            {
+                "method": "PUT",
+                "path": "/buckets/b/collections/c1/records/bad",
+                "body": {"data": {"fail": True}},
+            },
+        ]
+        self.app.post_json("/batch", {"requests": requests}, headers=self.headers, status=500)
+        self.app.get("/buckets/b/collections/c1/records/ok", headers=self.headers, status=404)
+        self.assertEqual(self.mails(), [])
+
+
+@skip_unless_postgresql
+class MaildirQueueTest(PostgreSQL, transactions.MaildirQueueTest):
+    pass
