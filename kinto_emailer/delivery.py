@@ -22,7 +22,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid_mailer.mailer import Mailer
 from repoze.sendmail.delivery import QueuedMailDelivery
 
-from kinto_emailer.messages import Outgoing
+from kinto_emailer.messages import Draft, Outgoing, build
 from kinto_emailer.settings import EmailerSettings
 
 
@@ -134,22 +134,22 @@ class DirectoryTransport:
 
 
 class Outbox:
-    """A background thread that sends what committed transactions handed over."""
+    """A background thread that builds and sends what committed transactions handed over."""
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
-        self._queue: queue.Queue[list[Outgoing]] = queue.Queue()
+        self._queue: queue.Queue[list[Draft]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def put(self, messages: list[Outgoing]) -> None:
+    def put(self, drafts: list[Draft]) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="kinto-emailer-outbox", daemon=True
                 )
                 self._thread.start()
-        self._queue.put(messages)
+        self._queue.put(drafts)
 
     def _run(self) -> None:
         while True:
@@ -162,7 +162,7 @@ class Outbox:
                 except queue.Empty:
                     break
             try:
-                self.transport.send(batch)
+                self.transport.send([build(draft) for draft in batch])
             except Exception:
                 logger.exception("Mail delivery failed")
             finally:
@@ -173,9 +173,9 @@ class Outbox:
         self._queue.join()
 
 
-def _after_commit(committed: bool, outbox: Outbox, messages: list[Outgoing]) -> None:
+def _after_commit(committed: bool, outbox: Outbox, drafts: list[Draft]) -> None:
     if committed:
-        outbox.put(messages)
+        outbox.put(drafts)
 
 
 def prepare_maildir(path: str) -> None:
@@ -197,14 +197,14 @@ class Delivery:
             prepare_maildir(settings.queue_path)
             self.maildir = QueuedMailDelivery(settings.queue_path)
 
-    def schedule(self, messages: list[Outgoing]) -> None:
-        if not messages:
+    def schedule(self, drafts: list[Draft]) -> None:
+        if not drafts:
             return
         if self.maildir is not None:
-            for outgoing in messages:
+            for outgoing in map(build, drafts):
                 self.maildir.send(outgoing.sender, [outgoing.recipient], outgoing.message)
             return
-        transaction.get().addAfterCommitHook(_after_commit, args=(self.outbox, messages))
+        transaction.get().addAfterCommitHook(_after_commit, args=(self.outbox, drafts))
 
 
 def transport_from_settings(settings: EmailerSettings, mailer: Mailer) -> Transport:

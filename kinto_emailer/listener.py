@@ -149,9 +149,7 @@ def _facts(context: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, tupl
     return facts
 
 
-def hook_messages(
-    hook: Hook, context: Mapping[str, Any], store: EventStore
-) -> list[messages.Outgoing]:
+def hook_drafts(hook: Hook, context: Mapping[str, Any], store: EventStore) -> list[messages.Draft]:
     """The messages of one hook for one object; RenderError if it cannot be rendered."""
     settings = store.settings
     sender_text = templates.render_line(hook.sender, context) if hook.sender else None
@@ -180,14 +178,12 @@ def hook_messages(
             settings.max_recipients,
         )
     return [
-        messages.build(
-            sender, mailbox, subject, body, uri=context["uri"], root_url=context["root_url"]
-        )
+        messages.Draft(sender, mailbox, subject, body, context["uri"], context["root_url"])
         for mailbox in mailboxes[: settings.max_recipients]
     ]
 
 
-def messages_for_event(event: Any, registry: Registry) -> Iterator[messages.Outgoing]:
+def drafts_for_event(event: Any, registry: Registry) -> Iterator[messages.Draft]:
     """Every message of one event, in order; a hook that cannot be rendered is skipped."""
     payload = event.payload
     if payload["resource_name"] not in hooks.RESOURCE_NAMES or not payload.get("bucket_id"):
@@ -202,7 +198,7 @@ def messages_for_event(event: Any, registry: Registry) -> Iterator[messages.Outg
             if not hook.matches(facts):
                 continue
             try:
-                yield from hook_messages(hook, context, store)
+                yield from hook_drafts(hook, context, store)
             except RenderError as e:
                 logger.error("Skipping a hook for %s: %s", context["uri"], e)
 
@@ -219,7 +215,7 @@ def build_notification(event: Any) -> None:
         logger.warning("kinto_emailer is not in kinto.includes: no email for %r", event)
         return
     try:
-        delivery.schedule(list(messages_for_event(event, registry)))
+        delivery.schedule(list(drafts_for_event(event, registry)))
     except Exception:
         logger.exception("Could not prepare the emails of %r", event)
 

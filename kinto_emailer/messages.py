@@ -1,7 +1,7 @@
 """RFC 5322 messages: one per recipient, ready for any SMTP server."""
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -32,26 +32,33 @@ def thread_id(root_url: str, uri: str) -> str:
     return f"<{digest}.kinto-emailer@{host}>"
 
 
-def build(
-    sender: Mailbox,
-    recipient: Mailbox,
-    subject: str,
-    body: str,
-    *,
-    uri: str,
-    root_url: str,
-    now: datetime | None = None,
-) -> Outgoing:
-    """``subject`` must already be one line; every header value is checked by ``email``."""
+@dataclass(frozen=True)
+class Draft:
+    """Everything a message says, decided inside the client's request.
+
+    Building the RFC 5322 message is left to whoever sends it, off the request's path.
+    """
+
+    sender: Mailbox
+    recipient: Mailbox
+    subject: str
+    body: str
+    uri: str
+    root_url: str
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def build(draft: Draft) -> Outgoing:
+    """The message of ``draft``; its subject must already be one line."""
     message = EmailMessage(policy=SMTP)
-    message["From"] = sender.address
-    message["To"] = recipient.address
-    message["Subject"] = subject
-    message["Date"] = format_datetime(now or datetime.now(UTC))
-    message["Message-ID"] = make_msgid(domain=sender.domain)
-    reference = thread_id(root_url, uri)
+    message["From"] = draft.sender.address
+    message["To"] = draft.recipient.address
+    message["Subject"] = draft.subject
+    message["Date"] = format_datetime(draft.created)
+    message["Message-ID"] = make_msgid(domain=draft.sender.domain)
+    reference = thread_id(draft.root_url, draft.uri)
     message["In-Reply-To"] = reference
     message["References"] = reference
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(body, charset="utf-8")
-    return Outgoing(sender.addr_spec, recipient.addr_spec, message, uri)
+    message.set_content(draft.body, charset="utf-8")
+    return Outgoing(draft.sender.addr_spec, draft.recipient.addr_spec, message, draft.uri)

@@ -1,5 +1,6 @@
 """Email addresses and group URIs: parsed on save, expanded into mailboxes at event time."""
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class Mailbox:
         return str(self.address)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_mailbox(text: str) -> Mailbox:
     """Parse ``address`` or ``Name <address>`` with the standard library's RFC 5322 parser.
 
@@ -37,7 +39,11 @@ def parse_mailbox(text: str) -> Mailbox:
     """
     if any(c in text for c in "\r\n"):
         raise ValueError("an address cannot contain line breaks")
-    header = default_policy.header_factory("To", text)
+    try:
+        header = default_policy.header_factory("To", text)
+    except Exception as e:
+        # The standard library's parser raises IndexError and others on odd input.
+        raise ValueError(f"{text!r} is not a valid email address") from e
     addresses = header.addresses  # type: ignore[attr-defined]
     if len(addresses) != 1 or header.groups[0].display_name is not None:  # type: ignore[attr-defined]
         raise ValueError(f"{text!r} must hold exactly one email address")

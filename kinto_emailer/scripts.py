@@ -39,7 +39,7 @@ def send_test_email(config: str, recipient: str) -> str:
         raise EmailerError(f"Invalid recipient: {e}") from e
     sender = recipients.parse_mailbox(settings.default_sender)
     project = registry.settings.get("project_name", "Kinto")
-    outgoing = messages.build(
+    draft = messages.Draft(
         sender,
         to,
         f"[{project}] kinto-emailer test message",
@@ -48,7 +48,7 @@ def send_test_email(config: str, recipient: str) -> str:
         uri="/",
         root_url=f"http://{registry.settings.get('http_host') or 'localhost'}/",
     )
-    failures = registry.emailer_outbox.transport.send([outgoing])
+    failures = registry.emailer_outbox.transport.send([messages.build(draft)])
     if failures:
         raise EmailerError(f"Could not send to {to.addr_spec}: {failures[0][1]}")
     if settings.debug:

@@ -92,11 +92,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def postgresql_available() -> bool:
+def postgresql_available(url: str = POSTGRESQL_URL) -> bool:
+    """True when the server of ``url`` answers; its database is created if missing."""
     import sqlalchemy
 
-    admin_url = POSTGRESQL_URL.rsplit("/", 1)[0] + "/postgres"
-    database = POSTGRESQL_URL.rsplit("/", 1)[1]
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
+    database = url.rsplit("/", 1)[1]
     try:
         engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
         with engine.connect() as connection:

@@ -1,0 +1,150 @@
+"""A running Kinto (``kinto start`` with config/postgresql.ini) driven over HTTP.
+
+The server, its PostgreSQL database and the SMTP server it mails are all real; the
+settings that differ from the shipped file come from environment variables, as an
+operator would set them.
+"""
+
+import os
+import subprocess
+import sys
+import time
+import unittest
+import uuid
+
+import requests
+
+from tests.support import (
+    POSTGRESQL_URL,
+    SMTPSink,
+    free_port,
+    postgresql_available,
+    skip_unless_postgresql,
+)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "config", "postgresql.ini")
+BIN = os.path.dirname(sys.executable)
+DATABASE_URL = POSTGRESQL_URL.rsplit("/", 1)[0] + "/kinto_emailer_functional"
+
+
+@skip_unless_postgresql
+class ServerTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        assert postgresql_available(DATABASE_URL), f"no PostgreSQL at {DATABASE_URL}"
+        cls.sink = SMTPSink().start()
+        cls.port = free_port()
+        cls.env = {
+            **os.environ,
+            "KINTO_STORAGE_URL": DATABASE_URL,
+            "KINTO_PERMISSION_URL": DATABASE_URL,
+            "MAIL_PORT": str(cls.sink.port),
+        }
+        subprocess.run(
+            [os.path.join(BIN, "kinto"), "migrate", "--ini", CONFIG],
+            env=cls.env,
+            check=True,
+            capture_output=True,
+        )
+        cls.log = open(os.path.join(ROOT, ".functional-server.log"), "wb")
+        cls.server = subprocess.Popen(
+            [os.path.join(BIN, "kinto"), "start", "--ini", CONFIG, "--port", str(cls.port)],
+            env=cls.env,
+            stdout=cls.log,
+            stderr=subprocess.STDOUT,
+        )
+        cls.url = f"http://127.0.0.1:{cls.port}/v1"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{cls.url}/", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        else:
+            cls.tearDownClass()
+            raise RuntimeError("Kinto did not start: see .functional-server.log")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.terminate()
+        cls.server.wait(10)
+        cls.log.close()
+        cls.sink.stop()
+
+    def setUp(self):
+        self.sink.clear()
+        self.session = requests.Session()
+        self.session.auth = (f"user-{uuid.uuid4().hex[:8]}", "secret")
+        self.bucket = f"/buckets/b{uuid.uuid4().hex[:8]}"
+
+    def call(self, method, path, body=None, status=200):
+        response = self.session.request(method, f"{self.url}{path}", json=body, timeout=10)
+        self.assertEqual(response.status_code, status, response.text)
+        return response.json()
+
+    def test_capability(self):
+        self.assertIn("emailer", self.call("GET", "/")["capabilities"])
+
+    def test_record_changes_are_mailed_to_addresses_and_group_members(self):
+        self.call("PUT", self.bucket, status=201)
+        self.call(
+            "PUT",
+            f"{self.bucket}/groups/reviewers",
+            {"data": {"members": ["account:rev@example.com", "ldap:other@example.com"]}},
+            status=201,
+        )
+        hooks = [
+            {
+                "resource_name": "record",
+                "subject": "{action}: {new[title]}",
+                "template": "{uri} by {user_id}",
+                "recipients": ["Editor <editor@example.com>", f"{self.bucket}/groups/reviewers"],
+            }
+        ]
+        self.call("PATCH", self.bucket, {"data": {"kinto-emailer": {"hooks": hooks}}})
+        self.call("PUT", f"{self.bucket}/collections/c", status=201)
+        record = self.call(
+            "POST",
+            f"{self.bucket}/collections/c/records",
+            {"data": {"title": "Hello"}},
+            status=201,
+        )["data"]
+        mails = self.sink.wait_for(3)
+        self.assertEqual(
+            sorted(m.rcpt_tos[0] for m in mails),
+            ["editor@example.com", "other@example.com", "rev@example.com"],
+        )
+        for mail in mails:
+            self.assertEqual(mail.message["Subject"], "create: Hello")
+            self.assertTrue(
+                mail.body.startswith(f"{self.bucket}/collections/c/records/{record['id']} by ")
+            )
+
+    def test_bad_hooks_are_refused_and_not_stored(self):
+        self.call("PUT", self.bucket, status=201)
+        error = self.call(
+            "PATCH",
+            self.bucket,
+            {
+                "data": {
+                    "kinto-emailer": {"hooks": [{"template": "{nope}", "recipients": ["a@b.c"]}]}
+                }
+            },
+            status=400,
+        )
+        self.assertEqual(error["details"][0]["name"], "data.kinto-emailer.hooks.0.template")
+        self.assertNotIn("kinto-emailer", self.call("GET", self.bucket)["data"])
+
+    def test_kinto_send_email(self):
+        result = subprocess.run(
+            [os.path.join(BIN, "kinto-send-email"), CONFIG, "ops@example.com"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        [mail] = self.sink.wait_for(1)
+        self.assertEqual(mail.rcpt_tos, ["ops@example.com"])
