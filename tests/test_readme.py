@@ -1,0 +1,91 @@
+"""The README says what the code does: its examples are valid, its tables complete."""
+
+import json
+import os
+import re
+import unittest
+
+from pyramid_mailer.mailer import Mailer
+
+from kinto_emailer import hooks, settings, templates
+
+
+README = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.rst")
+with open(README) as f:
+    TEXT = f.read()
+
+
+def code_blocks(language: str) -> list[str]:
+    pattern = rf"\.\. code-block:: {language}\n\n((?:    .*\n|\n)+)"
+    return [re.sub(r"^    ", "", block, flags=re.M) for block in re.findall(pattern, TEXT)]
+
+
+def table_rows() -> dict[str, str]:
+    """First cell (the names in it) -> second cell, for every list-table row."""
+    rows = {}
+    for first, second in re.findall(r"   \* - (.+)\n     - (.+)\n", TEXT):
+        for name in re.findall(r"``([^`]+)``", first):
+            rows[name] = second
+    return rows
+
+
+class ReadmeTest(unittest.TestCase):
+    def test_hook_examples_are_valid(self):
+        examples = [json.loads(b) for b in code_blocks("json")]
+        self.assertTrue(examples)
+        for example in examples:
+            hooks.validate(example, "workspace", settings.EmailerSettings())
+        curl = next(b for b in code_blocks("shell") if "kinto-emailer" in b)
+        body = json.loads(re.search(r"-d '(\{\"data\": \{\"kinto-emailer\".*?)'\n", curl, re.S)[1])
+        hooks.validate(body["data"], "workspace", settings.EmailerSettings())
+
+    def test_every_setting_is_in_the_table_with_its_default(self):
+        rows = table_rows()
+        documented = {name for name in rows if name.startswith(("kinto.emailer.", "mail."))}
+        ours = {f"kinto.emailer.{name}" for name in settings._PARSERS}
+        mailer = {
+            f"mail.{name}"
+            for name in (
+                "host",
+                "port",
+                "username",
+                "password",
+                "tls",
+                "ssl",
+                "keyfile",
+                "certfile",
+                "queue_path",
+                "debug",
+                "default_sender",
+            )
+        }
+        debug = {"mail.debug_mailer", "mail.top_level_directory"}
+        self.assertEqual(documented, ours | mailer | debug)
+        defaults = settings.EmailerSettings()
+        for name in settings._PARSERS:
+            value = getattr(defaults, name)
+            expected = "(any domain)" if value == () else f"``{value:g}``"
+            self.assertEqual(rows[f"kinto.emailer.{name}"], expected, name)
+        self.assertEqual(rows["mail.top_level_directory"], f"``{defaults.debug_directory}``")
+        smtp = Mailer().smtp_mailer
+        self.assertEqual(rows["mail.host"], f"``{smtp.hostname}``")
+        self.assertEqual(rows["mail.port"], f"``{smtp.port}``")
+
+    def test_every_placeholder_and_filter_is_documented(self):
+        rows = table_rows()
+        for name in templates.SCALAR_PLACEHOLDERS + templates.REVIEW_PLACEHOLDERS:
+            self.assertIn(f"{{{name}}}", rows)
+        for key in templates.SETTINGS_KEYS:
+            self.assertIn(f"{{settings[{key}]}}", rows)
+        for version in templates.OBJECT_VERSIONS:
+            self.assertIn(f"{{{version}[field]}}", rows)
+        for field in hooks.FILTER_FIELDS + tuple(hooks.HOOK_SCHEMA["properties"]):
+            self.assertIn(field, rows)
+        for event in hooks.KNOWN_EVENTS:
+            self.assertIn(event.rsplit(".", 1)[1], TEXT)
+
+    def test_documented_limits(self):
+        self.assertIn(f"{templates.MAX_VALUE_LENGTH:,} characters", TEXT)
+        self.assertIn(f"a body at {templates.MAX_BODY_LENGTH:,}", TEXT)
+        self.assertIn(f"at\n{templates.MAX_LINE_LENGTH}", TEXT)
+        self.assertIn(f"at most {templates.MAX_SPEC_NUMBER}", TEXT)
