@@ -10,7 +10,7 @@ from email import message_from_bytes, policy
 
 import transaction
 
-from tests.support import EmailerWebTest, free_port
+from tests.support import BOB, EmailerWebTest, free_port
 
 
 HOOK = {"template": "{action}d {uri}", "recipients": ["a@example.com"]}
@@ -210,3 +210,35 @@ class DebugMailerTest(EmailerWebTest):
             message.get_content().strip(), "created /buckets/b/collections/c/records/r1"
         )
         self.assertEqual(self.sink.received, [])
+
+
+class CascadeTest(EmailerWebTest):
+    extra_settings = {
+        "includes": "kinto_emailer kinto.plugins.admin",
+        "user-data_delete_principals": "system.Authenticated",
+    }
+
+    def test_deleting_a_users_data_mails_each_deleted_object_once(self):
+        self.app.put_json("/buckets/b", headers=BOB)
+        self.app.put_json("/buckets/b/collections/c1", headers=BOB)
+        self.app.put_json("/buckets/b/collections/c2", headers=BOB)
+        create = {"permissions": {"record:create": ["system.Authenticated"]}}
+        for cid in ("c1", "c2"):
+            self.app.patch_json(f"/buckets/b/collections/{cid}", create, headers=BOB)
+        hook = {**HOOK, "action": "delete"}
+        self.app.patch_json(
+            "/buckets/b", {"data": {"kinto-emailer": {"hooks": [hook]}}}, headers=BOB
+        )
+        for uri in ("c1/records/r0", "c1/records/r1", "c2/records/s0"):
+            self.app.put_json(f"/buckets/b/collections/{uri}", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c1/records/bobs", headers=BOB)
+        user_id = self.app.get("/", headers=self.headers).json["user"]["id"]
+        self.app.delete(f"/__user_data__/{user_id}", headers=self.headers)
+        self.assertEqual(
+            sorted(m.body for m in self.mails()),
+            [
+                "deleted /buckets/b/collections/c1/records/r0",
+                "deleted /buckets/b/collections/c1/records/r1",
+                "deleted /buckets/b/collections/c2/records/s0",
+            ],
+        )
