@@ -1,14 +1,16 @@
 """The plugin's own settings (``kinto.emailer.*`` in the ini), parsed once at startup."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pyramid.exceptions import ConfigurationError
 from pyramid.settings import aslist
 
 from kinto_emailer.recipients import parse_mailbox
 
+
+Number = TypeVar("Number", int, float)
 
 PREFIX = "emailer."
 _TRUE = {"true", "yes", "on", "1"}
@@ -33,26 +35,21 @@ class EmailerSettings:
     """``mail.default_sender``: ``From`` when a hook has no ``sender``."""
 
 
-def _positive_int(key: str, value: Any) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = -1
-    if isinstance(value, bool) or number <= 0:
-        raise ConfigurationError(
-            f"Setting 'kinto.{key}' must be a positive integer, not {value!r}"
-        )
-    return number
+def _positive(kind: Callable[[Any], Number], noun: str) -> Callable[[str, Any], Number]:
+    """A parser of positive numbers of ``kind`` (``int`` or ``float``)."""
 
+    def parse(key: str, value: Any) -> Number:
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            number = kind(-1)
+        if isinstance(value, bool) or number <= 0:
+            raise ConfigurationError(
+                f"Setting 'kinto.{key}' must be a positive {noun}, not {value!r}"
+            )
+        return number
 
-def _positive_float(key: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = -1.0
-    if isinstance(value, bool) or number <= 0:
-        raise ConfigurationError(f"Setting 'kinto.{key}' must be a positive number, not {value!r}")
-    return number
+    return parse
 
 
 def _boolean(key: str, value: Any) -> bool:
@@ -76,8 +73,8 @@ def _domains(key: str, value: Any) -> tuple[str, ...]:
 
 _PARSERS = {
     "allowed_domains": _domains,
-    "max_recipients": _positive_int,
-    "smtp_timeout": _positive_float,
+    "max_recipients": _positive(int, "integer"),
+    "smtp_timeout": _positive(float, "number"),
 }
 
 
