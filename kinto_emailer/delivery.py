@@ -1,8 +1,8 @@
-"""Delivery: when and how built messages leave the process.
+"""Delivery: when and how messages leave the process.
 
-Messages are built inside the client's transaction and handed over only once it
-commits, so a rolled-back change mails nobody. Sending happens on a background
-thread (:class:`Outbox`): no client request waits on the SMTP server.
+Drafts are rendered inside the client's transaction and handed over only once it
+commits, so a rolled-back change mails nobody. A background thread (:class:`Outbox`)
+builds and sends them: no client request waits on the SMTP server.
 With ``mail.queue_path``, messages go to the Maildir queue within the transaction
 itself (repoze.sendmail writes them on commit and discards them on abort).
 """
@@ -14,7 +14,7 @@ import smtplib
 import ssl
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import transaction
@@ -162,7 +162,7 @@ class Outbox:
                 except queue.Empty:
                     break
             try:
-                self.transport.send([build(draft) for draft in batch])
+                self.transport.send(list(_built(batch)))
             except Exception:
                 logger.exception("Mail delivery failed")
             finally:
@@ -171,6 +171,15 @@ class Outbox:
     def join(self) -> None:
         """Wait until every message handed over so far has been sent or given up."""
         self._queue.join()
+
+
+def _built(drafts: Sequence[Draft]) -> Iterator[Outgoing]:
+    """The messages of ``drafts``; one that cannot be built does not stop the others."""
+    for draft in drafts:
+        try:
+            yield build(draft)
+        except Exception:
+            logger.exception("Could not build the mail to %s about %s", draft.recipient, draft.uri)
 
 
 def _after_commit(committed: bool, outbox: Outbox, drafts: list[Draft]) -> None:
