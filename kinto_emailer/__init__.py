@@ -3,6 +3,8 @@
 Enable with ``kinto.includes = kinto_emailer``. This module only wires the parts.
 """
 
+import atexit
+
 from kinto.core import metrics
 from kinto.core.events import ResourceChanged
 from pyramid.config import Configurator
@@ -39,7 +41,14 @@ def includeme(config: Configurator) -> None:
     registry = config.registry
     registry.emailer_settings = emailer_settings
     registry.registerUtility(mailer, IMailer)
-    registry.emailer_outbox = Outbox(transport_from_settings(emailer_settings, mailer))
+    registry.emailer_outbox = Outbox(
+        transport_from_settings(emailer_settings, mailer),
+        emailer_settings,
+        # Looked up at each count: a metrics plugin may be included after this one.
+        count=lambda name, n: registry.metrics.count(f"plugins.emailer.{name}", count=n),
+    )
+    # Messages being sent or due when the process exits normally are not lost.
+    atexit.register(registry.emailer_outbox.join, emailer_settings.drain_timeout)
     registry.emailer_delivery = Delivery(emailer_settings, registry.emailer_outbox)
     registry.storage = ValidatingStorage(registry.storage, emailer_settings)
 

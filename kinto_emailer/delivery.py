@@ -7,14 +7,18 @@ With ``mail.queue_path``, messages go to the Maildir queue within the transactio
 itself (repoze.sendmail writes them on commit and discards them on abort).
 """
 
+import heapq
+import itertools
 import logging
 import os
-import queue
 import smtplib
 import ssl
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import transaction
@@ -29,13 +33,26 @@ from kinto_emailer.settings import EmailerSettings
 logger = logging.getLogger(__name__)
 
 
-Failure = tuple[Outgoing, str]
-"""A message that was not sent, and why."""
+@dataclass(frozen=True)
+class Failure:
+    """A message that was not sent, why, and whether trying again may help."""
+
+    outgoing: Outgoing
+    reason: str
+    permanent: bool
 
 
 class Transport(Protocol):
     def send(self, messages: Sequence[Outgoing]) -> list[Failure]:
-        """Send ``messages``; return those that were not sent (their errors are logged)."""
+        """Send ``messages``; return those that were not sent."""
+
+
+def is_permanent(error: Exception) -> bool:
+    """A 5xx reply refuses for good; anything else (4xx, network, timeout) may pass later."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _ in error.recipients.values())
+    code = getattr(error, "smtp_code", None)
+    return isinstance(code, int) and code >= 500
 
 
 class SMTPTransport:
@@ -87,18 +104,10 @@ class SMTPTransport:
                     smtplib.SMTPDataError,
                 ) as e:
                     # The server refused this one message; the connection is still good.
-                    logger.error(
-                        "SMTP refused mail to %s about %s: %s", outgoing.recipient, outgoing.uri, e
-                    )
-                    failed.append((outgoing, str(e)))
+                    failed.append(Failure(outgoing, str(e), is_permanent(e)))
+                    connection.rset()  # type: ignore[union-attr]
                 except (OSError, smtplib.SMTPException) as e:
-                    logger.error(
-                        "Could not send mail to %s about %s: %s",
-                        outgoing.recipient,
-                        outgoing.uri,
-                        e,
-                    )
-                    failed.append((outgoing, str(e) or type(e).__name__))
+                    failed.append(Failure(outgoing, str(e) or type(e).__name__, is_permanent(e)))
                     if connection is not None:
                         connection.close()
                     connection = None
@@ -128,58 +137,164 @@ class DirectoryTransport:
                 # Readers never see a half-written file.
                 os.replace(path + ".tmp", path)
             except OSError as e:
-                logger.error("Could not write mail about %s to %s: %s", outgoing.uri, path, e)
-                failed.append((outgoing, str(e)))
+                failed.append(Failure(outgoing, f"{path}: {e}", permanent=False))
         return failed
 
 
+@dataclass(eq=False)
+class Job:
+    """One message to send, and how it went so far."""
+
+    draft: Draft
+    attempts: int = 0
+    last_error: str = ""
+
+
+COUNTERS = ("queued", "sent", "retried", "failed", "dropped")
+
+
 class Outbox:
-    """A background thread that builds and sends what committed transactions handed over."""
+    """A background thread that builds and sends what committed transactions handed over.
 
-    def __init__(self, transport: Transport) -> None:
+    Temporary failures are tried again after ``retry_delays``; a message refused for
+    good, or still failing after the last delay, is kept in :attr:`failed`. A message
+    whose change is older than ``max_age`` is dropped instead of sent.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        settings: EmailerSettings,
+        count: Callable[[str, int], None] = lambda name, n: None,
+    ) -> None:
         self.transport = transport
-        self._queue: queue.Queue[list[Draft]] = queue.Queue()
+        self.retry_delays = settings.retry_delays
+        self.max_age = timedelta(seconds=settings.max_age)
+        self.failed: list[Job] = []
+        self.counts = dict.fromkeys(COUNTERS, 0)
+        self._count = count
+        self._due: list[tuple[float, int, Job]] = []
+        self._sequence = itertools.count()
+        self._sending = 0
+        self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
 
-    def put(self, drafts: list[Draft]) -> None:
-        with self._lock:
+    def _add(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+        self._count(name, n)
+
+    def put(self, drafts: Sequence[Draft], delay: float = 0.0) -> None:
+        jobs = [Job(draft) for draft in drafts]
+        with self._condition:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="kinto-emailer-outbox", daemon=True
                 )
                 self._thread.start()
-        self._queue.put(drafts)
+            self._schedule(jobs, delay)
+            self._add("queued", len(jobs))
+
+    def _schedule(self, jobs: Sequence[Job], delay: float) -> None:
+        due = time.monotonic() + delay
+        for job in jobs:
+            heapq.heappush(self._due, (due, next(self._sequence), job))
+        self._condition.notify_all()
+
+    def _take_due(self) -> list[Job]:
+        """Wait for messages that are due, and take them all: they share one connection."""
+        with self._condition:
+            while not self._due or self._due[0][0] > time.monotonic():
+                timeout = self._due[0][0] - time.monotonic() if self._due else None
+                self._condition.wait(timeout)
+            jobs = []
+            while self._due and self._due[0][0] <= time.monotonic():
+                jobs.append(heapq.heappop(self._due)[2])
+            self._sending += 1
+            return jobs
 
     def _run(self) -> None:
         while True:
-            batch = self._queue.get()
-            # Everything already waiting goes out over the same connection.
-            while True:
-                try:
-                    batch.extend(self._queue.get_nowait())
-                    self._queue.task_done()
-                except queue.Empty:
-                    break
+            jobs = self._take_due()
             try:
-                self.transport.send(list(_built(batch)))
+                self._deliver(jobs)
             except Exception:
                 logger.exception("Mail delivery failed")
             finally:
-                self._queue.task_done()
+                with self._condition:
+                    self._sending -= 1
+                    self._condition.notify_all()
 
-    def join(self) -> None:
-        """Wait until every message handed over so far has been sent or given up."""
-        self._queue.join()
+    def _deliver(self, jobs: list[Job]) -> None:
+        now = datetime.now(UTC)
+        fresh = [job for job in jobs if now - job.draft.created <= self.max_age]
+        for job in jobs:
+            if job not in fresh:
+                logger.warning(
+                    "Dropping the mail to %s about %s: its change is older than max_age (%s)",
+                    job.draft.recipient.addr_spec,
+                    job.draft.uri,
+                    job.last_error or "never sent",
+                )
+                self._add("dropped")
+        built = {}
+        for job in fresh:
+            try:
+                built[job] = build(job.draft)
+            except Exception:
+                logger.exception(
+                    "Cannot build the mail to %s about %s", job.draft.recipient, job.draft.uri
+                )
+                self._give_up(job)
+        by_message = {id(outgoing): job for job, outgoing in built.items()}
+        failures = self.transport.send(list(built.values()))
+        self._add("sent", len(built) - len(failures))
+        retries = []
+        for failure in failures:
+            job = by_message[id(failure.outgoing)]
+            job.attempts += 1
+            job.last_error = failure.reason
+            if failure.permanent or job.attempts > len(self.retry_delays):
+                self._give_up(job)
+            else:
+                delay = self.retry_delays[job.attempts - 1]
+                logger.warning(
+                    "Mail to %s about %s not sent (%s): trying again in %ss",
+                    job.draft.recipient.addr_spec,
+                    job.draft.uri,
+                    failure.reason,
+                    delay,
+                )
+                retries.append((job, delay))
+        with self._condition:
+            for job, delay in retries:
+                self._schedule([job], delay)
+        self._add("retried", len(retries))
 
+    def _give_up(self, job: Job) -> None:
+        logger.error(
+            "Mail to %s about %s failed after %s attempt(s): %s",
+            job.draft.recipient.addr_spec,
+            job.draft.uri,
+            job.attempts,
+            job.last_error,
+        )
+        with self._condition:
+            self.failed.append(job)
+        self._add("failed")
 
-def _built(drafts: Sequence[Draft]) -> Iterator[Outgoing]:
-    """The messages of ``drafts``; one that cannot be built does not stop the others."""
-    for draft in drafts:
-        try:
-            yield build(draft)
-        except Exception:
-            logger.exception("Could not build the mail to %s about %s", draft.recipient, draft.uri)
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is due or being sent; False if ``timeout`` passed first.
+
+        Messages waiting for a retry later on do not count.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while self._sending or (self._due and self._due[0][0] <= time.monotonic()):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+        return True
 
 
 def _after_commit(committed: bool, outbox: Outbox, drafts: list[Draft]) -> None:

@@ -50,7 +50,7 @@ def send_test_email(config: str, recipient: str) -> str:
     )
     failures = registry.emailer_outbox.transport.send([messages.build(draft)])
     if failures:
-        raise EmailerError(f"Could not send to {to.addr_spec}: {failures[0][1]}")
+        raise EmailerError(f"Could not send to {to.addr_spec}: {failures[0].reason}")
     if settings.debug:
         return f"written to {settings.debug_directory}"
     return f"sent to {to.addr_spec}"

@@ -25,6 +25,12 @@ class EmailerSettings:
     """Recipients one hook may mail for one object, after group expansion."""
     smtp_timeout: float = 10.0
     """Seconds to wait for the SMTP server before giving up on a message."""
+    retry_delays: tuple[float, ...] = (300.0, 600.0, 1200.0)
+    """Seconds before each new attempt after a temporary SMTP failure."""
+    max_age: float = 2 * 24 * 3600.0
+    """Seconds after its change when a message that could not be sent is dropped."""
+    drain_timeout: float = 10.0
+    """Seconds the process waits, when it stops, for messages being sent or due."""
     debug: bool = False
     """``mail.debug_mailer``: write ``.eml`` files instead of talking SMTP."""
     debug_directory: str = "mail"
@@ -71,10 +77,23 @@ def _domains(key: str, value: Any) -> tuple[str, ...]:
     return domains
 
 
+def _delays(key: str, value: Any) -> tuple[float, ...]:
+    seconds = _positive(float, "number")
+    try:
+        return tuple(seconds(key, delay) for delay in aslist(str(value)))
+    except ConfigurationError as e:
+        raise ConfigurationError(
+            f"Setting 'kinto.{key}' must list positive numbers of seconds, not {value!r}"
+        ) from e
+
+
 _PARSERS = {
     "allowed_domains": _domains,
     "max_recipients": _positive(int, "integer"),
     "smtp_timeout": _positive(float, "number"),
+    "retry_delays": _delays,
+    "max_age": _positive(float, "number"),
+    "drain_timeout": _positive(float, "number"),
 }
 
 

@@ -1,5 +1,6 @@
 """Test helpers: a real SMTP server (aiosmtpd) and Kinto apps with the plugin."""
 
+import asyncio
 import os
 import socket
 import threading
@@ -39,26 +40,37 @@ class Received:
 
 @dataclass
 class SMTPSink:
-    """An SMTP server on a free port that keeps what it accepts.
+    """An SMTP server (on a free port unless told) that keeps what it accepts.
 
-    ``refuse`` holds recipients answered with a permanent 550.
+    ``refuse`` holds recipients answered with a permanent 550; ``defer`` counts, per
+    recipient, the temporary 451 replies still to give; ``delay`` makes each message
+    take that many seconds. ``attempts`` records when each recipient was tried.
     """
 
+    port: int = field(default_factory=lambda: free_port())
     refuse: set[str] = field(default_factory=set)
+    defer: dict[str, int] = field(default_factory=dict)
+    delay: float = 0.0
     received: list[Received] = field(default_factory=list)
+    attempts: list[tuple[float, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self.port = free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        self.attempts.append((time.monotonic(), address))
         if address in self.refuse:
             return "550 5.1.1 Mailbox unavailable"
+        if self.defer.get(address, 0) > 0:
+            self.defer[address] -= 1
+            return "451 4.3.0 Try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self._lock:
             self.received.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
@@ -67,14 +79,18 @@ class SMTPSink:
 
     def start(self) -> "SMTPSink":
         self.controller.start()
+        self.running = True
         return self
 
     def stop(self) -> None:
-        self.controller.stop()
+        if getattr(self, "running", False):
+            self.controller.stop()
+            self.running = False
 
     def clear(self) -> None:
         with self._lock:
             self.received.clear()
+            self.attempts.clear()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
         deadline = time.monotonic() + timeout
@@ -84,6 +100,16 @@ class SMTPSink:
                     return list(self.received)
             time.sleep(0.01)
         return list(self.received)
+
+
+def eventually(predicate: Any, timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def free_port() -> int:
@@ -174,6 +200,7 @@ class EmailerWebTest(BaseWebTest, unittest.TestCase):
         self.headers = {**self.headers, **ALICE}
         self.sink.clear()
         self.sink.refuse.clear()
+        self.sink.defer.clear()
 
     @property
     def registry(self) -> Any:

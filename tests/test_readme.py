@@ -64,7 +64,11 @@ class ReadmeTest(unittest.TestCase):
         defaults = settings.EmailerSettings()
         for name in settings._PARSERS:
             value = getattr(defaults, name)
-            expected = "(any domain)" if value == () else f"``{value:g}``"
+            if isinstance(value, tuple):
+                expected = " ".join(f"{v:g}" for v in value)
+                expected = f"``{expected}``" if value else "(any domain)"
+            else:
+                expected = f"``{value:g}``"
             self.assertEqual(rows[f"kinto.emailer.{name}"], expected, name)
         self.assertEqual(rows["mail.top_level_directory"], f"``{defaults.debug_directory}``")
         smtp = Mailer().smtp_mailer

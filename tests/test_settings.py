@@ -19,6 +19,8 @@ class ParseSettingsTest(unittest.TestCase):
                 "emailer.allowed_domains": "Example.com @example.org",
                 "emailer.max_recipients": 5,
                 "emailer.smtp_timeout": "2.5",
+                "emailer.retry_delays": "1 2.5 4",
+                "emailer.max_age": 60,
                 "mail.debug_mailer": "true",
                 "mail.top_level_directory": "/tmp/mails",
                 "mail.queue_path": "/tmp/queue",
@@ -29,6 +31,8 @@ class ParseSettingsTest(unittest.TestCase):
         self.assertEqual(settings.allowed_domains, ("example.com", "example.org"))
         self.assertEqual(settings.max_recipients, 5)
         self.assertEqual(settings.smtp_timeout, 2.5)
+        self.assertEqual(settings.retry_delays, (1.0, 2.5, 4.0))
+        self.assertEqual(settings.max_age, 60.0)
         self.assertTrue(settings.debug)
         self.assertEqual(settings.debug_directory, "/tmp/mails")
         self.assertEqual(settings.queue_path, "/tmp/queue")
@@ -42,6 +46,9 @@ class ParseSettingsTest(unittest.TestCase):
             ({"emailer.max_recipients": True}, "'kinto.emailer.max_recipients'"),
             ({"emailer.smtp_timeout": -1}, "'kinto.emailer.smtp_timeout'"),
             ({"emailer.allowed_domains": "example"}, "'kinto.emailer.allowed_domains'"),
+            ({"emailer.retry_delays": "300 soon"}, "'kinto.emailer.retry_delays' must list"),
+            ({"emailer.retry_delays": "300 -1"}, "'kinto.emailer.retry_delays' must list"),
+            ({"emailer.max_age": "0"}, "'kinto.emailer.max_age'"),
             ({"mail.debug_mailer": "maybe"}, "'mail.debug_mailer'"),
             ({"mail.default_sender": "two@example.com, b@example.com"}, "'mail.default_sender'"),
         ]

@@ -5,12 +5,11 @@ import mailbox
 import os
 import shutil
 import tempfile
-import time
 from email import message_from_bytes, policy
 
 import transaction
 
-from tests.support import BOB, EmailerWebTest, free_port
+from tests.support import BOB, EmailerWebTest
 
 
 HOOK = {"template": "{action}d {uri}", "recipients": ["a@example.com"]}
@@ -127,22 +126,6 @@ class EventsTest(EmailerWebTest):
         self.assertEqual([(m.rcpt_tos, m.body) for m in mails], [(["b@example.com"], "r1")])
         self.assertEqual(len(logs.records), 3)
         self.assertIn("/buckets/b/collections/c1/records/r1", "\n".join(logs.output))
-
-
-class SMTPDownTest(EmailerWebTest):
-    extra_settings = {"mail.port": str(free_port()), "emailer.smtp_timeout": "2"}
-
-    def test_writes_succeed_and_the_failure_is_logged(self):
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
-        self.put_hooks("/buckets/b", HOOK)
-        with self.assertLogs("kinto_emailer.delivery", logging.ERROR) as logs:
-            started = time.monotonic()
-            self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
-            elapsed = time.monotonic() - started
-            self.mails()
-        self.assertIn("/buckets/b/collections/c/records/r1", logs.output[0])
-        self.assertLess(elapsed, 2, "the write waited on the SMTP server")
 
 
 class MaildirQueueTest(EmailerWebTest):

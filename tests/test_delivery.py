@@ -1,0 +1,142 @@
+"""Reliable delivery: retries on the configured delays, failures kept, old mail dropped."""
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+from tests.support import EmailerWebTest, SMTPSink, eventually
+
+
+HOOK = {"template": "{uri}", "recipients": ["a@example.com"], "resource_name": "record"}
+DELAYS = (0.2, 0.4, 0.8)
+
+
+class DeliveryTest(EmailerWebTest):
+    extra_settings = {"emailer.retry_delays": " ".join(map(str, DELAYS))}
+
+    def setUp(self):
+        super().setUp()
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", HOOK)
+        self.outbox = self.registry.emailer_outbox
+        self.counts = dict(self.outbox.counts)
+        self.outbox.failed.clear()
+
+    def counted(self, name):
+        return self.outbox.counts[name] - self.counts[name]
+
+    def write(self, record_id="r1"):
+        self.app.put_json(f"/buckets/b/collections/c/records/{record_id}", headers=self.headers)
+
+    def test_temporary_failures_are_retried_on_the_configured_delays(self):
+        self.sink.defer["a@example.com"] = 2
+        self.write()
+        [mail] = self.sink.wait_for(1)
+        self.assertEqual(mail.rcpt_tos, ["a@example.com"])
+        times = [t for t, _ in self.sink.attempts]
+        self.assertEqual(len(times), 3)
+        self.assertGreaterEqual(times[1] - times[0], DELAYS[0])
+        self.assertGreaterEqual(times[2] - times[1], DELAYS[1])
+        self.outbox.join()
+        self.assertEqual((self.counted("retried"), self.counted("sent")), (2, 1))
+        self.assertEqual(len(self.sink.received), 1)
+
+    def test_permanent_refusals_are_not_retried(self):
+        self.sink.refuse.add("a@example.com")
+        with self.assertLogs("kinto_emailer.delivery", logging.ERROR) as logs:
+            self.write()
+            self.outbox.join()
+        [job] = self.outbox.failed
+        self.assertEqual(job.attempts, 1)
+        self.assertIn("550", job.last_error)
+        self.assertIn("/buckets/b/collections/c/records/r1", logs.output[0])
+        self.assertEqual(len(self.sink.attempts), 1)
+        self.assertEqual((self.counted("failed"), self.counted("retried")), (1, 0))
+
+    def test_a_message_still_failing_after_the_last_delay_is_kept_as_failed(self):
+        self.sink.defer["a@example.com"] = 99
+        self.write()
+        self.assertTrue(eventually(lambda: self.outbox.failed))
+        [job] = self.outbox.failed
+        self.assertEqual(job.attempts, len(DELAYS) + 1)
+        self.assertIn("451", job.last_error)
+        self.assertEqual(len(self.sink.attempts), len(DELAYS) + 1)
+        self.assertEqual(self.sink.received, [])
+
+    def test_one_deferred_recipient_does_not_delay_the_others(self):
+        self.put_hooks("/buckets/b", {**HOOK, "recipients": ["a@example.com", "b@example.com"]})
+        self.sink.defer["a@example.com"] = 1
+        self.write()
+        self.outbox.join()
+        self.assertEqual([m.rcpt_tos for m in self.sink.received], [["b@example.com"]])
+        self.assertEqual(len(self.sink.wait_for(2)), 2)
+
+
+class SMTPDownTest(EmailerWebTest):
+    """The SMTP server is down during the write and comes back later."""
+
+    extra_settings = {"emailer.retry_delays": "0.3 0.3 0.3 0.3"}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.sink.stop()
+
+    def test_mail_arrives_once_the_server_is_back(self):
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", HOOK)
+        self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
+        self.registry.emailer_outbox.join()
+        back = SMTPSink(port=self.sink.port).start()
+        self.addCleanup(back.stop)
+        [mail] = back.wait_for(1)
+        self.assertEqual(mail.body, "/buckets/b/collections/c/records/r1")
+        self.registry.emailer_outbox.join()
+        self.assertEqual(len(back.received), 1)
+
+
+class MaxAgeTest(EmailerWebTest):
+    extra_settings = {"emailer.retry_delays": "0.3", "emailer.max_age": "0.1"}
+
+    def test_mail_of_old_changes_is_dropped_and_counted(self):
+        outbox = self.registry.emailer_outbox
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", HOOK)
+        self.sink.defer["a@example.com"] = 1
+        dropped = outbox.counts["dropped"]
+        with self.assertLogs("kinto_emailer.delivery", logging.WARNING) as logs:
+            self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
+            outbox.join()
+            self.sink.wait_for(2, timeout=1)
+            outbox.join()
+        self.assertEqual(outbox.counts["dropped"], dropped + 1)
+        self.assertIn("older than max_age", "\n".join(logs.output))
+        self.assertEqual(self.sink.received, [])
+
+
+class DrainTest(EmailerWebTest):
+    def test_a_stopping_process_sends_what_is_due(self):
+        script = textwrap.dedent(
+            f"""
+            import webtest
+            from kinto import main
+            from kinto.core.testing import get_user_headers
+            from tests.support import app_settings
+
+            app = webtest.TestApp(main({{}}, **app_settings({self.sink.port})))
+            headers = get_user_headers("alice")
+            hooks = {{"kinto-emailer": {{"hooks": [{HOOK!r}]}}}}
+            app.put_json("/v1/buckets/b", {{"data": hooks}}, headers=headers)
+            app.put_json("/v1/buckets/b/collections/c", headers=headers)
+            for i in range(20):
+                app.put_json(f"/v1/buckets/b/collections/c/records/r{{i}}", headers=headers)
+            """
+        )
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        subprocess.run([sys.executable, "-c", script], cwd=root, check=True, capture_output=True)
+        self.assertEqual(len(self.sink.received), 20)
