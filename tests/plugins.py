@@ -3,13 +3,15 @@
 ``failing`` makes a write fail after kinto_emailer prepared its emails, as another
 plugin's check would. ``review`` fires review events shaped like those of Kinto's
 signer, from a before-commit hook as the signer does, and subscribes
-``kinto_emailer.send_notification`` to them as the signer does.
+``kinto_emailer.send_notification`` to them as the signer does. ``recording_metrics``
+keeps the counts sent to Kinto's metrics.
 """
 
 from typing import Any
 
 import transaction
 from kinto.core.events import ResourceChanged
+from kinto.core.metrics import IMetricsService, NoOpMetricsService
 from pyramid.config import Configurator
 
 from kinto_emailer import send_notification
@@ -80,3 +82,17 @@ def review(config: Configurator) -> None:
     )
     config.add_subscriber(send_notification, ReviewRequested)
     config.add_subscriber(send_notification, ReviewApproved)
+
+
+class RecordingMetrics(NoOpMetricsService):
+    """Kinto's metrics interface, keeping the counts it is given."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def count(self, key: str, count: int = 1, unique: Any = None) -> None:
+        self.counts[key] = self.counts.get(key, 0) + count
+
+
+def recording_metrics(config: Configurator) -> None:
+    config.registry.registerUtility(RecordingMetrics(), IMetricsService)

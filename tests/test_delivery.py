@@ -75,6 +75,22 @@ class DeliveryTest(EmailerWebTest):
         self.assertEqual(len(self.sink.wait_for(2)), 2)
 
 
+class MetricsTest(EmailerWebTest):
+    extra_settings = {"includes": "kinto_emailer tests.plugins.recording_metrics"}
+
+    def test_counts_go_to_kintos_metrics(self):
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", {**HOOK, "recipients": ["a@example.com", "x@example.com"]})
+        self.sink.refuse.add("x@example.com")
+        self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
+        self.mails()
+        counts = self.registry.metrics.counts
+        self.assertEqual(counts["plugins.emailer.queued"], 2)
+        self.assertEqual(counts["plugins.emailer.sent"], 1)
+        self.assertEqual(counts["plugins.emailer.failed"], 1)
+
+
 class SMTPDownTest(EmailerWebTest):
     """The SMTP server is down during the write and comes back later."""
 
