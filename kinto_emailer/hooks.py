@@ -5,6 +5,9 @@ One parser serves both callers: validation when metadata is saved (raising
 line, a stored hook that predates these checks).
 """
 
+import functools
+import hashlib
+import json
 import logging
 import re
 from collections.abc import Mapping
@@ -96,6 +99,13 @@ class Hook:
     def matches(self, facts: Mapping[str, tuple[str, ...]]) -> bool:
         """``facts`` maps each filter field to the event's values (an event has two names)."""
         return all(f.matches(facts.get(f.field, ())) for f in self.filters)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """What the hook says, for idempotency keys: an edited hook is another hook."""
+        filters = [(f.field, f.value) for f in self.filters]
+        text = json.dumps([self.template, self.subject, self.sender, self.recipients, filters])
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _path(*parts: object) -> str:

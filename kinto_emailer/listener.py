@@ -178,7 +178,22 @@ def hook_drafts(hook: Hook, context: Mapping[str, Any], store: EventStore) -> li
             settings.max_recipients,
         )
     return [
-        messages.Draft(sender, mailbox, subject, body, context["uri"], context["root_url"])
+        messages.Draft(
+            sender,
+            mailbox,
+            subject,
+            body,
+            context["uri"],
+            context["root_url"],
+            key=messages.idempotency_key(
+                context["root_url"],
+                context["uri"],
+                context["timestamp"],
+                context["event"],
+                hook.fingerprint,
+                mailbox.addr_spec.lower(),
+            ),
+        )
         for mailbox in mailboxes[: settings.max_recipients]
     ]
 

@@ -5,10 +5,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from urllib.parse import urlsplit
 
-from kinto_emailer.recipients import Mailbox
+from kinto_emailer.recipients import Mailbox, parse_mailbox
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,17 @@ def thread_id(root_url: str, uri: str) -> str:
     return f"<{digest}.kinto-emailer@{host}>"
 
 
+def idempotency_key(*parts: object) -> str:
+    """One message's identity: the same change, hook and recipient give the same key."""
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Draft:
     """Everything a message says, decided inside the client's request.
 
     Building the RFC 5322 message is left to whoever sends it, off the request's path.
+    ``key`` identifies the message (see :func:`idempotency_key`): it is never sent twice.
     """
 
     sender: Mailbox
@@ -45,7 +51,33 @@ class Draft:
     body: str
     uri: str
     root_url: str
+    key: str
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "sender": str(self.sender),
+            "recipient": str(self.recipient),
+            "subject": self.subject,
+            "body": self.body,
+            "uri": self.uri,
+            "root_url": self.root_url,
+            "key": self.key,
+            "created": self.created.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> "Draft":
+        return cls(
+            sender=parse_mailbox(data["sender"]),
+            recipient=parse_mailbox(data["recipient"]),
+            subject=data["subject"],
+            body=data["body"],
+            uri=data["uri"],
+            root_url=data["root_url"],
+            key=data["key"],
+            created=datetime.fromisoformat(data["created"]),
+        )
 
 
 def build(draft: Draft) -> Outgoing:
@@ -55,7 +87,8 @@ def build(draft: Draft) -> Outgoing:
     message["To"] = draft.recipient.address
     message["Subject"] = draft.subject
     message["Date"] = format_datetime(draft.created)
-    message["Message-ID"] = make_msgid(domain=draft.sender.domain)
+    # Derived from the key: were a message ever sent twice, mail clients would see one.
+    message["Message-ID"] = f"<{draft.key[:32]}@{draft.sender.domain}>"
     reference = thread_id(draft.root_url, draft.uri)
     message["In-Reply-To"] = reference
     message["References"] = reference

@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+import uuid
 from typing import Any
 
 from pyramid.exceptions import ConfigurationError
@@ -47,6 +48,7 @@ def send_test_email(config: str, recipient: str) -> str:
         "If you can read it, Kinto can send emails.",
         uri="/",
         root_url=f"http://{registry.settings.get('http_host') or 'localhost'}/",
+        key=messages.idempotency_key("kinto-send-email", uuid.uuid4()),
     )
     failures = registry.emailer_outbox.transport.send([messages.build(draft)])
     if failures:
