@@ -48,7 +48,7 @@ def includeme(config: Configurator) -> None:
         count=lambda name, n: registry.metrics.count(f"plugins.emailer.{name}", count=n),
     )
     # Messages being sent or due when the process exits normally are not lost.
-    atexit.register(registry.emailer_outbox.join, emailer_settings.drain_timeout)
+    atexit.register(registry.emailer_outbox.close, emailer_settings.drain_timeout)
     registry.emailer_delivery = Delivery(emailer_settings, registry.emailer_outbox)
     registry.storage = ValidatingStorage(registry.storage, emailer_settings)
 

@@ -46,6 +46,9 @@ class Transport(Protocol):
     def send(self, messages: Sequence[Outgoing]) -> list[Failure]:
         """Send ``messages``; return those that were not sent."""
 
+    def close(self) -> None:
+        """Release the connection, if any."""
+
 
 def is_permanent(error: Exception) -> bool:
     """A 5xx reply refuses for good; anything else (4xx, network, timeout) may pass later."""
@@ -56,11 +59,16 @@ def is_permanent(error: Exception) -> bool:
 
 
 class SMTPTransport:
-    """Talks SMTP with the ``mail.*`` settings of pyramid_mailer, one connection per batch."""
+    """Talks SMTP with the ``mail.*`` settings of pyramid_mailer.
+
+    The connection is kept between calls and opened again when the server dropped it.
+    """
 
     def __init__(self, mailer: Mailer, timeout: float) -> None:
         self.smtp = mailer.smtp_mailer
         self.timeout = timeout
+        self._connection: smtplib.SMTP | None = None
+        self._lock = threading.Lock()
 
     def connect(self) -> smtplib.SMTP:
         smtp = self.smtp
@@ -90,34 +98,50 @@ class SMTPTransport:
         return connection
 
     def send(self, messages: Sequence[Outgoing]) -> list[Failure]:
-        failed: list[Failure] = []
-        connection: smtplib.SMTP | None = None
+        with self._lock:
+            return [f for f in map(self._send_one, messages) if f is not None]
+
+    def _send_one(self, outgoing: Outgoing) -> Failure | None:
+        while True:
+            kept = self._connection is not None
+            try:
+                if self._connection is None:
+                    self._connection = self.connect()
+                self._connection.sendmail(
+                    outgoing.sender, [outgoing.recipient], outgoing.as_bytes()
+                )
+                return None
+            except (
+                smtplib.SMTPRecipientsRefused,
+                smtplib.SMTPSenderRefused,
+                smtplib.SMTPDataError,
+            ) as e:
+                # The server refused this one message; the connection is still good.
+                self._reset()
+                return Failure(outgoing, str(e), is_permanent(e))
+            except smtplib.SMTPServerDisconnected as e:
+                self.close()
+                if not kept:
+                    return Failure(outgoing, str(e) or type(e).__name__, permanent=False)
+                # The server closed the connection kept since the last call: open another.
+            except (OSError, smtplib.SMTPException) as e:
+                self.close()
+                return Failure(outgoing, str(e) or type(e).__name__, is_permanent(e))
+
+    def _reset(self) -> None:
         try:
-            for outgoing in messages:
-                try:
-                    if connection is None:
-                        connection = self.connect()
-                    connection.sendmail(outgoing.sender, [outgoing.recipient], outgoing.as_bytes())
-                except (
-                    smtplib.SMTPRecipientsRefused,
-                    smtplib.SMTPSenderRefused,
-                    smtplib.SMTPDataError,
-                ) as e:
-                    # The server refused this one message; the connection is still good.
-                    failed.append(Failure(outgoing, str(e), is_permanent(e)))
-                    connection.rset()  # type: ignore[union-attr]
-                except (OSError, smtplib.SMTPException) as e:
-                    failed.append(Failure(outgoing, str(e) or type(e).__name__, is_permanent(e)))
-                    if connection is not None:
-                        connection.close()
-                    connection = None
-        finally:
-            if connection is not None:
-                try:
-                    connection.quit()
-                except (OSError, smtplib.SMTPException):
-                    connection.close()
-        return failed
+            self._connection.rset()  # type: ignore[union-attr]
+        except (OSError, smtplib.SMTPException):
+            self.close()
+
+    def close(self) -> None:
+        """Say goodbye to the server, if connected."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.quit()
+            except (OSError, smtplib.SMTPException):
+                connection.close()
 
 
 class DirectoryTransport:
@@ -125,6 +149,9 @@ class DirectoryTransport:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
+
+    def close(self) -> None:
+        pass
 
     def send(self, messages: Sequence[Outgoing]) -> list[Failure]:
         os.makedirs(self.directory, exist_ok=True)
@@ -281,6 +308,12 @@ class Outbox:
         with self._condition:
             self.failed.append(job)
         self._add("failed")
+
+    def close(self, timeout: float) -> None:
+        """When the process stops: send what is due, for ``timeout`` seconds at most."""
+        if not self.join(timeout):
+            logger.warning("Stopping with mail still to send after %ss (drain_timeout)", timeout)
+        self.transport.close()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until nothing is due or being sent; False if ``timeout`` passed first.

@@ -50,7 +50,9 @@ def send_test_email(config: str, recipient: str) -> str:
         root_url=f"http://{registry.settings.get('http_host') or 'localhost'}/",
         key=messages.idempotency_key("kinto-send-email", uuid.uuid4()),
     )
-    failures = registry.emailer_outbox.transport.send([messages.build(draft)])
+    transport = registry.emailer_outbox.transport
+    failures = transport.send([messages.build(draft)])
+    transport.close()
     if failures:
         raise EmailerError(f"Could not send to {to.addr_spec}: {failures[0].reason}")
     if settings.debug:

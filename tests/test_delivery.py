@@ -75,6 +75,25 @@ class DeliveryTest(EmailerWebTest):
         self.assertEqual(len(self.sink.wait_for(2)), 2)
 
 
+class ReconnectTest(EmailerWebTest):
+    def test_the_kept_connection_is_opened_again_when_the_server_dropped_it(self):
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", HOOK)
+        self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
+        self.assertEqual(len(self.mails()), 1)
+        self.sink.stop()
+        restarted = SMTPSink(port=self.sink.port).start()
+        self.addCleanup(restarted.stop)
+        retried = self.registry.emailer_outbox.counts["retried"]
+        self.app.put_json("/buckets/b/collections/c/records/r2", headers=self.headers)
+        self.registry.emailer_outbox.join()
+        self.assertEqual(
+            [m.body for m in restarted.received], ["/buckets/b/collections/c/records/r2"]
+        )
+        self.assertEqual(self.registry.emailer_outbox.counts["retried"], retried)
+
+
 class MetricsTest(EmailerWebTest):
     extra_settings = {"includes": "kinto_emailer tests.plugins.recording_metrics"}
 
