@@ -4,19 +4,29 @@ Enable with ``kinto.includes = kinto_emailer``. This module only wires the parts
 """
 
 import atexit
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from kinto.core import metrics
 from kinto.core.events import ResourceChanged
 from pyramid.config import Configurator
+from pyramid.events import NewRequest
 from pyramid.exceptions import ConfigurationError
 from pyramid_mailer import IMailer
 from pyramid_mailer.mailer import Mailer
 
-from kinto_emailer.delivery import Delivery, Outbox, transport_from_settings
+from kinto_emailer.delivery import Delivery, Outbox, Transport, transport_from_settings
 from kinto_emailer.errors import InvalidHook
 from kinto_emailer.listener import build_notification, send_notification
-from kinto_emailer.settings import parse_settings
-from kinto_emailer.validation import ValidatingStorage, invalid_hook_view
+from kinto_emailer.settings import EmailerSettings, parse_settings
+from kinto_emailer.validation import EmailerStorage, invalid_hook_view
+
+
+if TYPE_CHECKING:
+    from kinto_emailer.jobs import JobQueue
+
+Counter = Callable[[str, int], None]
 
 
 __version__ = "5.0.0.dev0"
@@ -33,6 +43,30 @@ def mailer_from_settings(settings: dict) -> Mailer:
         raise ConfigurationError(f"Invalid mail.* setting: {e}") from e
 
 
+def _job_queue(
+    config: Configurator, settings: EmailerSettings, transport: Transport, count: Counter
+) -> "JobQueue | None":
+    """Jobs in PostgreSQL when Kinto stores its data there (and no Maildir queue is set)."""
+    backend = config.registry.storage
+    on_postgresql = type(backend).__module__ == "kinto.core.storage.postgresql"
+    if not on_postgresql or settings.queue_path is not None:
+        return None
+    from kinto_emailer import jobs
+
+    dsn = jobs.conninfo(config.get_settings()["storage_url"])
+    queue = jobs.JobQueue(backend, dsn, settings, transport, count)
+    if settings.worker:
+        # With the first request: commands such as `kinto migrate` start no worker.
+        started = threading.Lock()
+
+        def start_worker(event: NewRequest) -> None:
+            if started.acquire(blocking=False):
+                queue.start_worker()
+
+        config.add_subscriber(start_worker, NewRequest)
+    return queue
+
+
 def includeme(config: Configurator) -> None:
     settings = config.get_settings()
     emailer_settings = parse_settings(settings)
@@ -41,16 +75,18 @@ def includeme(config: Configurator) -> None:
     registry = config.registry
     registry.emailer_settings = emailer_settings
     registry.registerUtility(mailer, IMailer)
-    registry.emailer_outbox = Outbox(
-        transport_from_settings(emailer_settings, mailer),
-        emailer_settings,
+
+    def count(name: str, n: int) -> None:
         # Looked up at each count: a metrics plugin may be included after this one.
-        count=lambda name, n: registry.metrics.count(f"plugins.emailer.{name}", count=n),
-    )
+        registry.metrics.count(f"plugins.emailer.{name}", count=n)
+
+    transport = transport_from_settings(emailer_settings, mailer)
+    queue = _job_queue(config, emailer_settings, transport, count)
+    registry.emailer_outbox = Outbox(transport, emailer_settings, count)
+    registry.emailer_delivery = Delivery(emailer_settings, registry.emailer_outbox, queue)
     # Messages being sent or due when the process exits normally are not lost.
-    atexit.register(registry.emailer_outbox.close, emailer_settings.drain_timeout)
-    registry.emailer_delivery = Delivery(emailer_settings, registry.emailer_outbox)
-    registry.storage = ValidatingStorage(registry.storage, emailer_settings)
+    atexit.register(registry.emailer_delivery.close, emailer_settings.drain_timeout)
+    registry.storage = EmailerStorage(registry.storage, emailer_settings, queue)
 
     config.add_api_capability(
         "emailer",

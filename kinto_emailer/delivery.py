@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import transaction
 from pyramid.exceptions import ConfigurationError
@@ -28,6 +28,10 @@ from repoze.sendmail.delivery import QueuedMailDelivery
 
 from kinto_emailer.messages import Draft, Outgoing, build
 from kinto_emailer.settings import EmailerSettings
+
+
+if TYPE_CHECKING:
+    from kinto_emailer.jobs import JobQueue
 
 
 logger = logging.getLogger(__name__)
@@ -168,6 +172,45 @@ class DirectoryTransport:
         return failed
 
 
+def next_delay(failure: Failure, attempts: int, retry_delays: Sequence[float]) -> float | None:
+    """Seconds to wait before the next attempt, or None to give up on the message."""
+    if failure.permanent or attempts > len(retry_delays):
+        return None
+    return retry_delays[attempts - 1]
+
+
+def log_retry(draft: Draft, failure: Failure, delay: float) -> None:
+    logger.warning(
+        "Mail to %s about %s not sent (%s): trying again in %ss",
+        draft.recipient.addr_spec,
+        draft.uri,
+        failure.reason,
+        delay,
+    )
+
+
+def log_failed(draft: Draft, attempts: int, reason: str) -> None:
+    logger.error(
+        "Mail to %s about %s failed after %s attempt(s): %s",
+        draft.recipient.addr_spec,
+        draft.uri,
+        attempts,
+        reason,
+    )
+
+
+def log_dropped(draft: Draft) -> None:
+    logger.warning(
+        "Dropping the mail to %s about %s: its change is older than max_age",
+        draft.recipient.addr_spec,
+        draft.uri,
+    )
+
+
+def is_too_old(draft: Draft, max_age: timedelta) -> bool:
+    return datetime.now(UTC) - draft.created > max_age
+
+
 @dataclass(eq=False)
 class Job:
     """One message to send, and how it went so far."""
@@ -252,16 +295,10 @@ class Outbox:
                     self._condition.notify_all()
 
     def _deliver(self, jobs: list[Job]) -> None:
-        now = datetime.now(UTC)
-        fresh = [job for job in jobs if now - job.draft.created <= self.max_age]
+        fresh = [job for job in jobs if not is_too_old(job.draft, self.max_age)]
         for job in jobs:
             if job not in fresh:
-                logger.warning(
-                    "Dropping the mail to %s about %s: its change is older than max_age (%s)",
-                    job.draft.recipient.addr_spec,
-                    job.draft.uri,
-                    job.last_error or "never sent",
-                )
+                log_dropped(job.draft)
                 self._add("dropped")
         built = {}
         for job in fresh:
@@ -280,17 +317,11 @@ class Outbox:
             job = by_message[id(failure.outgoing)]
             job.attempts += 1
             job.last_error = failure.reason
-            if failure.permanent or job.attempts > len(self.retry_delays):
+            delay = next_delay(failure, job.attempts, self.retry_delays)
+            if delay is None:
                 self._give_up(job)
             else:
-                delay = self.retry_delays[job.attempts - 1]
-                logger.warning(
-                    "Mail to %s about %s not sent (%s): trying again in %ss",
-                    job.draft.recipient.addr_spec,
-                    job.draft.uri,
-                    failure.reason,
-                    delay,
-                )
+                log_retry(job.draft, failure, delay)
                 retries.append((job, delay))
         with self._condition:
             for job, delay in retries:
@@ -298,13 +329,7 @@ class Outbox:
         self._add("retried", len(retries))
 
     def _give_up(self, job: Job) -> None:
-        logger.error(
-            "Mail to %s about %s failed after %s attempt(s): %s",
-            job.draft.recipient.addr_spec,
-            job.draft.uri,
-            job.attempts,
-            job.last_error,
-        )
+        log_failed(job.draft, job.attempts, job.last_error)
         with self._condition:
             self.failed.append(job)
         self._add("failed")
@@ -345,10 +370,18 @@ def prepare_maildir(path: str) -> None:
 
 
 class Delivery:
-    """Hands messages over at the right moment of the current transaction."""
+    """Hands messages over at the right moment of the current transaction.
 
-    def __init__(self, settings: EmailerSettings, outbox: Outbox) -> None:
+    To the Maildir queue (``mail.queue_path``) within the transaction; as jobs of the
+    ``queue`` (PostgreSQL storage) within the transaction; else to the outbox once the
+    transaction committed.
+    """
+
+    def __init__(
+        self, settings: EmailerSettings, outbox: Outbox, queue: "JobQueue | None" = None
+    ) -> None:
         self.outbox = outbox
+        self.queue = queue
         self.maildir: QueuedMailDelivery | None = None
         if settings.queue_path is not None:
             prepare_maildir(settings.queue_path)
@@ -360,8 +393,22 @@ class Delivery:
         if self.maildir is not None:
             for outgoing in map(build, drafts):
                 self.maildir.send(outgoing.sender, [outgoing.recipient], outgoing.message)
-            return
-        transaction.get().addAfterCommitHook(_after_commit, args=(self.outbox, drafts))
+        elif self.queue is not None:
+            self.queue.defer(drafts)
+        else:
+            transaction.get().addAfterCommitHook(_after_commit, args=(self.outbox, drafts))
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is due or being sent; False if ``timeout`` passed first."""
+        if self.queue is not None:
+            return self.queue.join(timeout)
+        return self.outbox.join(timeout)
+
+    def close(self, timeout: float) -> None:
+        """When the process stops: let what is due or under way go out, then stop."""
+        if self.queue is not None:
+            self.queue.stop_worker()
+        self.outbox.close(timeout)
 
 
 def transport_from_settings(settings: EmailerSettings, mailer: Mailer) -> Transport:

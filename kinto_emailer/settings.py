@@ -31,6 +31,10 @@ class EmailerSettings:
     """Seconds after its change when a message that could not be sent is dropped."""
     drain_timeout: float = 10.0
     """Seconds the process waits, when it stops, for messages being sent or due."""
+    worker: bool = True
+    """With PostgreSQL storage: run a worker thread in the Kinto process."""
+    stalled_timeout: float = 30.0
+    """With PostgreSQL storage: seconds without heartbeat before a worker's jobs are retaken."""
     debug: bool = False
     """``mail.debug_mailer``: write ``.eml`` files instead of talking SMTP."""
     debug_directory: str = "mail"
@@ -94,6 +98,8 @@ _PARSERS = {
     "retry_delays": _delays,
     "max_age": _positive(float, "number"),
     "drain_timeout": _positive(float, "number"),
+    "worker": lambda key, value: _boolean(f"kinto.{key}", value),
+    "stalled_timeout": _positive(float, "number"),
 }
 
 

@@ -1,13 +1,17 @@
-"""Checking hooks when bucket or collection metadata is saved.
+"""Kinto's storage backend as the plugin sees it.
 
-Kinto notifies ``ResourceChanged`` after the storage backend has written the object,
-and the memory backend cannot roll a write back. So the check sits at the storage
-boundary, where the final object (after a PATCH, a JSON-Patch or a merge) is known
-before anything is written: rejected metadata is never stored, on any backend.
+Hooks are checked when bucket or collection metadata is saved. Kinto notifies
+``ResourceChanged`` after the storage backend has written the object, and the memory
+backend cannot roll a write back. So the check sits at the storage boundary, where the
+final object (after a PATCH, a JSON-Patch or a merge) is known before anything is
+written: rejected metadata is never stored, on any backend.
+
+The plugin's own tables are created with Kinto's (``kinto migrate``) and emptied with
+its data (``flush``).
 """
 
 import copy
-from typing import Any
+from typing import Any, Protocol
 
 from kinto.core.errors import json_error_handler
 from pyramid.httpexceptions import HTTPException
@@ -21,12 +25,36 @@ from kinto_emailer.settings import EmailerSettings
 _CHECKED = ("bucket", "collection")
 
 
-class ValidatingStorage:
+class Tables(Protocol):
+    """The plugin's own tables beside Kinto's, if any."""
+
+    def install(self) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class EmailerStorage:
     """Kinto's storage backend, checking bucket and collection writes; the rest passes."""
 
-    def __init__(self, backend: Any, settings: EmailerSettings) -> None:
+    def __init__(
+        self,
+        backend: Any,
+        settings: EmailerSettings,
+        tables: Tables | None = None,
+    ) -> None:
         self._backend = backend
         self._settings = settings
+        self._tables = tables
+
+    def initialize_schema(self, dry_run: bool = False) -> None:
+        self._backend.initialize_schema(dry_run=dry_run)
+        if self._tables is not None and not dry_run:
+            self._tables.install()
+
+    def flush(self) -> None:
+        self._backend.flush()
+        if self._tables is not None:
+            self._tables.flush()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)

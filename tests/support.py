@@ -189,6 +189,8 @@ class EmailerWebTest(BaseWebTest, unittest.TestCase):
     @classmethod
     def tearDownClass(cls) -> None:
         super().tearDownClass()
+        # Stops the app's worker: it must not take the jobs of the next test class.
+        cls.app.app.registry.emailer_delivery.close(timeout=5)
         cls.sink.stop()
 
     @classmethod
@@ -208,7 +210,7 @@ class EmailerWebTest(BaseWebTest, unittest.TestCase):
 
     def mails(self) -> list[Received]:
         """What the SMTP server received, once everything committed so far was sent."""
-        self.registry.emailer_outbox.join()
+        self.registry.emailer_delivery.join()
         return list(self.sink.received)
 
     def put_hooks(self, uri: str, *hooks: dict, status: int = 200) -> Any:

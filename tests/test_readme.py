@@ -64,7 +64,9 @@ class ReadmeTest(unittest.TestCase):
         defaults = settings.EmailerSettings()
         for name in settings._PARSERS:
             value = getattr(defaults, name)
-            if isinstance(value, tuple):
+            if isinstance(value, bool):
+                expected = f"``{str(value).lower()}``"
+            elif isinstance(value, tuple):
                 expected = " ".join(f"{v:g}" for v in value)
                 expected = f"``{expected}``" if value else "(any domain)"
             else:

@@ -1,0 +1,330 @@
+"""Delivery jobs in PostgreSQL, with procrastinate.
+
+With Kinto's PostgreSQL storage, a change's messages become procrastinate jobs written
+in Kinto's own transaction, on its own connection: they commit or roll back with the
+data. Workers (a thread of each Kinto process, or ``kinto-emailer worker`` processes on
+any machine) take jobs with ``SELECT ... FOR UPDATE SKIP LOCKED``, so two workers never
+run the same job, and a job of a killed worker is taken again once its heartbeat stops.
+
+A message's idempotency key is written to ``kinto_emailer_sent`` as soon as the SMTP
+server accepted it, and a job whose key is there is not sent again.
+"""
+
+import asyncio
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import procrastinate
+import psycopg
+import sqlalchemy
+from procrastinate.contrib.psycopg2 import Psycopg2Connector
+from psycopg2.extras import RealDictCursor
+
+from kinto_emailer.delivery import (
+    Failure,
+    Transport,
+    is_too_old,
+    log_dropped,
+    log_failed,
+    log_retry,
+    next_delay,
+)
+from kinto_emailer.messages import Draft, build
+from kinto_emailer.settings import EmailerSettings
+
+
+logger = logging.getLogger(__name__)
+
+QUEUE = "kinto_emailer"
+TASK = "kinto_emailer.send"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS kinto_emailer_sent (
+    key TEXT PRIMARY KEY,
+    sent_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS kinto_emailer_failed (
+    key TEXT PRIMARY KEY,
+    draft JSONB NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT NOT NULL,
+    failed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS kinto_emailer_counts (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+"""
+
+
+def send(context: procrastinate.JobContext, draft: dict[str, str], attempts: int = 0) -> None:
+    context.additional_context["sender"].send(Draft.from_json(draft), attempts)
+
+
+def make_app(connector: Any) -> tuple[procrastinate.App, Any]:
+    """A procrastinate app knowing the plugin's task, and that task."""
+    app = procrastinate.App(connector=connector)
+    task = app.task(name=TASK, queue=QUEUE, pass_context=True)(send)
+    return app, task
+
+
+def conninfo(storage_url: str) -> str:
+    """The libpq address of Kinto's storage URL (which may name a SQLAlchemy driver)."""
+    url = sqlalchemy.engine.make_url(storage_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+class _TransactionConnector(Psycopg2Connector):
+    """Defers jobs on a given psycopg2 connection: the one of Kinto's transaction."""
+
+    def execute_query_all_with_connection(
+        self, connection: Any, query: str, **arguments: Any
+    ) -> list[dict[str, Any]]:
+        with connection.cursor(cursor_factory=RealDictCursor) as cursor:
+            cursor.execute(query, self._wrap_json(arguments))
+            return cursor.fetchall()
+
+
+def install_schema(dsn: str) -> None:
+    """procrastinate's schema (once) and the plugin's tables, idempotently."""
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        installed = connection.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
+        if installed is None or installed[0] is None:
+            app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=dsn))
+            with app.open():
+                app.schema_manager.apply_schema()
+        connection.execute(SCHEMA)
+
+
+class Sender:
+    """The worker side of a job: send its message once, or decide what happens next."""
+
+    def __init__(
+        self,
+        dsn: str,
+        transport: Transport,
+        settings: EmailerSettings,
+        count: Callable[[str, int], None],
+    ) -> None:
+        self.dsn = dsn
+        self.transport = transport
+        self.retry_delays = settings.retry_delays
+        self.max_age = datetime.timedelta(seconds=settings.max_age)
+        self._count = count
+        self._connection: psycopg.Connection | None = None
+        # Defers on this sender's own connection (retries, sending failed mail again).
+        self._app, self._task = make_app(procrastinate.SyncPsycopgConnector())
+
+    def _execute(self, query: str, *params: Any) -> Any:
+        if self._connection is None or self._connection.closed:
+            self._connection = psycopg.connect(self.dsn, autocommit=True)
+        return self._connection.execute(query, params)
+
+    def _defer(self, draft: Draft, attempts: int, **options: Any) -> None:
+        self._execute("SELECT 1")  # Connects if needed.
+        self._task.configure(connection=self._connection, **options).defer(
+            draft=draft.to_json(), attempts=attempts
+        )
+
+    def count(self, name: str) -> None:
+        self._execute(
+            "INSERT INTO kinto_emailer_counts (name, value) VALUES (%s, 1)"
+            " ON CONFLICT (name) DO UPDATE SET value = kinto_emailer_counts.value + 1",
+            name,
+        )
+        self._count(name, 1)
+
+    def send(self, draft: Draft, attempts: int) -> None:
+        already = self._execute("SELECT 1 FROM kinto_emailer_sent WHERE key = %s", draft.key)
+        if already.fetchone() is not None:
+            return
+        if is_too_old(draft, self.max_age):
+            log_dropped(draft)
+            self.count("dropped")
+            return
+        failures = self.transport.send([build(draft)])
+        if not failures:
+            self._execute(
+                "INSERT INTO kinto_emailer_sent (key) VALUES (%s) ON CONFLICT DO NOTHING",
+                draft.key,
+            )
+            self.count("sent")
+            return
+        self.failed(draft, attempts + 1, failures[0])
+
+    def failed(self, draft: Draft, attempts: int, failure: Failure) -> None:
+        delay = next_delay(failure, attempts, self.retry_delays)
+        if delay is not None:
+            log_retry(draft, failure, delay)
+            self._defer(draft, attempts, schedule_in={"seconds": delay})
+            self.count("retried")
+            return
+        log_failed(draft, attempts, failure.reason)
+        self._execute(
+            "INSERT INTO kinto_emailer_failed (key, draft, attempts, last_error)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET attempts ="
+            " EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()",
+            draft.key,
+            psycopg.types.json.Jsonb(draft.to_json()),
+            attempts,
+            failure.reason,
+        )
+        self.count("failed")
+
+
+async def _recover_stalled(app: procrastinate.App, every: float, stalled_after: float) -> None:
+    """Jobs of a worker that stopped sending heartbeats (killed) go back to the queue."""
+    while True:
+        await asyncio.sleep(every)
+        for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
+            logger.warning("Job %s of a stalled worker goes back to the queue", job.id)
+            await app.job_manager.retry_job(job)
+
+
+async def run_worker(dsn: str, sender: Sender, stalled_timeout: float) -> None:
+    """Take and run jobs until cancelled; several may run against one database."""
+    app, _ = make_app(procrastinate.PsycopgConnector(conninfo=dsn))
+    heartbeat = min(10.0, stalled_timeout / 3)
+    async with app.open_async():
+        recovery = asyncio.create_task(_recover_stalled(app, heartbeat, stalled_timeout))
+        try:
+            await app.run_worker_async(
+                queues=[QUEUE],
+                concurrency=1,
+                install_signal_handlers=False,
+                additional_context={"sender": sender},
+                update_heartbeat_interval=heartbeat,
+                stalled_worker_timeout=stalled_timeout,
+                delete_jobs="successful",
+            )
+        finally:
+            recovery.cancel()
+            sender.transport.close()
+
+
+class WorkerThread:
+    """A worker in a thread of the Kinto process (``kinto.emailer.worker``)."""
+
+    def __init__(self, dsn: str, sender: Sender, stalled_timeout: float) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._task: asyncio.Task[None] | None = None
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(run_worker(dsn, sender, stalled_timeout),),
+            name="kinto-emailer-worker",
+            daemon=True,
+        )
+
+    def _run(self, worker: Any) -> None:
+        self._task = self._loop.create_task(worker)
+        try:
+            self._loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            logger.exception("The mail worker stopped")
+        finally:
+            self._loop.close()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Let the job under way finish (for ``timeout`` seconds at most), then stop."""
+        if self._task is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(timeout)
+
+
+class JobQueue:
+    """Delivery with PostgreSQL storage: jobs in Kinto's transaction, sent by workers."""
+
+    def __init__(
+        self,
+        storage: Any,
+        dsn: str,
+        settings: EmailerSettings,
+        transport: Transport,
+        count: Callable[[str, int], None],
+    ) -> None:
+        self.storage = storage
+        self.dsn = dsn
+        self.settings = settings
+        self.sender = Sender(dsn, transport, settings, count)
+        self._app, self._task = make_app(_TransactionConnector())
+        self.worker: WorkerThread | None = None
+        self._count = count
+
+    def defer(self, drafts: list[Draft]) -> None:
+        """Jobs for ``drafts``, in the current transaction of Kinto's storage."""
+        with self.storage.client.connect() as session:
+            connection = session.connection().connection.driver_connection
+            self._task.configure(connection=connection).batch_defer(
+                *({"draft": draft.to_json()} for draft in drafts)
+            )
+        self._count("queued", len(drafts))
+
+    def install(self) -> None:
+        install_schema(self.dsn)
+
+    def flush(self) -> None:
+        """Forget every job, sent key and count, as Kinto's flush forgets the data."""
+        with psycopg.connect(self.dsn, autocommit=True) as connection:
+            connection.execute(
+                f"DELETE FROM procrastinate_jobs WHERE queue_name = '{QUEUE}';"
+                "TRUNCATE kinto_emailer_sent, kinto_emailer_failed, kinto_emailer_counts"
+            )
+
+    def start_worker(self) -> None:
+        self.worker = WorkerThread(self.dsn, self.sender, self.settings.stalled_timeout)
+        self.worker.start()
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.stop(self.settings.drain_timeout)
+            self.worker = None
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until no job is due or running; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with psycopg.connect(self.dsn, autocommit=True) as connection:
+            while True:
+                (pending,) = connection.execute(_PENDING).fetchone()  # type: ignore[misc]
+                if not pending:
+                    return True
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                time.sleep(0.02)
+
+    def status(self) -> dict[str, int]:
+        """Counts of the queue, for ``kinto-emailer status``."""
+        with psycopg.connect(self.dsn, autocommit=True) as connection:
+            counts = dict(connection.execute(_STATUS).fetchall())
+        return {name: int(counts.get(name, 0)) for name in STATUS_NAMES}
+
+
+_PENDING = f"""
+SELECT count(*) FROM procrastinate_jobs
+ WHERE queue_name = '{QUEUE}'
+   AND (status = 'doing' OR (status = 'todo' AND coalesce(scheduled_at, now()) <= now()))
+"""
+STATUS_NAMES = ("queued", "scheduled", "sending", "sent", "retried", "failed", "dropped")
+_STATUS = f"""
+SELECT 'queued', count(*) FROM procrastinate_jobs
+ WHERE queue_name = '{QUEUE}' AND status = 'todo' AND coalesce(scheduled_at, now()) <= now()
+UNION ALL
+SELECT 'scheduled', count(*) FROM procrastinate_jobs
+ WHERE queue_name = '{QUEUE}' AND status = 'todo' AND scheduled_at > now()
+UNION ALL
+SELECT 'sending', count(*) FROM procrastinate_jobs
+ WHERE queue_name = '{QUEUE}' AND status = 'doing'
+UNION ALL
+SELECT 'sent', count(*) FROM kinto_emailer_sent
+UNION ALL
+SELECT 'failed', count(*) FROM kinto_emailer_failed
+UNION ALL
+SELECT name, value FROM kinto_emailer_counts WHERE name IN ('retried', 'dropped')
+"""
