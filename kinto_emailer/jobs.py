@@ -20,6 +20,8 @@ from typing import Any
 
 import procrastinate
 import psycopg
+import psycopg.rows
+import psycopg.types.json
 import sqlalchemy
 from procrastinate.contrib.psycopg2 import Psycopg2Connector
 from psycopg2.extras import RealDictCursor
@@ -129,6 +131,13 @@ class Sender:
             draft=draft.to_json(), attempts=attempts
         )
 
+    def defer_all(self, drafts: list[Draft], connection: psycopg.Connection) -> None:
+        """Jobs for ``drafts`` on ``connection``, in its transaction."""
+        if drafts:
+            self._task.configure(connection=connection).batch_defer(
+                *({"draft": draft.to_json()} for draft in drafts)
+            )
+
     def count(self, name: str) -> None:
         self._execute(
             "INSERT INTO kinto_emailer_counts (name, value) VALUES (%s, 1)"
@@ -185,7 +194,11 @@ async def _recover_stalled(app: procrastinate.App, every: float, stalled_after: 
 
 
 async def run_worker(dsn: str, sender: Sender, stalled_timeout: float) -> None:
-    """Take and run jobs until cancelled; several may run against one database."""
+    """Take and run jobs until cancelled; several may run against one database.
+
+    New jobs wake the worker at once (LISTEN/NOTIFY); retries scheduled for later are
+    found by polling, often enough for the shortest retry delay.
+    """
     app, _ = make_app(procrastinate.PsycopgConnector(conninfo=dsn))
     heartbeat = min(10.0, stalled_timeout / 3)
     async with app.open_async():
@@ -199,6 +212,9 @@ async def run_worker(dsn: str, sender: Sender, stalled_timeout: float) -> None:
                 update_heartbeat_interval=heartbeat,
                 stalled_worker_timeout=stalled_timeout,
                 delete_jobs="successful",
+                fetch_job_polling_interval=min(
+                    5.0, max(0.1, min(sender.retry_delays, default=10.0) / 2)
+                ),
             )
         finally:
             recovery.cancel()
@@ -298,6 +314,26 @@ class JobQueue:
                 if deadline is not None and time.monotonic() > deadline:
                     return False
                 time.sleep(0.02)
+
+    def failed(self) -> list[dict[str, Any]]:
+        """The messages given up, oldest first."""
+        with psycopg.connect(self.dsn, autocommit=True) as connection:
+            cursor = connection.cursor(row_factory=psycopg.rows.dict_row)
+            return cursor.execute(
+                "SELECT key, draft, attempts, last_error, failed_at"
+                " FROM kinto_emailer_failed ORDER BY failed_at"
+            ).fetchall()
+
+    def resend(self, keys: list[str] | None = None) -> int:
+        """Queue failed messages again (those of ``keys``, else all); how many were."""
+        with psycopg.connect(self.dsn) as connection:
+            rows = connection.execute(
+                "DELETE FROM kinto_emailer_failed WHERE %s::text[] IS NULL OR key = ANY(%s)"
+                " RETURNING draft",
+                (keys, keys),
+            ).fetchall()
+            self.sender.defer_all([Draft.from_json(draft) for (draft,) in rows], connection)
+        return len(rows)
 
     def status(self) -> dict[str, int]:
         """Counts of the queue, for ``kinto-emailer status``."""

@@ -1,6 +1,13 @@
-"""Command line: ``kinto-send-email CONFIG RECIPIENT`` checks the mail settings end to end."""
+"""Command line.
+
+``kinto-send-email CONFIG RECIPIENT`` checks the mail settings end to end;
+``kinto-emailer COMMAND CONFIG`` works on the mail queue of a Kinto on PostgreSQL.
+"""
 
 import argparse
+import asyncio
+import contextlib
+import signal
 import sys
 import uuid
 from typing import Any
@@ -75,3 +82,96 @@ def send_email_main(args: list[str] | None = None) -> int:
         return 1
     print(f"Test message {where}.")
     return 0
+
+
+def _queue(config: str) -> Any:
+    registry = _load(config)
+    queue = registry.emailer_delivery.queue
+    if queue is None:
+        raise EmailerError(
+            f"{config} does not store Kinto's data in PostgreSQL: mail is sent by each Kinto "
+            "process and there is no queue to work on"
+        )
+    return queue
+
+
+def run_worker(config: str) -> int:
+    """Send the queued mail until SIGINT or SIGTERM; run as many as needed."""
+    from kinto_emailer import jobs  # PostgreSQL only: procrastinate is an extra.
+
+    queue = _queue(config)
+    settings = queue.settings
+
+    async def work() -> None:
+        worker = asyncio.create_task(
+            jobs.run_worker(queue.dsn, queue.sender, settings.stalled_timeout)
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, worker.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+
+    print(f"kinto-emailer worker: sending the queued mail of {config}", flush=True)
+    asyncio.run(work())
+    return 0
+
+
+def show_status(config: str) -> int:
+    for name, value in _queue(config).status().items():
+        print(f"{name:<10} {value}")
+    return 0
+
+
+def show_failed(config: str) -> int:
+    for row in _queue(config).failed():
+        draft = row["draft"]
+        print(
+            f"{row['key']}  {row['failed_at']:%Y-%m-%d %H:%M:%S}  {draft['recipient']}  "
+            f"{draft['uri']}  ({row['attempts']} attempts) {row['last_error']}"
+        )
+    return 0
+
+
+def resend_failed(config: str, keys: list[str]) -> int:
+    count = _queue(config).resend(keys or None)
+    print(f"{count} failed message(s) queued again")
+    return 0
+
+
+def install_tables(config: str) -> int:
+    _queue(config).install()
+    print("The mail queue tables are installed")
+    return 0
+
+
+def emailer_main(args: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kinto-emailer", description="Work on the mail queue of a Kinto on PostgreSQL."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in [
+        ("worker", "send queued mail until stopped (SIGINT, SIGTERM)"),
+        ("status", "count queued, scheduled, sent, retried, failed and dropped mail"),
+        ("failed", "list the messages given up, with their last error"),
+        ("resend", "queue failed messages again (all, or those of the keys given)"),
+        ("migrate", "create the queue's tables (kinto migrate does it too)"),
+    ]:
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("config", help="the Kinto .ini file")
+        if name == "resend":
+            command.add_argument("keys", nargs="*", help="keys shown by 'failed'")
+    options = parser.parse_args(args)
+    try:
+        if options.command == "worker":
+            return run_worker(options.config)
+        if options.command == "status":
+            return show_status(options.config)
+        if options.command == "failed":
+            return show_failed(options.config)
+        if options.command == "resend":
+            return resend_failed(options.config, options.keys)
+        return install_tables(options.config)
+    except EmailerError as e:
+        print(f"kinto-emailer: {e}", file=sys.stderr)
+        return 1

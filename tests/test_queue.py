@@ -1,0 +1,142 @@
+"""The PostgreSQL mail queue with real worker processes (``kinto-emailer worker``)."""
+
+import collections
+import os
+import subprocess
+import sys
+import tempfile
+
+from tests.support import POSTGRESQL_URL, EmailerWebTest, eventually, skip_unless_postgresql
+from tests.test_postgresql import PostgreSQL
+
+
+HERE = os.path.dirname(__file__)
+BIN = os.path.dirname(sys.executable)
+HOOK = {"template": "{uri}", "recipients": ["a@example.com"], "resource_name": "record"}
+QUEUE_SETTINGS = {
+    "emailer.worker": "false",
+    "emailer.retry_delays": "0.3 0.3",
+    "emailer.stalled_timeout": "2",
+}
+
+
+@skip_unless_postgresql
+class WorkerProcessTest(PostgreSQL, EmailerWebTest):
+    extra_settings = {**QUEUE_SETTINGS, "batch_max_requests": "50"}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.directory = tempfile.TemporaryDirectory()
+        with open(os.path.join(HERE, "config", "kinto.ini")) as f:
+            text = f.read().replace("kinto.core.storage.memory", "kinto.core.storage.postgresql")
+        extra = "\n".join(
+            [f"kinto.storage_url = {POSTGRESQL_URL}"]
+            + [f"kinto.{key} = {value}" for key, value in QUEUE_SETTINGS.items()]
+        )
+        cls.log = open(os.path.join(cls.directory.name, "workers.log"), "ab")
+        cls.config = os.path.join(cls.directory.name, "kinto.ini")
+        with open(cls.config, "w") as f:
+            f.write(text.format(port=cls.sink.port, extra=extra))
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.log.close()
+        cls.directory.cleanup()
+
+    def setUp(self):
+        super().setUp()
+        self.queue = self.registry.emailer_delivery.queue
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", HOOK)
+
+    def command(self, name, *args):
+        return subprocess.run(
+            [os.path.join(BIN, "kinto-emailer"), name, self.config, *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    def start_worker(self):
+        worker = subprocess.Popen(
+            [os.path.join(BIN, "kinto-emailer"), "worker", self.config],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.addCleanup(worker.wait)
+        self.addCleanup(worker.terminate)
+        return worker
+
+    def create_records(self, count):
+        # Batches of 50: WebOb leaves larger request bodies in unclosed temporary files.
+        for start in range(0, count, 50):
+            requests = [
+                {"method": "PUT", "path": f"/buckets/b/collections/c/records/r{i:03}"}
+                for i in range(start, min(count, start + 50))
+            ]
+            self.app.post_json("/batch", {"requests": requests}, headers=self.headers)
+
+    def received_uris(self):
+        return collections.Counter(m.body for m in self.sink.received)
+
+    def test_temporary_failures_are_retried_then_sent(self):
+        self.sink.defer["a@example.com"] = 2
+        self.create_records(1)
+        self.start_worker()
+        self.assertEqual(len(self.sink.wait_for(1)), 1)
+        self.assertTrue(self.queue.join(10))
+        self.assertEqual(len(self.sink.attempts), 3)
+        status = self.queue.status()
+        self.assertEqual((status["sent"], status["retried"], status["failed"]), (1, 2, 0))
+        self.assertIn("retried    2", self.command("status"))
+
+    def test_permanent_failures_are_kept_listed_and_sent_again(self):
+        self.sink.refuse.add("a@example.com")
+        self.create_records(1)
+        self.start_worker()
+        self.assertTrue(eventually(lambda: self.queue.failed()))
+        [failed] = self.queue.failed()
+        self.assertEqual(failed["attempts"], 1)
+        self.assertIn("550", failed["last_error"])
+        listing = self.command("failed")
+        self.assertIn(failed["key"], listing)
+        self.assertIn("/buckets/b/collections/c/records/r000", listing)
+        self.sink.refuse.clear()
+        self.assertIn("1 failed message(s) queued again", self.command("resend", failed["key"]))
+        self.assertEqual(len(self.sink.wait_for(1)), 1)
+        self.assertEqual(self.queue.failed(), [])
+
+    def test_two_workers_never_send_the_same_message(self):
+        self.create_records(200)
+        self.start_worker()
+        self.start_worker()
+        self.sink.wait_for(200, timeout=60)
+        self.assertTrue(self.queue.join(30))
+        counts = self.received_uris()
+        self.assertEqual(len(counts), 200)
+        self.assertEqual(set(counts.values()), {1})
+
+    def test_a_killed_worker_loses_nothing(self):
+        self.sink.delay = 0.02
+        self.create_records(100)
+        killed = self.start_worker()
+        self.sink.wait_for(20)
+        killed.kill()
+        killed.wait()
+        self.start_worker()
+        self.sink.wait_for(100, timeout=60)
+        self.assertTrue(eventually(lambda: len(self.received_uris()) == 100, timeout=30))
+        self.assertTrue(self.queue.join(30))
+        counts = self.received_uris()
+        # Only the message in flight when the worker died may have reached the server
+        # without its answer reaching the worker: it is sent again, with the same
+        # Message-ID, so mail clients show it once.
+        repeated = [uri for uri, n in counts.items() if n > 1]
+        self.assertLessEqual(len(repeated), 1, repeated)
+        ids = collections.defaultdict(set)
+        for mail in self.sink.received:
+            ids[mail.body].add(mail.message["Message-ID"])
+        self.assertEqual({len(v) for v in ids.values()}, {1})
