@@ -1,102 +1,281 @@
-"""Benchmarks: the cost of kinto_emailer on a client's writes, measured side by side.
+"""Benchmarks: the plugin's cost on client writes, and the speed of delivery.
 
-Each scenario runs its variants interleaved, in one process, against a real SMTP
-server, and prints the ratio of their median times. Run with ``make bench``.
+Each comparison runs its variants interleaved, in one process, against a real SMTP
+server (aiosmtpd, started here) and, for the PostgreSQL rows, the server on
+127.0.0.1:5432. It prints one table of ratios. Run with ``make bench``.
 """
 
+import collections
 import os
+import smtplib
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
+import psycopg
 import webtest
 from kinto import main as kinto_main
 
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-from tests.support import ALICE, SMTPSink, app_settings  # noqa: E402
+from kinto_emailer import jobs, messages  # noqa: E402
+from kinto_emailer.recipients import parse_mailbox  # noqa: E402
+from tests.support import (  # noqa: E402
+    ALICE,
+    POSTGRESQL_URL,
+    SMTPSink,
+    app_settings,
+    postgresql_available,
+)
 
 
 ROUNDS = 30
+DATABASE = POSTGRESQL_URL.rsplit("/", 1)[0] + "/kinto_emailer_bench"
+HEADERS = {**ALICE, "Content-Type": "application/json"}
 HOOK = {"template": "{action}d {uri}: {new[title]}", "recipients": ["a@example.com"]}
+RECORD = {"data": {"title": "benchmark"}}
+RECORDS = "/v1/buckets/b/collections/c/records"
 
 
-def make_app(sink: SMTPSink, with_plugin: bool, hook: dict) -> webtest.TestApp:
+def batch(size: int) -> dict:
+    return {
+        "defaults": {"method": "POST", "path": "/buckets/b/collections/c/records"},
+        "requests": [{"body": RECORD} for _ in range(size)],
+    }
+
+
+def make_app(sink: SMTPSink, hook: dict | None, postgresql: bool = False) -> webtest.TestApp:
+    """Kinto with the plugin (and ``hook`` on the bucket), or without it (``hook=None``)."""
     settings = app_settings(sink.port, batch_max_requests=1000)
-    if not with_plugin:
+    if postgresql:
+        for backend in ("storage", "permission"):
+            settings[f"{backend}_backend"] = f"kinto.core.{backend}.postgresql"
+            settings[f"{backend}_url"] = DATABASE
+    if hook is None:
         settings["includes"] = ""
     app = webtest.TestApp(kinto_main({}, **settings))
-    headers = {**ALICE, "Content-Type": "application/json"}
-    hooks = {"kinto-emailer": {"hooks": [hook]}} if with_plugin else {}
-    app.put_json("/v1/buckets/b", {"data": hooks}, headers=headers)
-    app.put_json("/v1/buckets/b/collections/c", headers=headers)
+    registry = app.app.registry
+    registry.storage.initialize_schema()
+    registry.permission.initialize_schema()
+    registry.storage.flush()
+    metadata = {"kinto-emailer": {"hooks": [hook]}} if hook else {}
+    app.put_json("/v1/buckets/b", {"data": metadata}, headers=HEADERS)
+    app.put_json("/v1/buckets/b/collections/c", headers=HEADERS)
     return app
 
 
-def timed(action: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
+def settle(app: webtest.TestApp) -> None:
+    """Untimed: let background sending finish, so it does not slow the next variant."""
+    delivery = getattr(app.app.registry, "emailer_delivery", None)
+    if delivery is not None:
+        delivery.join()
 
 
-def compare(
-    name: str, variants: dict[str, Callable[[], object]], settle: Callable[[], None]
-) -> tuple[str, list[float]]:
-    """Median time of each variant; ``settle`` (untimed) lets background sending finish,
-    so that it does not slow the next variant's write."""
+def compare(variants: dict[str, tuple[webtest.TestApp, Callable[[], object]]]) -> list[float]:
+    """Median seconds of each variant, run interleaved."""
     samples: dict[str, list[float]] = {label: [] for label in variants}
     for _ in range(ROUNDS):
-        for label, action in variants.items():
-            samples[label].append(timed(action))
-            settle()
-    medians = [statistics.median(s) for s in samples.values()]
-    return name, medians
+        for label, (app, action) in variants.items():
+            started = time.perf_counter()
+            action()
+            samples[label].append(time.perf_counter() - started)
+            settle(app)
+    return [statistics.median(s) for s in samples.values()]
+
+
+def post(app: webtest.TestApp, path: str, body: dict) -> Callable[[], object]:
+    return lambda: app.post_json(path, body, headers=HEADERS)
+
+
+def close(*apps: webtest.TestApp) -> None:
+    for app in apps:
+        delivery = getattr(app.app.registry, "emailer_delivery", None)
+        if delivery is not None:
+            delivery.close(timeout=10)
+
+
+def write_rows(sink: SMTPSink, slow_sink: SMTPSink, postgresql: bool) -> list[tuple]:
+    where = "PostgreSQL" if postgresql else "memory"
+    on = make_app(sink, HOOK, postgresql)
+    off = make_app(sink, None, postgresql)
+    nothing = make_app(sink, {**HOOK, "record_id": "never"}, postgresql)
+    rows = [
+        (
+            f"one create, matching hook / plugin disabled ({where})",
+            "<= 1.10",
+            *compare(
+                {"on": (on, post(on, RECORDS, RECORD)), "off": (off, post(off, RECORDS, RECORD))}
+            ),
+        ),
+        (
+            f"batch of 100 creates, matching hook / hook matching nothing ({where})",
+            "<= 1.25",
+            *compare(
+                {
+                    "on": (on, post(on, "/v1/batch", batch(100))),
+                    "nothing": (nothing, post(nothing, "/v1/batch", batch(100))),
+                }
+            ),
+        ),
+    ]
+    if not postgresql:
+        slow = make_app(slow_sink, HOOK)
+        rows.insert(
+            1,
+            (
+                "one create, SMTP taking 200 ms / instant SMTP (memory)",
+                "<= 1.10",
+                *compare(
+                    {
+                        "slow": (slow, post(slow, RECORDS, RECORD)),
+                        "fast": (on, post(on, RECORDS, RECORD)),
+                    }
+                ),
+            ),
+        )
+        close(slow)
+    close(on, off, nothing)
+    return rows
+
+
+def drafts(count: int) -> list[messages.Draft]:
+    sender, recipient = parse_mailbox("Kinto <kinto@example.com>"), parse_mailbox("a@example.com")
+    return [
+        messages.Draft(
+            sender,
+            recipient,
+            f"Record {i} created",
+            f"created /buckets/b/collections/c/records/{i}",
+            f"/buckets/b/collections/c/records/{i}",
+            "http://localhost/v1/",
+            key=messages.idempotency_key("bench", time.time_ns(), i),
+        )
+        for i in range(count)
+    ]
+
+
+def queue_drafts(queue: object, items: list[messages.Draft], per_event: int) -> None:
+    """Jobs as writes make them: one per event, of ``per_event`` messages."""
+    task = queue.sender.task  # type: ignore[attr-defined]
+    with psycopg.connect(DATABASE) as connection:
+        for start in range(0, len(items), per_event):
+            jobs.defer(task, connection, items[start : start + per_event])
+
+
+def worker_config(directory: str, port: int) -> str:
+    with open(os.path.join(ROOT, "tests", "config", "kinto.ini")) as f:
+        text = f.read().replace("kinto.core.storage.memory", "kinto.core.storage.postgresql")
+    extra = f"kinto.storage_url = {DATABASE}\nkinto.emailer.worker = false"
+    path = os.path.join(directory, "kinto.ini")
+    with open(path, "w") as f:
+        f.write(text.format(port=port, extra=extra))
+    return path
+
+
+def drain(
+    queue: object, sink: SMTPSink, config: str, workers: int, items: list, per_event: int
+) -> float:
+    """Seconds from queueing ``items`` to their delivery by ``workers`` worker processes.
+
+    The processes start first, so that their start-up is not counted.
+    """
+    command = [os.path.join(os.path.dirname(sys.executable), "kinto-emailer"), "worker", config]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for _ in range(workers)
+    ]
+    for process in processes:
+        process.stdout.readline()  # type: ignore[union-attr]
+    time.sleep(1)
+    started = time.perf_counter()
+    queue_drafts(queue, items, per_event)
+    sink.wait_for(len(items), timeout=1800)
+    queue.join(60)  # type: ignore[attr-defined]
+    elapsed = time.perf_counter() - started
+    for process in processes:
+        process.terminate()
+        process.wait()
+        process.stdout.close()  # type: ignore[union-attr]
+    return elapsed
+
+
+def delivery_rows(sink: SMTPSink) -> list[tuple]:
+    app = make_app(sink, HOOK, postgresql=True)
+    queue = app.app.registry.emailer_delivery.queue
+    rows = []
+    with tempfile.TemporaryDirectory() as directory:
+        config = worker_config(directory, sink.port)
+
+        count = 1000
+        raw = drafts(count)
+        sink.clear()
+        started = time.perf_counter()
+        connection = smtplib.SMTP("127.0.0.1", sink.port)
+        for draft in raw:
+            outgoing = messages.build(draft)
+            connection.sendmail(outgoing.sender, [outgoing.recipient], outgoing.as_bytes())
+        connection.quit()
+        raw_seconds = time.perf_counter() - started
+        for per_event in (100, 1):
+            sink.clear()
+            worker_seconds = drain(queue, sink, config, 1, drafts(count), per_event)
+            rows.append(
+                (
+                    f"delivery of {count} messages in events of {per_event}, one worker"
+                    " / raw smtplib (throughput)",
+                    ">= 0.80",
+                    worker_seconds,
+                    raw_seconds,
+                    raw_seconds / worker_seconds,
+                )
+            )
+
+        count = 10_000
+        sink.clear()
+        seconds = drain(queue, sink, config, 2, drafts(count), 100)
+        per_key = collections.Counter(m.message["Message-ID"] for m in sink.received)
+        lost = count - len(per_key)
+        duplicated = sum(n - 1 for n in per_key.values())
+        rows.append(
+            (
+                f"{count} queued messages (events of 100) drained by two workers: "
+                f"{lost} lost, {duplicated} duplicated",
+                "0 lost, 0 dup.",
+                seconds,
+                None,
+                None,
+            )
+        )
+    close(app)
+    return rows
 
 
 def main() -> int:
     sink = SMTPSink().start()
-    headers = {**ALICE, "Content-Type": "application/json"}
+    slow_sink = SMTPSink(delay=0.2).start()
     try:
-        on = make_app(sink, True, HOOK)
-        off = make_app(sink, False, HOOK)
-        nothing = make_app(sink, True, {**HOOK, "record_id": "never"})
-        record = {"data": {"title": "benchmark"}}
-        batch = {
-            "defaults": {"method": "POST", "path": "/buckets/b/collections/c/records"},
-            "requests": [{"body": record} for _ in range(100)],
-        }
-        settle = on.app.registry.emailer_outbox.join
-        rows = [
-            compare(
-                "one record create: matching hook vs plugin disabled",
-                {
-                    "hook": lambda: on.post_json(
-                        "/v1/buckets/b/collections/c/records", record, headers=headers
-                    ),
-                    "off": lambda: off.post_json(
-                        "/v1/buckets/b/collections/c/records", record, headers=headers
-                    ),
-                },
-                settle,
-            ),
-            compare(
-                "batch of 100 creates: matching hook vs hook matching nothing",
-                {
-                    "hook": lambda: on.post_json("/v1/batch", batch, headers=headers),
-                    "nothing": lambda: nothing.post_json("/v1/batch", batch, headers=headers),
-                },
-                settle,
-            ),
-        ]
+        rows = write_rows(sink, slow_sink, postgresql=False)
+        if postgresql_available(DATABASE):
+            rows += write_rows(sink, slow_sink, postgresql=True)
+            rows += delivery_rows(sink)
+        else:
+            print(f"No PostgreSQL at {DATABASE}: its rows are left out.")
     finally:
         sink.stop()
+        slow_sink.stop()
 
-    print(f"{'scenario':<62} {'median A':>10} {'median B':>10} {'A/B':>6}")
-    for name, (a, b) in rows:
-        print(f"{name:<62} {a * 1000:>8.2f}ms {b * 1000:>8.2f}ms {a / b:>6.2f}")
-    print(f"({ROUNDS} interleaved rounds each; {len(sink.received)} emails received)")
+    print(f"\n{'measure':<84} {'target':>14} {'A':>10} {'B':>10} {'ratio':>7}")
+    for name, target, a, b, *ratio in rows:
+        value = ratio[0] if ratio else a / b
+        b_text = f"{b * 1000:>8.1f}ms" if b is not None else f"{'':>10}"
+        r_text = f"{value:>7.2f}" if value is not None else f"{'':>7}"
+        print(f"{name:<84} {target:>14} {a * 1000:>8.1f}ms {b_text} {r_text}")
+    print(f"\nA and B: median of {ROUNDS} interleaved rounds (delivery rows: one run).")
     return 0
 
 

@@ -6,8 +6,9 @@ data. Workers (a thread of each Kinto process, or ``kinto-emailer worker`` proce
 any machine) take jobs with ``SELECT ... FOR UPDATE SKIP LOCKED``, so two workers never
 run the same job, and a job of a killed worker is taken again once its heartbeat stops.
 
-A message's idempotency key is written to ``kinto_emailer_sent`` as soon as the SMTP
-server accepted it, and a job whose key is there is not sent again.
+A job holds the messages of one event. A message's idempotency key is written to
+``kinto_emailer_sent`` as soon as the SMTP server accepted it, and a message whose key
+is there is not sent again.
 """
 
 import asyncio
@@ -27,7 +28,6 @@ from procrastinate.contrib.psycopg2 import Psycopg2Connector
 from psycopg2.extras import RealDictCursor
 
 from kinto_emailer.delivery import (
-    Failure,
     Transport,
     is_too_old,
     log_dropped,
@@ -62,15 +62,29 @@ CREATE TABLE IF NOT EXISTS kinto_emailer_counts (
 """
 
 
-def send(context: procrastinate.JobContext, draft: dict[str, str], attempts: int = 0) -> None:
-    context.additional_context["sender"].send(Draft.from_json(draft), attempts)
+def send(
+    context: procrastinate.JobContext, drafts: list[dict[str, str]], attempts: int = 0
+) -> None:
+    """One job: the messages of one event, or those to try again after the same delay."""
+    context.additional_context["sender"].send([Draft.from_json(d) for d in drafts], attempts)
 
 
 def make_app(connector: Any) -> tuple[procrastinate.App, Any]:
     """A procrastinate app knowing the plugin's task, and that task."""
     app = procrastinate.App(connector=connector)
-    task = app.task(name=TASK, queue=QUEUE, pass_context=True)(send)
+    # A job that fails on something else than SMTP (the database restarting) runs again.
+    retry = procrastinate.RetryStrategy(max_attempts=5, linear_wait=30)
+    task = app.task(name=TASK, queue=QUEUE, pass_context=True, retry=retry)(send)
     return app, task
+
+
+def defer(
+    task: Any, connection: Any, drafts: list[Draft], attempts: int = 0, **options: Any
+) -> None:
+    """One job for ``drafts``, written on ``connection`` (in its transaction)."""
+    task.configure(connection=connection, **options).defer(
+        drafts=[draft.to_json() for draft in drafts], attempts=attempts
+    )
 
 
 def conninfo(storage_url: str) -> str:
@@ -118,25 +132,15 @@ class Sender:
         self._count = count
         self._connection: psycopg.Connection | None = None
         # Defers on this sender's own connection (retries, sending failed mail again).
-        self._app, self._task = make_app(procrastinate.SyncPsycopgConnector())
+        self._app, self.task = make_app(procrastinate.SyncPsycopgConnector())
 
-    def _execute(self, query: str, *params: Any) -> Any:
+    def _connected(self) -> psycopg.Connection:
         if self._connection is None or self._connection.closed:
             self._connection = psycopg.connect(self.dsn, autocommit=True)
-        return self._connection.execute(query, params)
+        return self._connection
 
-    def _defer(self, draft: Draft, attempts: int, **options: Any) -> None:
-        self._execute("SELECT 1")  # Connects if needed.
-        self._task.configure(connection=self._connection, **options).defer(
-            draft=draft.to_json(), attempts=attempts
-        )
-
-    def defer_all(self, drafts: list[Draft], connection: psycopg.Connection) -> None:
-        """Jobs for ``drafts`` on ``connection``, in its transaction."""
-        if drafts:
-            self._task.configure(connection=connection).batch_defer(
-                *({"draft": draft.to_json()} for draft in drafts)
-            )
+    def _execute(self, query: str, *params: Any) -> Any:
+        return self._connected().execute(query, params)
 
     def count(self, name: str) -> None:
         self._execute(
@@ -146,32 +150,49 @@ class Sender:
         )
         self._count(name, 1)
 
-    def send(self, draft: Draft, attempts: int) -> None:
-        already = self._execute("SELECT 1 FROM kinto_emailer_sent WHERE key = %s", draft.key)
-        if already.fetchone() is not None:
-            return
-        if is_too_old(draft, self.max_age):
-            log_dropped(draft)
-            self.count("dropped")
-            return
-        failures = self.transport.send([build(draft)])
-        if not failures:
-            self._execute(
-                "INSERT INTO kinto_emailer_sent (key) VALUES (%s) ON CONFLICT DO NOTHING",
-                draft.key,
+    def send(self, drafts: list[Draft], attempts: int) -> None:
+        """Send the messages not sent yet; retry or give up the others."""
+        fresh = []
+        for draft in drafts:
+            if is_too_old(draft, self.max_age):
+                log_dropped(draft)
+                self.count("dropped")
+            else:
+                fresh.append(draft)
+        sent = self._execute(
+            "SELECT key FROM kinto_emailer_sent WHERE key = ANY(%s)", [d.key for d in fresh]
+        ).fetchall()
+        sent_keys = {key for (key,) in sent}
+        retries: dict[float, list[Draft]] = {}
+        for draft in fresh:
+            if draft.key in sent_keys:
+                continue
+            failures = self.transport.send([build(draft)])
+            if not failures:
+                # Right after the server accepted it: only a worker killed in between
+                # sends a message twice.
+                self._execute(
+                    "INSERT INTO kinto_emailer_sent (key) VALUES (%s) ON CONFLICT DO NOTHING",
+                    draft.key,
+                )
+                self._count("sent", 1)
+                continue
+            failure = failures[0]
+            delay = next_delay(failure, attempts + 1, self.retry_delays)
+            if delay is None:
+                self.failed(draft, attempts + 1, failure.reason)
+            else:
+                log_retry(draft, failure, delay)
+                retries.setdefault(delay, []).append(draft)
+        for delay, group in retries.items():
+            defer(
+                self.task, self._connected(), group, attempts + 1, schedule_in={"seconds": delay}
             )
-            self.count("sent")
-            return
-        self.failed(draft, attempts + 1, failures[0])
+            for _ in group:
+                self.count("retried")
 
-    def failed(self, draft: Draft, attempts: int, failure: Failure) -> None:
-        delay = next_delay(failure, attempts, self.retry_delays)
-        if delay is not None:
-            log_retry(draft, failure, delay)
-            self._defer(draft, attempts, schedule_in={"seconds": delay})
-            self.count("retried")
-            return
-        log_failed(draft, attempts, failure.reason)
+    def failed(self, draft: Draft, attempts: int, reason: str) -> None:
+        log_failed(draft, attempts, reason)
         self._execute(
             "INSERT INTO kinto_emailer_failed (key, draft, attempts, last_error)"
             " VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET attempts ="
@@ -179,7 +200,7 @@ class Sender:
             draft.key,
             psycopg.types.json.Jsonb(draft.to_json()),
             attempts,
-            failure.reason,
+            reason,
         )
         self.count("failed")
 
@@ -277,10 +298,7 @@ class JobQueue:
     def defer(self, drafts: list[Draft]) -> None:
         """Jobs for ``drafts``, in the current transaction of Kinto's storage."""
         with self.storage.client.connect() as session:
-            connection = session.connection().connection.driver_connection
-            self._task.configure(connection=connection).batch_defer(
-                *({"draft": draft.to_json()} for draft in drafts)
-            )
+            defer(self._task, session.connection().connection.driver_connection, drafts)
         self._count("queued", len(drafts))
 
     def install(self) -> None:
@@ -332,7 +350,8 @@ class JobQueue:
                 " RETURNING draft",
                 (keys, keys),
             ).fetchall()
-            self.sender.defer_all([Draft.from_json(draft) for (draft,) in rows], connection)
+            if rows:
+                defer(self.sender.task, connection, [Draft.from_json(d) for (d,) in rows])
         return len(rows)
 
     def status(self) -> dict[str, int]:
