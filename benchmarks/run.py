@@ -39,19 +39,33 @@ DATABASE = POSTGRESQL_URL.rsplit("/", 1)[0] + "/kinto_emailer_bench"
 HEADERS = {**ALICE, "Content-Type": "application/json"}
 HOOK = {"template": "{action}d {uri}: {new[title]}", "recipients": ["a@example.com"]}
 RECORD = {"data": {"title": "benchmark"}}
-RECORDS = "/v1/buckets/b/collections/c/records"
 
 
-def batch(size: int) -> dict:
+def records(bucket: str) -> str:
+    return f"/buckets/{bucket}/collections/c/records"
+
+
+def batch(bucket: str, size: int) -> dict:
     return {
-        "defaults": {"method": "POST", "path": "/buckets/b/collections/c/records"},
+        "defaults": {"method": "POST", "path": records(bucket)},
         "requests": [{"body": RECORD} for _ in range(size)],
     }
 
 
-def make_app(sink: SMTPSink, hook: dict | None, postgresql: bool = False) -> webtest.TestApp:
-    """Kinto with the plugin (and ``hook`` on the bucket), or without it (``hook=None``)."""
-    settings = app_settings(sink.port, batch_max_requests=1000)
+def make_app(
+    sink: SMTPSink,
+    hook: dict | None,
+    postgresql: bool = False,
+    bucket: str = "b",
+    worker: bool = True,
+) -> webtest.TestApp:
+    """Kinto with the plugin (and ``hook`` on ``bucket``), or without it (``hook=None``).
+
+    Apps on PostgreSQL share the database: each writes to a bucket of its own.
+    """
+    settings = app_settings(
+        sink.port, batch_max_requests=1000, **{"emailer.worker": str(worker).lower()}
+    )
     if postgresql:
         for backend in ("storage", "permission"):
             settings[f"{backend}_backend"] = f"kinto.core.{backend}.postgresql"
@@ -62,10 +76,9 @@ def make_app(sink: SMTPSink, hook: dict | None, postgresql: bool = False) -> web
     registry = app.app.registry
     registry.storage.initialize_schema()
     registry.permission.initialize_schema()
-    registry.storage.flush()
     metadata = {"kinto-emailer": {"hooks": [hook]}} if hook else {}
-    app.put_json("/v1/buckets/b", {"data": metadata}, headers=HEADERS)
-    app.put_json("/v1/buckets/b/collections/c", headers=HEADERS)
+    app.put_json(f"/v1/buckets/{bucket}", {"data": metadata}, headers=HEADERS)
+    app.put_json(f"/v1/buckets/{bucket}/collections/c", headers=HEADERS)
     return app
 
 
@@ -89,7 +102,7 @@ def compare(variants: dict[str, tuple[webtest.TestApp, Callable[[], object]]]) -
 
 
 def post(app: webtest.TestApp, path: str, body: dict) -> Callable[[], object]:
-    return lambda: app.post_json(path, body, headers=HEADERS)
+    return lambda: app.post_json(f"/v1{path}", body, headers=HEADERS)
 
 
 def close(*apps: webtest.TestApp) -> None:
@@ -101,15 +114,18 @@ def close(*apps: webtest.TestApp) -> None:
 
 def write_rows(sink: SMTPSink, slow_sink: SMTPSink, postgresql: bool) -> list[tuple]:
     where = "PostgreSQL" if postgresql else "memory"
-    on = make_app(sink, HOOK, postgresql)
-    off = make_app(sink, None, postgresql)
-    nothing = make_app(sink, {**HOOK, "record_id": "never"}, postgresql)
+    on = make_app(sink, HOOK, postgresql, bucket="on")
+    off = make_app(sink, None, postgresql, bucket="off")
+    nothing = make_app(sink, {**HOOK, "record_id": "never"}, postgresql, bucket="nothing")
     rows = [
         (
             f"one create, matching hook / plugin disabled ({where})",
             "<= 1.10",
             *compare(
-                {"on": (on, post(on, RECORDS, RECORD)), "off": (off, post(off, RECORDS, RECORD))}
+                {
+                    "on": (on, post(on, records("on"), RECORD)),
+                    "off": (off, post(off, records("off"), RECORD)),
+                }
             ),
         ),
         (
@@ -117,14 +133,15 @@ def write_rows(sink: SMTPSink, slow_sink: SMTPSink, postgresql: bool) -> list[tu
             "<= 1.25",
             *compare(
                 {
-                    "on": (on, post(on, "/v1/batch", batch(100))),
-                    "nothing": (nothing, post(nothing, "/v1/batch", batch(100))),
+                    "on": (on, post(on, "/batch", batch("on", 100))),
+                    "nothing": (nothing, post(nothing, "/batch", batch("nothing", 100))),
                 }
             ),
         ),
     ]
     if not postgresql:
-        slow = make_app(slow_sink, HOOK)
+        slow = make_app(slow_sink, HOOK, bucket="slow")
+        fast = make_app(sink, HOOK, bucket="fast")
         rows.insert(
             1,
             (
@@ -132,13 +149,13 @@ def write_rows(sink: SMTPSink, slow_sink: SMTPSink, postgresql: bool) -> list[tu
                 "<= 1.10",
                 *compare(
                     {
-                        "slow": (slow, post(slow, RECORDS, RECORD)),
-                        "fast": (on, post(on, RECORDS, RECORD)),
+                        "slow": (slow, post(slow, records("slow"), RECORD)),
+                        "fast": (fast, post(fast, records("fast"), RECORD)),
                     }
                 ),
             ),
         )
-        close(slow)
+        close(slow, fast)
     close(on, off, nothing)
     return rows
 
@@ -205,7 +222,8 @@ def drain(
 
 
 def delivery_rows(sink: SMTPSink) -> list[tuple]:
-    app = make_app(sink, HOOK, postgresql=True)
+    # The queue of a Kinto without its own worker: the worker processes do the sending.
+    app = make_app(sink, HOOK, postgresql=True, worker=False)
     queue = app.app.registry.emailer_delivery.queue
     rows = []
     with tempfile.TemporaryDirectory() as directory:
@@ -255,12 +273,20 @@ def delivery_rows(sink: SMTPSink) -> list[tuple]:
     return rows
 
 
+def empty_database(sink: SMTPSink) -> None:
+    """The benchmark's database, with Kinto's and the queue's tables, and no data."""
+    app = make_app(sink, HOOK, postgresql=True, bucket="setup")
+    app.app.registry.storage.flush()
+    close(app)
+
+
 def main() -> int:
     sink = SMTPSink().start()
     slow_sink = SMTPSink(delay=0.2).start()
     try:
         rows = write_rows(sink, slow_sink, postgresql=False)
         if postgresql_available(DATABASE):
+            empty_database(sink)
             rows += write_rows(sink, slow_sink, postgresql=True)
             rows += delivery_rows(sink)
         else:

@@ -45,6 +45,8 @@ class EmailerStorage:
         self._backend = backend
         self._settings = settings
         self._tables = tables
+        # Only the memory backend hands out objects that a view can change in place.
+        self._copies = type(backend).__module__ == "kinto.core.storage.memory"
 
     def initialize_schema(self, dry_run: bool = False) -> None:
         self._backend.initialize_schema(dry_run=dry_run)
@@ -72,7 +74,7 @@ class EmailerStorage:
         obj = self._backend.get(resource_name, *args, **kw)
         # The memory backend returns a shallow copy: a PATCH that merges into nested
         # metadata would change the stored object before the check could refuse it.
-        return copy.deepcopy(obj) if resource_name in _CHECKED else obj
+        return copy.deepcopy(obj) if self._copies and resource_name in _CHECKED else obj
 
     def create(self, resource_name: str, parent_id: str, obj: Any, *args: Any, **kw: Any) -> Any:
         self._check(resource_name, parent_id, None, obj)
