@@ -35,6 +35,7 @@ from tests.support import (  # noqa: E402
 
 
 ROUNDS = 30
+DELIVERY_ROUNDS = 3
 DATABASE = POSTGRESQL_URL.rsplit("/", 1)[0] + "/kinto_emailer_bench"
 HEADERS = {**ALICE, "Content-Type": "application/json"}
 HOOK = {"template": "{action}d {uri}: {new[title]}", "recipients": ["a@example.com"]}
@@ -221,6 +222,17 @@ def drain(
     return elapsed
 
 
+def raw_send(sink: SMTPSink, items: list[messages.Draft]) -> float:
+    """Seconds for smtplib to send ``items`` over one connection: the practical limit."""
+    started = time.perf_counter()
+    connection = smtplib.SMTP("127.0.0.1", sink.port)
+    for draft in items:
+        outgoing = messages.build(draft)
+        connection.sendmail(outgoing.sender, [outgoing.recipient], outgoing.as_bytes())
+    connection.quit()
+    return time.perf_counter() - started
+
+
 def delivery_rows(sink: SMTPSink) -> list[tuple]:
     # The queue of a Kinto without its own worker: the worker processes do the sending.
     app = make_app(sink, HOOK, postgresql=True, worker=False)
@@ -230,26 +242,22 @@ def delivery_rows(sink: SMTPSink) -> list[tuple]:
         config = worker_config(directory, sink.port)
 
         count = 1000
-        raw = drafts(count)
-        sink.clear()
-        started = time.perf_counter()
-        connection = smtplib.SMTP("127.0.0.1", sink.port)
-        for draft in raw:
-            outgoing = messages.build(draft)
-            connection.sendmail(outgoing.sender, [outgoing.recipient], outgoing.as_bytes())
-        connection.quit()
-        raw_seconds = time.perf_counter() - started
         for per_event in (100, 1):
-            sink.clear()
-            worker_seconds = drain(queue, sink, config, 1, drafts(count), per_event)
+            worker_seconds, raw_seconds = [], []
+            for _ in range(DELIVERY_ROUNDS):
+                raw_seconds.append(raw_send(sink, drafts(count)))
+                sink.clear()
+                worker_seconds.append(drain(queue, sink, config, 1, drafts(count), per_event))
+                sink.clear()
+            worker, raw = statistics.median(worker_seconds), statistics.median(raw_seconds)
             rows.append(
                 (
                     f"delivery of {count} messages in events of {per_event}, one worker"
                     " / raw smtplib (throughput)",
                     ">= 0.80",
-                    worker_seconds,
-                    raw_seconds,
-                    raw_seconds / worker_seconds,
+                    worker,
+                    raw,
+                    raw / worker,
                 )
             )
 
@@ -301,7 +309,10 @@ def main() -> int:
         b_text = f"{b * 1000:>8.1f}ms" if b is not None else f"{'':>10}"
         r_text = f"{value:>7.2f}" if value is not None else f"{'':>7}"
         print(f"{name:<84} {target:>14} {a * 1000:>8.1f}ms {b_text} {r_text}")
-    print(f"\nA and B: median of {ROUNDS} interleaved rounds (delivery rows: one run).")
+    print(
+        f"\nA and B: medians of {ROUNDS} interleaved rounds ({DELIVERY_ROUNDS} for the delivery"
+        " of 1000 messages; the 10000 are drained once)."
+    )
     return 0
 
 

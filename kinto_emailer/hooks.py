@@ -185,19 +185,33 @@ def validate(metadata: Mapping[str, Any], bucket_id: str, settings: EmailerSetti
         parse_hook(raw, index, bucket_id, settings)
 
 
-def load(metadata: Mapping[str, Any], bucket_id: str, settings: EmailerSettings) -> list[Hook]:
+def load(
+    metadata: Mapping[str, Any], bucket_id: str, settings: EmailerSettings
+) -> tuple[Hook, ...]:
     """The usable hooks of ``metadata``; invalid ones are logged and skipped."""
-    value = metadata.get(METADATA_KEY)
-    raw_hooks = value.get("hooks") if isinstance(value, Mapping) else None
+    if METADATA_KEY not in metadata:
+        return ()
+    text = json.dumps(metadata[METADATA_KEY], sort_keys=True)
+    hooks, problems = _load(text, bucket_id, settings)
+    for problem in problems:
+        logger.warning("Skipping hooks of bucket %s: %s", bucket_id, problem)
+    return hooks
+
+
+@functools.lru_cache(maxsize=1024)
+def _load(
+    text: str, bucket_id: str, settings: EmailerSettings
+) -> tuple[tuple[Hook, ...], tuple[str, ...]]:
+    # Parsed once per process for the same JSON: the events of a busy collection share it.
+    value = json.loads(text)
+    raw_hooks = value.get("hooks") if isinstance(value, dict) else None
     if not isinstance(raw_hooks, list):
-        if value is not None:
-            logger.warning("Ignoring %s of bucket %s: no list of hooks", METADATA_KEY, bucket_id)
-        return []
-    hooks = []
+        return (), (f"{_path('hooks')}: no list of hooks",)
+    hooks, problems = [], []
     for index, raw in enumerate(raw_hooks):
         try:
             _check_schema(_HOOK_VALIDATOR, raw, "hooks", index)
             hooks.append(parse_hook(raw, index, bucket_id, settings))
         except InvalidHook as e:
-            logger.warning("Skipping hook of bucket %s: %s", bucket_id, e)
-    return hooks
+            problems.append(str(e))
+    return tuple(hooks), tuple(problems)

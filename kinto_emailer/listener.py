@@ -53,8 +53,8 @@ class EventStore:
         self.storage = storage
         self.bucket_id = bucket_id
         self.settings = settings
-        self._bucket_hooks: list[Hook] | None = None
-        self._collection_hooks: dict[str, list[Hook]] = {}
+        self._bucket_hooks: tuple[Hook, ...] | None = None
+        self._collection_hooks: dict[str, tuple[Hook, ...]] = {}
         self._members: dict[str, list[str]] = {}
 
     def _get(self, resource_name: str, parent_id: str, object_id: str) -> Mapping[str, Any]:
@@ -65,24 +65,24 @@ class EventStore:
         except ObjectNotFoundError:
             return {}
 
-    def _bucket(self) -> list[Hook]:
+    def _bucket(self) -> tuple[Hook, ...]:
         if self._bucket_hooks is None:
             bucket = self._get("bucket", "", self.bucket_id)
             self._bucket_hooks = hooks.load(bucket, self.bucket_id, self.settings)
         return self._bucket_hooks
 
-    def _collection(self, metadata: Mapping[str, Any]) -> list[Hook]:
+    def _collection(self, metadata: Mapping[str, Any]) -> tuple[Hook, ...]:
         if hooks.METADATA_KEY in metadata:
             return hooks.load(metadata, self.bucket_id, self.settings)
         return self._bucket()
 
-    def _stored_collection(self, collection_id: str) -> list[Hook]:
+    def _stored_collection(self, collection_id: str) -> tuple[Hook, ...]:
         if collection_id not in self._collection_hooks:
             metadata = self._get("collection", f"/buckets/{self.bucket_id}", collection_id)
             self._collection_hooks[collection_id] = self._collection(metadata)
         return self._collection_hooks[collection_id]
 
-    def hooks_for(self, context: Mapping[str, Any]) -> list[Hook]:
+    def hooks_for(self, context: Mapping[str, Any]) -> tuple[Hook, ...]:
         resource_name = context["resource_name"]
         if resource_name == "collection":
             # The event holds the collection's metadata, even when it was just deleted.

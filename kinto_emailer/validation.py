@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from kinto.core.errors import json_error_handler
 from pyramid.httpexceptions import HTTPException
 from pyramid.request import Request
+from pyramid.threadlocal import get_current_request
 
 from kinto_emailer import hooks
 from kinto_emailer.errors import InvalidHook
@@ -45,7 +46,7 @@ class EmailerStorage:
         self._backend = backend
         self._settings = settings
         self._tables = tables
-        # Only the memory backend hands out objects that a view can change in place.
+        # Only the memory backend hands out objects that a PATCH can change in place.
         self._copies = type(backend).__module__ == "kinto.core.storage.memory"
 
     def initialize_schema(self, dry_run: bool = False) -> None:
@@ -74,7 +75,9 @@ class EmailerStorage:
         obj = self._backend.get(resource_name, *args, **kw)
         # The memory backend returns a shallow copy: a PATCH that merges into nested
         # metadata would change the stored object before the check could refuse it.
-        return copy.deepcopy(obj) if self._copies and resource_name in _CHECKED else obj
+        if self._copies and resource_name in _CHECKED and _patching():
+            return copy.deepcopy(obj)
+        return obj
 
     def create(self, resource_name: str, parent_id: str, obj: Any, *args: Any, **kw: Any) -> Any:
         self._check(resource_name, parent_id, None, obj)
@@ -85,6 +88,11 @@ class EmailerStorage:
     ) -> Any:
         self._check(resource_name, parent_id, object_id, obj)
         return self._backend.update(resource_name, parent_id, object_id, obj, *args, **kw)
+
+
+def _patching() -> bool:
+    request = get_current_request()
+    return request is not None and request.method == "PATCH"
 
 
 def invalid_hook_view(exc: InvalidHook, request: Request) -> HTTPException:

@@ -87,6 +87,12 @@ class SMTPSink:
             self.controller.stop()
             self.running = False
 
+    def restart(self) -> None:
+        """Listen again on the same port, as a server back from an outage."""
+        self.stop()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.start()
+
     def clear(self) -> None:
         with self._lock:
             self.received.clear()

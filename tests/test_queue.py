@@ -15,7 +15,7 @@ BIN = os.path.dirname(sys.executable)
 HOOK = {"template": "{uri}", "recipients": ["a@example.com"], "resource_name": "record"}
 QUEUE_SETTINGS = {
     "emailer.worker": "false",
-    "emailer.retry_delays": "0.3 0.3",
+    "emailer.retry_delays": "0.3 0.3 0.3 0.3 0.3",
     "emailer.stalled_timeout": "2",
 }
 
@@ -92,6 +92,16 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
         status = self.queue.status()
         self.assertEqual((status["sent"], status["retried"], status["failed"]), (1, 2, 0))
         self.assertIn("retried    2", self.command("status"))
+
+    def test_mail_waits_for_the_smtp_server_to_come_back(self):
+        self.sink.stop()
+        self.create_records(1)
+        self.start_worker()
+        self.assertTrue(eventually(lambda: self.queue.status()["retried"] >= 1))
+        self.sink.restart()
+        self.assertEqual(len(self.sink.wait_for(1)), 1)
+        self.assertTrue(self.queue.join(10))
+        self.assertEqual(self.queue.status()["sent"], 1)
 
     def test_permanent_failures_are_kept_listed_and_sent_again(self):
         self.sink.refuse.add("a@example.com")
