@@ -5,7 +5,6 @@ Enable with ``kinto.includes = kinto_emailer``. This module only wires the parts
 
 import atexit
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kinto.core import metrics
@@ -16,7 +15,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid_mailer import IMailer
 from pyramid_mailer.mailer import Mailer
 
-from kinto_emailer.delivery import Delivery, Outbox, Transport, transport_from_settings
+from kinto_emailer.delivery import Counter, Delivery, Outbox, Transport, transport_from_settings
 from kinto_emailer.errors import InvalidHook
 from kinto_emailer.listener import build_notification, send_notification
 from kinto_emailer.settings import EmailerSettings, parse_settings
@@ -25,8 +24,6 @@ from kinto_emailer.validation import EmailerStorage, invalid_hook_view
 
 if TYPE_CHECKING:
     from kinto_emailer.jobs import JobQueue
-
-Counter = Callable[[str, int], None]
 
 
 __version__ = "5.0.0.dev0"

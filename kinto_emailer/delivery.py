@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+Counter = Callable[[str, int], None]
+"""Counts ``n`` more messages under a name (``sent``, ``failed``...), for Kinto's metrics."""
+
+
 @dataclass(frozen=True)
 class Failure:
     """A message that was not sent, why, and whether trying again may help."""
@@ -235,7 +239,7 @@ class Outbox:
         self,
         transport: Transport,
         settings: EmailerSettings,
-        count: Callable[[str, int], None] = lambda name, n: None,
+        count: Counter = lambda name, n: None,
     ) -> None:
         self.transport = transport
         self.retry_delays = settings.retry_delays
