@@ -257,7 +257,7 @@ class Outbox:
         self.counts[name] += n
         self._count(name, n)
 
-    def put(self, drafts: Sequence[Draft], delay: float = 0.0) -> None:
+    def put(self, drafts: Sequence[Draft]) -> None:
         jobs = [Job(draft) for draft in drafts]
         with self._condition:
             if self._thread is None or not self._thread.is_alive():
@@ -265,7 +265,7 @@ class Outbox:
                     target=self._run, name="kinto-emailer-outbox", daemon=True
                 )
                 self._thread.start()
-            self._schedule(jobs, delay)
+            self._schedule(jobs, delay=0.0)
             self._add("queued", len(jobs))
 
     def _schedule(self, jobs: Sequence[Job], delay: float) -> None:
@@ -299,11 +299,13 @@ class Outbox:
                     self._condition.notify_all()
 
     def _deliver(self, jobs: list[Job]) -> None:
-        fresh = [job for job in jobs if not is_too_old(job.draft, self.max_age)]
+        fresh = []
         for job in jobs:
-            if job not in fresh:
+            if is_too_old(job.draft, self.max_age):
                 log_dropped(job.draft)
                 self._add("dropped")
+            else:
+                fresh.append(job)
         built = {}
         for job in fresh:
             try:

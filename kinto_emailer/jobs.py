@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS kinto_emailer_sent (
     key TEXT PRIMARY KEY,
     sent_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+CREATE INDEX IF NOT EXISTS kinto_emailer_sent_at ON kinto_emailer_sent (sent_at);
 CREATE TABLE IF NOT EXISTS kinto_emailer_failed (
     key TEXT PRIMARY KEY,
     draft JSONB NOT NULL,
@@ -209,25 +210,38 @@ class Sender:
         self.count("failed")
 
 
-async def _recover_stalled(app: procrastinate.App, every: float, stalled_after: float) -> None:
-    """Jobs of a worker that stopped sending heartbeats (killed) go back to the queue."""
+PRUNE = """
+DELETE FROM kinto_emailer_sent WHERE sent_at < now() - make_interval(secs => %(max_age)s)
+"""
+
+
+async def _maintain(app: procrastinate.App, every: float, settings: EmailerSettings) -> None:
+    """Jobs of a worker that stopped sending heartbeats (killed) go back to the queue.
+
+    Keys older than ``max_age`` are forgotten: a message that old is dropped anyway.
+    """
     while True:
         await asyncio.sleep(every)
-        for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
+        stalled = await app.job_manager.get_stalled_jobs(
+            seconds_since_heartbeat=settings.stalled_timeout
+        )
+        for job in stalled:
             logger.warning("Job %s of a stalled worker goes back to the queue", job.id)
             await app.job_manager.retry_job(job)
+        await app.connector.execute_query_async(PRUNE, max_age=settings.max_age)
 
 
-async def run_worker(dsn: str, sender: Sender, stalled_timeout: float) -> None:
+async def run_worker(dsn: str, sender: Sender, settings: EmailerSettings) -> None:
     """Take and run jobs until cancelled; several may run against one database.
 
     New jobs wake the worker at once (LISTEN/NOTIFY); retries scheduled for later are
     found by polling, often enough for the shortest retry delay.
     """
     app, _ = make_app(procrastinate.PsycopgConnector(conninfo=dsn))
+    stalled_timeout = settings.stalled_timeout
     heartbeat = min(10.0, stalled_timeout / 3)
     async with app.open_async():
-        recovery = asyncio.create_task(_recover_stalled(app, heartbeat, stalled_timeout))
+        recovery = asyncio.create_task(_maintain(app, heartbeat, settings))
         try:
             await app.run_worker_async(
                 queues=[QUEUE],
@@ -249,12 +263,12 @@ async def run_worker(dsn: str, sender: Sender, stalled_timeout: float) -> None:
 class WorkerThread:
     """A worker in a thread of the Kinto process (``kinto.emailer.worker``)."""
 
-    def __init__(self, dsn: str, sender: Sender, stalled_timeout: float) -> None:
+    def __init__(self, dsn: str, sender: Sender, settings: EmailerSettings) -> None:
         self._loop = asyncio.new_event_loop()
         self._task: asyncio.Task[None] | None = None
         self._thread = threading.Thread(
             target=self._run,
-            args=(run_worker(dsn, sender, stalled_timeout),),
+            args=(run_worker(dsn, sender, settings),),
             name="kinto-emailer-worker",
             daemon=True,
         )
@@ -317,7 +331,7 @@ class JobQueue:
             )
 
     def start_worker(self) -> None:
-        self.worker = WorkerThread(self.dsn, self.sender, self.settings.stalled_timeout)
+        self.worker = WorkerThread(self.dsn, self.sender, self.settings)
         self.worker.start()
 
     def stop_worker(self) -> None:

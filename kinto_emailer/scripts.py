@@ -103,9 +103,7 @@ def run_worker(config: str) -> int:
     settings = queue.settings
 
     async def work() -> None:
-        worker = asyncio.create_task(
-            jobs.run_worker(queue.dsn, queue.sender, settings.stalled_timeout)
-        )
+        worker = asyncio.create_task(jobs.run_worker(queue.dsn, queue.sender, settings))
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, worker.cancel)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import tempfile
 
+import psycopg
+
 from tests.support import POSTGRESQL_URL, EmailerWebTest, eventually, skip_unless_postgresql
 from tests.test_postgresql import PostgreSQL
 
@@ -118,6 +120,16 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
         self.assertIn("1 failed message(s) queued again", self.command("resend", failed["key"]))
         self.assertEqual(len(self.sink.wait_for(1)), 1)
         self.assertEqual(self.queue.failed(), [])
+
+    def test_keys_older_than_max_age_are_forgotten(self):
+        with psycopg.connect(self.queue.dsn, autocommit=True) as connection:
+            connection.execute(
+                "INSERT INTO kinto_emailer_sent (key, sent_at)"
+                " VALUES ('old', now() - interval '3 days'), ('recent', now())"
+            )
+        self.start_worker()
+        # The worker prunes at each heartbeat (stalled_timeout / 3).
+        self.assertTrue(eventually(lambda: self.queue.status()["sent"] == 1, timeout=10))
 
     def test_two_workers_never_send_the_same_message(self):
         self.create_records(200)
