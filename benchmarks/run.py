@@ -6,6 +6,7 @@ server (aiosmtpd, started here) and, for the PostgreSQL rows, the server on
 """
 
 import collections
+import contextlib
 import os
 import smtplib
 import statistics
@@ -267,6 +268,16 @@ def delivery_rows(sink: SMTPSink) -> list[tuple]:
         per_key = collections.Counter(m.message["Message-ID"] for m in sink.received)
         lost = count - len(per_key)
         duplicated = sum(n - 1 for n in per_key.values())
+        floor = procrastinate_floor()
+        rows.append(
+            (
+                "for reference: procrastinate alone, 1000 jobs doing nothing, per job",
+                "",
+                floor,
+                None,
+                None,
+            )
+        )
         rows.append(
             (
                 f"{count} queued messages (events of 100) drained by two workers: "
@@ -279,6 +290,41 @@ def delivery_rows(sink: SMTPSink) -> list[tuple]:
         )
     close(app)
     return rows
+
+
+def procrastinate_floor(count: int = 1000) -> float:
+    """Seconds per job of a procrastinate worker running jobs that do nothing."""
+    import asyncio
+
+    import procrastinate
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=DATABASE))
+    done: list[int] = []
+
+    @app.task(name="kinto_emailer_bench.noop", queue="kinto_emailer_bench")
+    def noop(i: int) -> None:
+        done.append(i)
+
+    async def run() -> float:
+        async with app.open_async():
+            await noop.batch_defer_async(*({"i": i} for i in range(count)))
+            started = time.perf_counter()
+            worker = asyncio.create_task(
+                app.run_worker_async(
+                    queues=["kinto_emailer_bench"],
+                    install_signal_handlers=False,
+                    delete_jobs="successful",
+                )
+            )
+            while len(done) < count:
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - started
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        return elapsed / count
+
+    return asyncio.run(run())
 
 
 def empty_database(sink: SMTPSink) -> None:
