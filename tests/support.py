@@ -151,7 +151,8 @@ def postgresql_available(url: str = POSTGRESQL_URL) -> bool:
 
 def skip_unless_postgresql(cls: type) -> type:
     """PostgreSQL tests run in CI; elsewhere they are skipped when no server answers."""
-    if IN_CI or postgresql_available():
+    # Called first in any case: it creates the test database.
+    if postgresql_available() or IN_CI:
         return cls
     return unittest.skip(f"no PostgreSQL at {POSTGRESQL_URL} (they run in CI)")(cls)
 
