@@ -1,13 +1,16 @@
 """The PostgreSQL mail queue with real worker processes (``kinto-emailer worker``)."""
 
 import collections
+import datetime
 import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import psycopg
 
+from kinto_emailer import jobs, messages, recipients
 from tests.support import POSTGRESQL_URL, EmailerWebTest, eventually, skip_unless_postgresql
 from tests.test_postgresql import PostgreSQL
 
@@ -20,6 +23,22 @@ QUEUE_SETTINGS = {
     "emailer.retry_delays": "0.3 0.3 0.3 0.3 0.3",
     "emailer.stalled_timeout": "2",
 }
+
+
+def drafts_of_age(days):
+    """A draft as a change ``days`` ago would have left it."""
+    return [
+        messages.Draft(
+            recipients.parse_mailbox("kinto@example.com"),
+            recipients.parse_mailbox("a@example.com"),
+            "Old",
+            "old change",
+            "/buckets/b/collections/c/records/old",
+            "http://localhost/v1/",
+            key=messages.idempotency_key("old", time.time_ns()),
+            created=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days),
+        )
+    ]
 
 
 @skip_unless_postgresql
@@ -120,6 +139,33 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
         self.assertIn("1 failed message(s) queued again", self.command("resend", failed["key"]))
         self.assertEqual(len(self.sink.wait_for(1)), 1)
         self.assertEqual(self.queue.failed(), [])
+
+    def test_the_kinto_process_sends_nothing_with_worker_false(self):
+        self.create_records(1)
+        self.assertFalse(self.queue.join(1))
+        self.assertEqual(self.queue.status()["queued"], 1)
+        self.assertEqual(self.sink.received, [])
+
+    def test_mail_of_changes_older_than_max_age_is_dropped(self):
+        old = drafts_of_age(days=3)
+        with psycopg.connect(self.queue.dsn) as connection:
+            jobs.defer(self.queue.sender.task, connection, old)
+        self.start_worker()
+        self.assertTrue(eventually(lambda: self.queue.status()["dropped"] == 1))
+        self.assertTrue(self.queue.join(10))
+        self.assertEqual(self.sink.received, [])
+
+    def test_kinto_migrate_creates_the_queue_tables(self):
+        with psycopg.connect(self.queue.dsn, autocommit=True) as connection:
+            connection.execute(
+                "DROP TABLE kinto_emailer_sent, kinto_emailer_failed, kinto_emailer_counts"
+            )
+        subprocess.run(
+            [os.path.join(BIN, "kinto"), "migrate", "--ini", self.config],
+            capture_output=True,
+            check=True,
+        )
+        self.assertEqual(self.queue.status()["sent"], 0)
 
     def test_keys_older_than_max_age_are_forgotten(self):
         with psycopg.connect(self.queue.dsn, autocommit=True) as connection:
