@@ -183,38 +183,6 @@ def next_delay(failure: Failure, attempts: int, retry_delays: Sequence[float]) -
     return retry_delays[attempts - 1]
 
 
-def log_retry(draft: Draft, failure: Failure, delay: float) -> None:
-    logger.warning(
-        "Mail to %s about %s not sent (%s): trying again in %ss",
-        draft.recipient.addr_spec,
-        draft.uri,
-        failure.reason,
-        delay,
-    )
-
-
-def log_failed(draft: Draft, attempts: int, reason: str) -> None:
-    logger.error(
-        "Mail to %s about %s failed after %s attempt(s): %s",
-        draft.recipient.addr_spec,
-        draft.uri,
-        attempts,
-        reason,
-    )
-
-
-def log_dropped(draft: Draft) -> None:
-    logger.warning(
-        "Dropping the mail to %s about %s: its change is older than max_age",
-        draft.recipient.addr_spec,
-        draft.uri,
-    )
-
-
-def is_too_old(draft: Draft, max_age: timedelta) -> bool:
-    return datetime.now(UTC) - draft.created > max_age
-
-
 @dataclass(eq=False)
 class Job:
     """One message to send, and how it went so far."""
@@ -227,11 +195,80 @@ class Job:
 COUNTERS = ("queued", "sent", "retried", "failed", "dropped")
 
 
+class Outcomes(Protocol):
+    """Where a sender keeps what happened to each message (in memory, or in PostgreSQL)."""
+
+    def sent(self, job: Job) -> None: ...
+
+    def dropped(self, job: Job) -> None: ...
+
+    def retry(self, job: Job, delay: float) -> None: ...
+
+    def failed(self, job: Job) -> None: ...
+
+
+def attempt(
+    jobs: Sequence[Job],
+    transport: Transport,
+    retry_delays: Sequence[float],
+    max_age: timedelta,
+    outcomes: Outcomes,
+) -> None:
+    """Try each job's message once, and report what happened to ``outcomes`` right away.
+
+    Too old: dropped. Accepted: sent. Refused for good (5xx), or still failing after the
+    last of ``retry_delays``: failed. Otherwise: retried after the next delay.
+    """
+    for job in jobs:
+        draft = job.draft
+        if datetime.now(UTC) - draft.created > max_age:
+            logger.warning(
+                "Dropping the mail to %s about %s: its change is older than max_age",
+                draft.recipient.addr_spec,
+                draft.uri,
+            )
+            outcomes.dropped(job)
+            continue
+        job.attempts += 1
+        try:
+            outgoing = build(draft)
+        except Exception as e:  # A bug: keep the message, and say why.
+            logger.exception("Cannot build the mail about %s", draft.uri)
+            job.last_error = f"cannot build the message: {e}"
+            outcomes.failed(job)
+            continue
+        failures = transport.send([outgoing])
+        if not failures:
+            outcomes.sent(job)
+            continue
+        failure = failures[0]
+        job.last_error = failure.reason
+        delay = next_delay(failure, job.attempts, retry_delays)
+        if delay is None:
+            logger.error(
+                "Mail to %s about %s failed after %s attempt(s): %s",
+                draft.recipient.addr_spec,
+                draft.uri,
+                job.attempts,
+                failure.reason,
+            )
+            outcomes.failed(job)
+        else:
+            logger.warning(
+                "Mail to %s about %s not sent (%s): trying again in %ss",
+                draft.recipient.addr_spec,
+                draft.uri,
+                failure.reason,
+                delay,
+            )
+            outcomes.retry(job, delay)
+
+
 class Outbox:
     """A background thread that builds and sends what committed transactions handed over.
 
     Temporary failures are tried again after ``retry_delays``; a message refused for
-    good, or still failing after the last delay, is kept in :attr:`failed`. A message
+    good, or still failing after the last delay, is kept in :attr:`failures`. A message
     whose change is older than ``max_age`` is dropped instead of sent.
     """
 
@@ -244,7 +281,7 @@ class Outbox:
         self.transport = transport
         self.retry_delays = settings.retry_delays
         self.max_age = timedelta(seconds=settings.max_age)
-        self.failed: list[Job] = []
+        self.failures: list[Job] = []
         self.counts = dict.fromkeys(COUNTERS, 0)
         self._count = count
         self._due: list[tuple[float, int, Job]] = []
@@ -290,7 +327,7 @@ class Outbox:
         while True:
             jobs = self._take_due()
             try:
-                self._deliver(jobs)
+                attempt(jobs, self.transport, self.retry_delays, self.max_age, self)
             except Exception:
                 logger.exception("Mail delivery failed")
             finally:
@@ -298,46 +335,20 @@ class Outbox:
                     self._sending -= 1
                     self._condition.notify_all()
 
-    def _deliver(self, jobs: list[Job]) -> None:
-        fresh = []
-        for job in jobs:
-            if is_too_old(job.draft, self.max_age):
-                log_dropped(job.draft)
-                self._add("dropped")
-            else:
-                fresh.append(job)
-        built = {}
-        for job in fresh:
-            try:
-                built[job] = build(job.draft)
-            except Exception:
-                logger.exception(
-                    "Cannot build the mail to %s about %s", job.draft.recipient, job.draft.uri
-                )
-                self._give_up(job)
-        by_message = {id(outgoing): job for job, outgoing in built.items()}
-        failures = self.transport.send(list(built.values()))
-        self._add("sent", len(built) - len(failures))
-        retries = []
-        for failure in failures:
-            job = by_message[id(failure.outgoing)]
-            job.attempts += 1
-            job.last_error = failure.reason
-            delay = next_delay(failure, job.attempts, self.retry_delays)
-            if delay is None:
-                self._give_up(job)
-            else:
-                log_retry(job.draft, failure, delay)
-                retries.append((job, delay))
-        with self._condition:
-            for job, delay in retries:
-                self._schedule([job], delay)
-        self._add("retried", len(retries))
+    def sent(self, job: Job) -> None:
+        self._add("sent")
 
-    def _give_up(self, job: Job) -> None:
-        log_failed(job.draft, job.attempts, job.last_error)
+    def dropped(self, job: Job) -> None:
+        self._add("dropped")
+
+    def retry(self, job: Job, delay: float) -> None:
         with self._condition:
-            self.failed.append(job)
+            self._schedule([job], delay)
+        self._add("retried")
+
+    def failed(self, job: Job) -> None:
+        with self._condition:
+            self.failures.append(job)
         self._add("failed")
 
     def close(self, timeout: float) -> None:

@@ -26,16 +26,8 @@ import sqlalchemy
 from procrastinate.contrib.psycopg2 import Psycopg2Connector
 from psycopg2.extras import RealDictCursor
 
-from kinto_emailer.delivery import (
-    Counter,
-    Transport,
-    is_too_old,
-    log_dropped,
-    log_failed,
-    log_retry,
-    next_delay,
-)
-from kinto_emailer.messages import Draft, build
+from kinto_emailer.delivery import Counter, Job, Transport, attempt
+from kinto_emailer.messages import Draft
 from kinto_emailer.settings import EmailerSettings
 
 
@@ -157,57 +149,57 @@ class Sender:
 
     def send(self, drafts: list[Draft], attempts: int) -> None:
         """Send the messages not sent yet; retry or give up the others."""
-        fresh = []
-        for draft in drafts:
-            if is_too_old(draft, self.max_age):
-                log_dropped(draft)
-                self.count("dropped")
-            else:
-                fresh.append(draft)
         sent = self._execute(
-            "SELECT key FROM kinto_emailer_sent WHERE key = ANY(%s)", [d.key for d in fresh]
+            "SELECT key FROM kinto_emailer_sent WHERE key = ANY(%s)", [d.key for d in drafts]
         ).fetchall()
         sent_keys = {key for (key,) in sent}
-        retries: dict[float, list[Draft]] = {}
-        for draft in fresh:
-            if draft.key in sent_keys:
-                continue
-            failures = self.transport.send([build(draft)])
-            if not failures:
-                # Right after the server accepted it: only a worker killed in between
-                # sends a message twice.
-                self._execute(
-                    "INSERT INTO kinto_emailer_sent (key) VALUES (%s) ON CONFLICT DO NOTHING",
-                    draft.key,
-                )
-                self._count("sent", 1)
-                continue
-            failure = failures[0]
-            delay = next_delay(failure, attempts + 1, self.retry_delays)
-            if delay is None:
-                self.failed(draft, attempts + 1, failure.reason)
-            else:
-                log_retry(draft, failure, delay)
-                retries.setdefault(delay, []).append(draft)
-        for delay, group in retries.items():
-            defer(
-                self.task, self._connected(), group, attempts + 1, schedule_in={"seconds": delay}
-            )
-            for _ in group:
-                self.count("retried")
+        todo = [Job(draft, attempts) for draft in drafts if draft.key not in sent_keys]
+        outcomes = _Outcomes(self)
+        attempt(todo, self.transport, self.retry_delays, self.max_age, outcomes)
+        for delay, group in outcomes.retries.items():
+            later = {"seconds": delay}
+            defer(self.task, self._connected(), group, attempts + 1, schedule_in=later)
 
-    def failed(self, draft: Draft, attempts: int, reason: str) -> None:
-        log_failed(draft, attempts, reason)
+    def sent(self, draft: Draft) -> None:
+        # Right after the server accepted it: only a worker killed in between sends a
+        # message twice.
+        self._execute(
+            "INSERT INTO kinto_emailer_sent (key) VALUES (%s) ON CONFLICT DO NOTHING", draft.key
+        )
+        self._count("sent", 1)
+
+    def failed(self, job: Job) -> None:
         self._execute(
             "INSERT INTO kinto_emailer_failed (key, draft, attempts, last_error)"
             " VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET attempts ="
             " EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()",
-            draft.key,
-            psycopg.types.json.Jsonb(draft.to_json()),
-            attempts,
-            reason,
+            job.draft.key,
+            psycopg.types.json.Jsonb(job.draft.to_json()),
+            job.attempts,
+            job.last_error,
         )
         self.count("failed")
+
+
+class _Outcomes:
+    """What happened to the messages of one job, kept in PostgreSQL as it happens."""
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+        self.retries: dict[float, list[Draft]] = {}
+
+    def sent(self, job: Job) -> None:
+        self.sender.sent(job.draft)
+
+    def dropped(self, job: Job) -> None:
+        self.sender.count("dropped")
+
+    def retry(self, job: Job, delay: float) -> None:
+        self.retries.setdefault(delay, []).append(job.draft)
+        self.sender.count("retried")
+
+    def failed(self, job: Job) -> None:
+        self.sender.failed(job)
 
 
 PRUNE = """

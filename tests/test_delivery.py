@@ -23,7 +23,7 @@ class DeliveryTest(EmailerWebTest):
         self.put_hooks("/buckets/b", HOOK)
         self.outbox = self.registry.emailer_outbox
         self.counts = dict(self.outbox.counts)
-        self.outbox.failed.clear()
+        self.outbox.failures.clear()
 
     def counted(self, name):
         return self.outbox.counts[name] - self.counts[name]
@@ -49,7 +49,7 @@ class DeliveryTest(EmailerWebTest):
         with self.assertLogs("kinto_emailer.delivery", logging.ERROR) as logs:
             self.write()
             self.outbox.join()
-        [job] = self.outbox.failed
+        [job] = self.outbox.failures
         self.assertEqual(job.attempts, 1)
         self.assertIn("550", job.last_error)
         self.assertIn("/buckets/b/collections/c/records/r1", logs.output[0])
@@ -59,8 +59,8 @@ class DeliveryTest(EmailerWebTest):
     def test_a_message_still_failing_after_the_last_delay_is_kept_as_failed(self):
         self.sink.defer["a@example.com"] = 99
         self.write()
-        self.assertTrue(eventually(lambda: self.outbox.failed))
-        [job] = self.outbox.failed
+        self.assertTrue(eventually(lambda: self.outbox.failures))
+        [job] = self.outbox.failures
         self.assertEqual(job.attempts, len(DELAYS) + 1)
         self.assertIn("451", job.last_error)
         self.assertEqual(len(self.sink.attempts), len(DELAYS) + 1)
