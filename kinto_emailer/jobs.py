@@ -125,7 +125,7 @@ class Sender:
         self._count = count
         self._connection: psycopg.Connection | None = None
         # Defers on this sender's own connection (retries, sending failed mail again).
-        self._app, self.task = make_app(procrastinate.SyncPsycopgConnector())
+        _, self.task = make_app(procrastinate.SyncPsycopgConnector())
 
     def _connected(self) -> psycopg.Connection:
         if self._connection is None or self._connection.closed:
@@ -301,7 +301,7 @@ class JobQueue:
         self.dsn = dsn
         self.settings = settings
         self.sender = Sender(dsn, transport, settings, count)
-        self._app, self._task = make_app(_TransactionConnector())
+        _, self._task = make_app(_TransactionConnector())
         self.worker: WorkerThread | None = None
         self._count = count
 
