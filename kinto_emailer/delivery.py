@@ -1,10 +1,11 @@
 """Delivery: when and how messages leave the process.
 
-Drafts are rendered inside the client's transaction and handed over only once it
-commits, so a rolled-back change mails nobody. A background thread (:class:`Outbox`)
-builds and sends them: no client request waits on the SMTP server.
-With ``mail.queue_path``, messages go to the Maildir queue within the transaction
-itself (repoze.sendmail writes them on commit and discards them on abort).
+Drafts are rendered inside the client's transaction, so a rolled-back change mails
+nobody. With the memory backend they are handed over once it commits to a background
+thread (:class:`Outbox`) that builds and sends them; with PostgreSQL they become jobs
+in the transaction (:mod:`kinto_emailer.jobs`); with ``mail.queue_path`` they go to
+the Maildir queue within the transaction (repoze.sendmail writes them on commit and
+discards them on abort). No client request waits on the SMTP server.
 """
 
 import heapq
@@ -43,16 +44,15 @@ Counter = Callable[[str, int], None]
 
 @dataclass(frozen=True)
 class Failure:
-    """A message that was not sent, why, and whether trying again may help."""
+    """Why a message was not sent, and whether trying again may help."""
 
-    outgoing: Outgoing
     reason: str
     permanent: bool
 
 
 class Transport(Protocol):
-    def send(self, messages: Sequence[Outgoing]) -> list[Failure]:
-        """Send ``messages``; return those that were not sent."""
+    def send(self, outgoing: Outgoing) -> Failure | None:
+        """Send ``outgoing``; None when it was accepted."""
 
     def close(self) -> None:
         """Release the connection, if any."""
@@ -105,11 +105,11 @@ class SMTPTransport:
             raise
         return connection
 
-    def send(self, messages: Sequence[Outgoing]) -> list[Failure]:
+    def send(self, outgoing: Outgoing) -> Failure | None:
         with self._lock:
-            return [f for f in map(self._send_one, messages) if f is not None]
+            return self._send(outgoing)
 
-    def _send_one(self, outgoing: Outgoing) -> Failure | None:
+    def _send(self, outgoing: Outgoing) -> Failure | None:
         while True:
             kept = self._connection is not None
             try:
@@ -126,15 +126,15 @@ class SMTPTransport:
             ) as e:
                 # The server refused this one message; the connection is still good.
                 self._reset()
-                return Failure(outgoing, str(e), is_permanent(e))
+                return Failure(str(e), is_permanent(e))
             except smtplib.SMTPServerDisconnected as e:
                 self.close()
                 if not kept:
-                    return Failure(outgoing, str(e) or type(e).__name__, permanent=False)
+                    return Failure(str(e) or type(e).__name__, permanent=False)
                 # The server closed the connection kept since the last call: open another.
             except (OSError, smtplib.SMTPException) as e:
                 self.close()
-                return Failure(outgoing, str(e) or type(e).__name__, is_permanent(e))
+                return Failure(str(e) or type(e).__name__, is_permanent(e))
 
     def _reset(self) -> None:
         try:
@@ -161,19 +161,17 @@ class DirectoryTransport:
     def close(self) -> None:
         pass
 
-    def send(self, messages: Sequence[Outgoing]) -> list[Failure]:
-        os.makedirs(self.directory, exist_ok=True)
-        failed: list[Failure] = []
-        for outgoing in messages:
-            path = os.path.join(self.directory, f"{uuid.uuid4().hex}.eml")
-            try:
-                with open(path + ".tmp", "wb") as f:
-                    f.write(outgoing.as_bytes())
-                # Readers never see a half-written file.
-                os.replace(path + ".tmp", path)
-            except OSError as e:
-                failed.append(Failure(outgoing, f"{path}: {e}", permanent=False))
-        return failed
+    def send(self, outgoing: Outgoing) -> Failure | None:
+        path = os.path.join(self.directory, f"{uuid.uuid4().hex}.eml")
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            with open(path + ".tmp", "wb") as f:
+                f.write(outgoing.as_bytes())
+            # Readers never see a half-written file.
+            os.replace(path + ".tmp", path)
+        except OSError as e:
+            return Failure(f"{path}: {e}", permanent=False)
+        return None
 
 
 def next_delay(failure: Failure, attempts: int, retry_delays: Sequence[float]) -> float | None:
@@ -237,11 +235,10 @@ def attempt(
             job.last_error = f"cannot build the message: {e}"
             outcomes.failed(job)
             continue
-        failures = transport.send([outgoing])
-        if not failures:
+        failure = transport.send(outgoing)
+        if failure is None:
             outcomes.sent(job)
             continue
-        failure = failures[0]
         job.last_error = failure.reason
         delay = next_delay(failure, job.attempts, retry_delays)
         if delay is None:

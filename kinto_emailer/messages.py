@@ -18,7 +18,6 @@ class Outgoing:
     sender: str
     recipient: str
     message: EmailMessage
-    uri: str
 
     def as_bytes(self) -> bytes:
         """The message as sent: CRLF line ends, long lines encoded."""
@@ -94,4 +93,4 @@ def build(draft: Draft) -> Outgoing:
     message["References"] = reference
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(draft.body, charset="utf-8")
-    return Outgoing(draft.sender.addr_spec, draft.recipient.addr_spec, message, draft.uri)
+    return Outgoing(draft.sender.addr_spec, draft.recipient.addr_spec, message)

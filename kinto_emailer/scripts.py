@@ -58,10 +58,10 @@ def send_test_email(config: str, recipient: str) -> str:
         key=messages.idempotency_key("kinto-send-email", uuid.uuid4()),
     )
     transport = registry.emailer_outbox.transport
-    failures = transport.send([messages.build(draft)])
+    failure = transport.send(messages.build(draft))
     transport.close()
-    if failures:
-        raise EmailerError(f"Could not send to {to.addr_spec}: {failures[0].reason}")
+    if failure is not None:
+        raise EmailerError(f"Could not send to {to.addr_spec}: {failure.reason}")
     if settings.debug:
         return f"written to {settings.debug_directory}"
     return f"sent to {to.addr_spec}"
