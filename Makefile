@@ -40,7 +40,9 @@ test: lint
 functional: $(INSTALL_STAMP)
 	$(PYTHON) -m pytest functional
 
+# procrastinate only serves as a point of comparison.
 bench: $(INSTALL_STAMP)
+	$(PYTHON) -m pip install --quiet -e ".[test,bench]"
 	$(PYTHON) benchmarks/run.py
 
 clean:

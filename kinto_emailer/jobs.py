@@ -1,30 +1,31 @@
-"""Delivery jobs in PostgreSQL, with procrastinate.
+"""The mail queue in PostgreSQL.
 
-With Kinto's PostgreSQL storage, a change's messages become procrastinate jobs written
-in Kinto's own transaction, on its own connection: they commit or roll back with the
-data. Workers (a thread of each Kinto process, or ``kinto-emailer worker`` processes on
-any machine) take jobs with ``SELECT ... FOR UPDATE SKIP LOCKED``, so two workers never
-run the same job, and a job of a killed worker is taken again once its heartbeat stops.
+With Kinto's PostgreSQL storage, each message becomes a row of ``kinto_emailer_jobs``
+written in Kinto's own transaction, on its own connection: it commits or rolls back with
+the data. Workers (a thread of each Kinto process, or ``kinto-emailer worker`` processes
+on any machine) claim up to :data:`CLAIM_SIZE` due rows at once with ``SELECT ... FOR
+UPDATE SKIP LOCKED`` and keep them locked, in an open transaction, while they send. Two
+workers never hold the same row, and the rows of a worker that dies go back to the queue
+as soon as PostgreSQL ends its session: a killed process closes its connection at once,
+a vanished machine is found out by TCP keepalives after ``stalled_timeout``.
 
-A job holds the messages of one event. A message's idempotency key is written to
-``kinto_emailer_sent`` as soon as the SMTP server accepted it, and a message whose key
-is there is not sent again.
+A message's idempotency key is written to ``kinto_emailer_sent`` (on another, autocommit
+connection) as soon as the SMTP server accepted it, and a claimed message whose key is
+there is not sent again: rows given back by a dead worker do not repeat its mail.
 """
 
-import asyncio
 import datetime
+import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
-import procrastinate
 import psycopg
 import psycopg.rows
 import psycopg.types.json
 import sqlalchemy
-from procrastinate.contrib.psycopg2 import Psycopg2Connector
-from psycopg2.extras import RealDictCursor
 
 from kinto_emailer.delivery import Counter, Job, Transport, attempt
 from kinto_emailer.messages import Draft
@@ -33,9 +34,29 @@ from kinto_emailer.settings import EmailerSettings
 
 logger = logging.getLogger(__name__)
 
-QUEUE = "kinto_emailer"
-TASK = "kinto_emailer.send"
-SCHEMA = """
+CHANNEL = "kinto_emailer_jobs"
+# Rows claimed at once: one query for many messages, few enough that other workers
+# find work too.
+CLAIM_SIZE = 100
+# A worker commits (and lets go of what it claimed and did not start) after this long.
+CLAIM_SECONDS = 1.0
+PRUNE_EVERY = 60.0
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS kinto_emailer_jobs (
+    key TEXT PRIMARY KEY,
+    draft JSONB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due TIMESTAMPTZ NOT NULL DEFAULT statement_timestamp()
+);
+CREATE INDEX IF NOT EXISTS kinto_emailer_jobs_due ON kinto_emailer_jobs (due);
+CREATE OR REPLACE FUNCTION kinto_emailer_wake_workers() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('{CHANNEL}', '');
+    RETURN NULL;
+END $$ LANGUAGE plpgsql;
+CREATE OR REPLACE TRIGGER kinto_emailer_jobs_queued AFTER INSERT ON kinto_emailer_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION kinto_emailer_wake_workers();
 CREATE TABLE IF NOT EXISTS kinto_emailer_sent (
     key TEXT PRIMARY KEY,
     sent_at TIMESTAMPTZ NOT NULL DEFAULT now()
@@ -53,31 +74,67 @@ CREATE TABLE IF NOT EXISTS kinto_emailer_counts (
     value BIGINT NOT NULL
 );
 """
+TABLES = (
+    "kinto_emailer_jobs",
+    "kinto_emailer_sent",
+    "kinto_emailer_failed",
+    "kinto_emailer_counts",
+)
+
+# Pyformat parameters: the same query runs on Kinto's psycopg2 connection and on psycopg's.
+QUEUE = """
+INSERT INTO kinto_emailer_jobs (key, draft, attempts, due)
+SELECT draft->>'key', draft, %(attempts)s, statement_timestamp() + make_interval(secs => %(delay)s)
+  FROM jsonb_array_elements(%(drafts)s::jsonb) AS draft
+    ON CONFLICT (key) DO NOTHING
+"""
+CLAIM = """
+SELECT key, draft, attempts FROM kinto_emailer_jobs
+ WHERE due <= statement_timestamp()
+ ORDER BY due
+ LIMIT %(limit)s
+   FOR UPDATE SKIP LOCKED
+"""
+PRUNE = """
+DELETE FROM kinto_emailer_sent WHERE sent_at < now() - make_interval(secs => %(max_age)s)
+"""
+DUE = "SELECT count(*) FROM kinto_emailer_jobs WHERE due <= statement_timestamp()"
+STATUS_NAMES = ("queued", "scheduled", "sending", "sent", "retried", "failed", "dropped")
+STATUS = """
+SELECT 'due', count(*) FROM kinto_emailer_jobs WHERE due <= statement_timestamp()
+UNION ALL
+SELECT 'queued', count(*) FROM (
+    SELECT 1 FROM kinto_emailer_jobs WHERE due <= statement_timestamp() FOR UPDATE SKIP LOCKED
+) AS unclaimed
+UNION ALL
+SELECT 'scheduled', count(*) FROM kinto_emailer_jobs WHERE due > statement_timestamp()
+UNION ALL
+SELECT 'sent', count(*) FROM kinto_emailer_sent
+UNION ALL
+SELECT 'failed', count(*) FROM kinto_emailer_failed
+UNION ALL
+SELECT name, value FROM kinto_emailer_counts WHERE name IN ('retried', 'dropped')
+"""
+COUNT = """
+INSERT INTO kinto_emailer_counts (name, value) VALUES (%s, %s)
+    ON CONFLICT (name) DO UPDATE SET value = kinto_emailer_counts.value + EXCLUDED.value
+"""
 
 
-def send(
-    context: procrastinate.JobContext, drafts: list[dict[str, str]], attempts: int = 0
-) -> None:
-    """One job: the messages of one event, or those to try again after the same delay."""
-    context.additional_context["sender"].send([Draft.from_json(d) for d in drafts], attempts)
+def defer(connection: Any, drafts: Sequence[Draft], attempts: int = 0, delay: float = 0) -> None:
+    """Queue ``drafts`` on ``connection`` (psycopg2 or psycopg), in its transaction.
 
-
-def make_app(connector: Any) -> tuple[procrastinate.App, Any]:
-    """A procrastinate app knowing the plugin's task, and that task."""
-    app = procrastinate.App(connector=connector)
-    # A job that fails on something else than SMTP (the database restarting) runs again.
-    retry = procrastinate.RetryStrategy(max_attempts=5, linear_wait=30)
-    task = app.task(name=TASK, queue=QUEUE, pass_context=True, retry=retry)(send)
-    return app, task
-
-
-def defer(
-    task: Any, connection: Any, drafts: list[Draft], attempts: int = 0, **options: Any
-) -> None:
-    """One job for ``drafts``, written on ``connection`` (in its transaction)."""
-    task.configure(connection=connection, **options).defer(
-        drafts=[draft.to_json() for draft in drafts], attempts=attempts
-    )
+    One statement whatever their number; a message already queued is not queued twice.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            QUEUE,
+            {
+                "drafts": json.dumps([draft.to_json() for draft in drafts]),
+                "attempts": attempts,
+                "delay": delay,
+            },
+        )
 
 
 def conninfo(storage_url: str) -> str:
@@ -86,208 +143,202 @@ def conninfo(storage_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-class _TransactionConnector(Psycopg2Connector):
-    """Defers jobs on a given psycopg2 connection: the one of Kinto's transaction."""
-
-    def execute_query_all_with_connection(
-        self, connection: Any, query: str, **arguments: Any
-    ) -> list[dict[str, Any]]:
-        with connection.cursor(cursor_factory=RealDictCursor) as cursor:
-            cursor.execute(query, self._wrap_json(arguments))
-            return cursor.fetchall()
-
-
 def install_schema(dsn: str) -> None:
-    """procrastinate's schema (once) and the plugin's tables, idempotently."""
+    """The queue's tables, idempotently."""
     with psycopg.connect(dsn, autocommit=True) as connection:
-        installed = connection.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
-        if installed is None or installed[0] is None:
-            app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=dsn))
-            with app.open():
-                app.schema_manager.apply_schema()
         connection.execute(SCHEMA)
 
 
-class Sender:
-    """The worker side of a job: send its message once, or decide what happens next."""
+class Worker:
+    """Claims due messages, sends them, and decides what happens to those not sent."""
 
     def __init__(
-        self,
-        dsn: str,
-        transport: Transport,
-        settings: EmailerSettings,
-        count: Counter,
+        self, dsn: str, transport: Transport, settings: EmailerSettings, count: Counter
     ) -> None:
         self.dsn = dsn
         self.transport = transport
-        self.retry_delays = settings.retry_delays
+        self.settings = settings
         self.max_age = datetime.timedelta(seconds=settings.max_age)
         self._count = count
-        self._connection: psycopg.Connection | None = None
-        # Defers on this sender's own connection (retries, sending failed mail again).
-        _, self.task = make_app(procrastinate.SyncPsycopgConnector())
+        # Claims, retries and failures, in the transaction that holds the claimed rows.
+        self._claims: psycopg.Connection | None = None
+        # Sent keys (kept whatever happens to the claim), and wake-ups.
+        self._keys: psycopg.Connection | None = None
+        self._pruned = 0.0
+        # New mail wakes the worker at once; retries scheduled for later are found by
+        # polling, often enough for the shortest retry delay.
+        self.poll_interval = min(5.0, max(0.1, min(settings.retry_delays, default=10.0) / 2))
 
-    def _connected(self) -> psycopg.Connection:
-        if self._connection is None or self._connection.closed:
-            self._connection = psycopg.connect(self.dsn, autocommit=True)
+    def _connect(self) -> tuple[psycopg.Connection, psycopg.Connection]:
+        if self._claims is None or self._claims.closed:
+            self._claims = psycopg.connect(self.dsn)
+            # PostgreSQL ends the session (and frees its rows) of a worker whose machine
+            # stopped answering, after about stalled_timeout.
+            idle = max(1, int(self.settings.stalled_timeout / 3))
+            interval = max(1, int(self.settings.stalled_timeout / 6))
+            self._claims.execute(
+                f"SET tcp_keepalives_idle = {idle}; SET tcp_keepalives_interval = {interval};"
+                " SET tcp_keepalives_count = 3"
+            )
+            self._claims.commit()
+        if self._keys is None or self._keys.closed:
+            self._keys = psycopg.connect(self.dsn, autocommit=True)
             # A key is written after every message: not waiting for the disk at each one
             # saves a WAL flush per message. Only a crash of PostgreSQL itself can then
             # lose the last keys written (well under a second): those messages go out again.
-            self._connection.execute("SET synchronous_commit = off")
-        return self._connection
+            self._keys.execute("SET synchronous_commit = off")
+            self._keys.execute(f"LISTEN {CHANNEL}")
+        return self._claims, self._keys
 
-    def _execute(self, query: str, *params: Any) -> Any:
-        return self._connected().execute(query, params)
+    def close(self) -> None:
+        for connection in (self._claims, self._keys):
+            if connection is not None:
+                connection.close()
+        self._claims = self._keys = None
+        self.transport.close()
 
-    def count(self, name: str) -> None:
-        self._execute(
-            "INSERT INTO kinto_emailer_counts (name, value) VALUES (%s, 1)"
-            " ON CONFLICT (name) DO UPDATE SET value = kinto_emailer_counts.value + 1",
-            name,
-        )
-        self._count(name, 1)
+    def run(self, stop: threading.Event) -> None:
+        """Send until ``stop`` is set; the message under way is finished first."""
+        try:
+            while not stop.is_set():
+                try:
+                    self._prune()
+                    if not self.work(stop):
+                        self._wait(stop)
+                except psycopg.OperationalError as e:
+                    logger.warning("The mail worker lost its database (%s): trying again", e)
+                    self.close()
+                    stop.wait(1.0)
+        finally:
+            self.close()
 
-    def send(self, drafts: list[Draft], attempts: int) -> None:
-        """Send the messages not sent yet; retry or give up the others."""
-        sent = self._execute(
-            "SELECT key FROM kinto_emailer_sent WHERE key = ANY(%s)", [d.key for d in drafts]
-        ).fetchall()
-        sent_keys = {key for (key,) in sent}
-        todo = [Job(draft, attempts) for draft in drafts if draft.key not in sent_keys]
-        outcomes = _Outcomes(self)
-        attempt(todo, self.transport, self.retry_delays, self.max_age, outcomes)
-        for delay, group in outcomes.retries.items():
-            later = {"seconds": delay}
-            defer(self.task, self._connected(), group, attempts + 1, schedule_in=later)
+    def _wait(self, stop: threading.Event) -> None:
+        _, keys = self._connect()
+        deadline = time.monotonic() + self.poll_interval
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            for _ in keys.notifies(timeout=min(left, 0.5), stop_after=1):
+                return
 
-    def sent(self, draft: Draft) -> None:
-        # Right after the server accepted it: only a worker killed in between sends a
-        # message twice.
-        self._execute(
-            "INSERT INTO kinto_emailer_sent (key) VALUES (%s) ON CONFLICT DO NOTHING", draft.key
-        )
-        self._count("sent", 1)
+    def _prune(self) -> None:
+        """Keys older than ``max_age`` are forgotten: a message that old is dropped anyway."""
+        if time.monotonic() - self._pruned < PRUNE_EVERY and self._pruned:
+            return
+        _, keys = self._connect()
+        keys.execute(PRUNE, {"max_age": self.settings.max_age})
+        self._pruned = time.monotonic()
 
-    def failed(self, job: Job) -> None:
-        self._execute(
-            "INSERT INTO kinto_emailer_failed (key, draft, attempts, last_error)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET attempts ="
-            " EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()",
-            job.draft.key,
-            psycopg.types.json.Jsonb(job.draft.to_json()),
-            job.attempts,
-            job.last_error,
-        )
-        self.count("failed")
+    def work(self, stop: threading.Event) -> bool:
+        """Claim due messages and send them; False when none was due."""
+        claims, keys = self._connect()
+        settings = self.settings
+        started = time.monotonic()
+        with claims.transaction():
+            rows = claims.execute(CLAIM, {"limit": CLAIM_SIZE}).fetchall()
+            if not rows:
+                return False
+            already = keys.execute(
+                "SELECT key FROM kinto_emailer_sent WHERE key = ANY(%s)", ([r[0] for r in rows],)
+            ).fetchall()
+            sent_keys = {key for (key,) in already}
+            outcomes = _Outcomes(self, keys)
+            done = []
+            for key, draft, attempts in rows:
+                if done and (stop.is_set() or time.monotonic() - started > CLAIM_SECONDS):
+                    break  # Committing lets go of the rows not started.
+                done.append(key)
+                if key not in sent_keys:
+                    job = Job(Draft.from_json(draft), attempts)
+                    attempt([job], self.transport, settings.retry_delays, self.max_age, outcomes)
+            claims.execute("DELETE FROM kinto_emailer_jobs WHERE key = ANY(%s)", (done,))
+            for delay, jobs in outcomes.retries.items():
+                for attempts, group in _by_attempts(jobs).items():
+                    defer(claims, group, attempts, delay)
+            for job in outcomes.failures:
+                claims.execute(
+                    "INSERT INTO kinto_emailer_failed (key, draft, attempts, last_error)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET attempts ="
+                    " EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()",
+                    (
+                        job.draft.key,
+                        psycopg.types.json.Jsonb(job.draft.to_json()),
+                        job.attempts,
+                        job.last_error,
+                    ),
+                )
+            for name, n in outcomes.counts.items():
+                claims.execute(COUNT, (name, n))
+        for name, n in outcomes.counts.items():
+            self._count(name, n)
+        return True
+
+
+def _by_attempts(jobs: list[Job]) -> dict[int, list[Draft]]:
+    groups: dict[int, list[Draft]] = {}
+    for job in jobs:
+        groups.setdefault(job.attempts, []).append(job.draft)
+    return groups
 
 
 class _Outcomes:
-    """What happened to the messages of one job, kept in PostgreSQL as it happens."""
+    """What happened to claimed messages: sent keys at once, the rest with the claim."""
 
-    def __init__(self, sender: Sender) -> None:
-        self.sender = sender
-        self.retries: dict[float, list[Draft]] = {}
+    def __init__(self, worker: Worker, keys: psycopg.Connection) -> None:
+        self.worker = worker
+        self.keys = keys
+        self.retries: dict[float, list[Job]] = {}
+        self.failures: list[Job] = []
+        self.counts: dict[str, int] = {}
+
+    def _add(self, name: str) -> None:
+        self.counts[name] = self.counts.get(name, 0) + 1
 
     def sent(self, job: Job) -> None:
-        self.sender.sent(job.draft)
+        # Right after the server accepted it: only a worker killed in between sends a
+        # message twice.
+        self.keys.execute(
+            "INSERT INTO kinto_emailer_sent (key) VALUES (%s) ON CONFLICT DO NOTHING",
+            (job.draft.key,),
+        )
+        self.worker._count("sent", 1)
 
     def dropped(self, job: Job) -> None:
-        self.sender.count("dropped")
+        self._add("dropped")
 
     def retry(self, job: Job, delay: float) -> None:
-        self.retries.setdefault(delay, []).append(job.draft)
-        self.sender.count("retried")
+        self.retries.setdefault(delay, []).append(job)
+        self._add("retried")
 
     def failed(self, job: Job) -> None:
-        self.sender.failed(job)
-
-
-PRUNE = """
-DELETE FROM kinto_emailer_sent WHERE sent_at < now() - make_interval(secs => %(max_age)s)
-"""
-
-
-async def _maintain(app: procrastinate.App, every: float, settings: EmailerSettings) -> None:
-    """Jobs of a worker that stopped sending heartbeats (killed) go back to the queue.
-
-    Keys older than ``max_age`` are forgotten: a message that old is dropped anyway.
-    """
-    while True:
-        await asyncio.sleep(every)
-        stalled = await app.job_manager.get_stalled_jobs(
-            seconds_since_heartbeat=settings.stalled_timeout
-        )
-        for job in stalled:
-            logger.warning("Job %s of a stalled worker goes back to the queue", job.id)
-            await app.job_manager.retry_job(job)
-        await app.connector.execute_query_async(PRUNE, max_age=settings.max_age)
-
-
-async def run_worker(dsn: str, sender: Sender, settings: EmailerSettings) -> None:
-    """Take and run jobs until cancelled; several may run against one database.
-
-    New jobs wake the worker at once (LISTEN/NOTIFY); retries scheduled for later are
-    found by polling, often enough for the shortest retry delay.
-    """
-    app, _ = make_app(procrastinate.PsycopgConnector(conninfo=dsn))
-    stalled_timeout = settings.stalled_timeout
-    heartbeat = min(10.0, stalled_timeout / 3)
-    async with app.open_async():
-        recovery = asyncio.create_task(_maintain(app, heartbeat, settings))
-        try:
-            await app.run_worker_async(
-                queues=[QUEUE],
-                concurrency=1,
-                install_signal_handlers=False,
-                additional_context={"sender": sender},
-                update_heartbeat_interval=heartbeat,
-                stalled_worker_timeout=stalled_timeout,
-                delete_jobs="successful",
-                fetch_job_polling_interval=min(
-                    5.0, max(0.1, min(sender.retry_delays, default=10.0) / 2)
-                ),
-            )
-        finally:
-            recovery.cancel()
-            sender.transport.close()
+        self.failures.append(job)
+        self._add("failed")
 
 
 class WorkerThread:
     """A worker in a thread of the Kinto process (``kinto.emailer.worker``)."""
 
-    def __init__(self, dsn: str, sender: Sender, settings: EmailerSettings) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._task: asyncio.Task[None] | None = None
+    def __init__(self, worker: Worker) -> None:
+        self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._run,
-            args=(run_worker(dsn, sender, settings),),
-            name="kinto-emailer-worker",
-            daemon=True,
+            target=self._run, args=(worker,), name="kinto-emailer-worker", daemon=True
         )
 
-    def _run(self, worker: Any) -> None:
-        self._task = self._loop.create_task(worker)
+    def _run(self, worker: Worker) -> None:
         try:
-            self._loop.run_until_complete(self._task)
-        except asyncio.CancelledError:
-            pass
+            worker.run(self._stop)
         except Exception:
             logger.exception("The mail worker stopped")
-        finally:
-            self._loop.close()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, timeout: float) -> None:
-        """Let the job under way finish (for ``timeout`` seconds at most), then stop."""
-        if self._task is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._task.cancel)
+        """Let the message under way go out (for ``timeout`` seconds at most), then stop."""
+        self._stop.set()
         self._thread.join(timeout)
 
 
 class JobQueue:
-    """Delivery with PostgreSQL storage: jobs in Kinto's transaction, sent by workers."""
+    """Delivery with PostgreSQL storage: messages queued in Kinto's transaction."""
 
     def __init__(
         self,
@@ -300,30 +351,29 @@ class JobQueue:
         self.storage = storage
         self.dsn = dsn
         self.settings = settings
-        self.sender = Sender(dsn, transport, settings, count)
-        _, self._task = make_app(_TransactionConnector())
+        self.transport = transport
         self.worker: WorkerThread | None = None
         self._count = count
 
     def defer(self, drafts: list[Draft]) -> None:
-        """Jobs for ``drafts``, in the current transaction of Kinto's storage."""
+        """Queue ``drafts`` in the current transaction of Kinto's storage."""
         with self.storage.client.connect() as session:
-            defer(self._task, session.connection().connection.driver_connection, drafts)
+            defer(session.connection().connection.driver_connection, drafts)
         self._count("queued", len(drafts))
+
+    def make_worker(self) -> Worker:
+        return Worker(self.dsn, self.transport, self.settings, self._count)
 
     def install(self) -> None:
         install_schema(self.dsn)
 
     def flush(self) -> None:
-        """Forget every job, sent key and count, as Kinto's flush forgets the data."""
+        """Forget every message, sent key and count, as Kinto's flush forgets the data."""
         with psycopg.connect(self.dsn, autocommit=True) as connection:
-            connection.execute(
-                f"DELETE FROM procrastinate_jobs WHERE queue_name = '{QUEUE}';"
-                "TRUNCATE kinto_emailer_sent, kinto_emailer_failed, kinto_emailer_counts"
-            )
+            connection.execute(f"TRUNCATE {', '.join(TABLES)}")
 
     def start_worker(self) -> None:
-        self.worker = WorkerThread(self.dsn, self.sender, self.settings)
+        self.worker = WorkerThread(self.make_worker())
         self.worker.start()
 
     def stop_worker(self) -> None:
@@ -332,12 +382,12 @@ class JobQueue:
             self.worker = None
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until no job is due or running; False if ``timeout`` passed first."""
+        """Wait until no message is due or being sent; False if ``timeout`` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with psycopg.connect(self.dsn, autocommit=True) as connection:
             while True:
-                (pending,) = connection.execute(_PENDING).fetchone()  # type: ignore[misc]
-                if not pending:
+                (due,) = connection.execute(DUE).fetchone()  # type: ignore[misc]
+                if not due:
                     return True
                 if deadline is not None and time.monotonic() > deadline:
                     return False
@@ -361,35 +411,12 @@ class JobQueue:
                 (keys, keys),
             ).fetchall()
             if rows:
-                defer(self.sender.task, connection, [Draft.from_json(d) for (d,) in rows])
+                defer(connection, [Draft.from_json(d) for (d,) in rows])
         return len(rows)
 
     def status(self) -> dict[str, int]:
-        """Counts of the queue, for ``kinto-emailer status``."""
+        """Counts of messages, for ``kinto-emailer status``."""
         with psycopg.connect(self.dsn, autocommit=True) as connection:
-            counts = dict(connection.execute(_STATUS).fetchall())
+            counts = dict(connection.execute(STATUS).fetchall())
+        counts["sending"] = counts["due"] - counts["queued"]
         return {name: int(counts.get(name, 0)) for name in STATUS_NAMES}
-
-
-_PENDING = f"""
-SELECT count(*) FROM procrastinate_jobs
- WHERE queue_name = '{QUEUE}'
-   AND (status = 'doing' OR (status = 'todo' AND coalesce(scheduled_at, now()) <= now()))
-"""
-STATUS_NAMES = ("queued", "scheduled", "sending", "sent", "retried", "failed", "dropped")
-_STATUS = f"""
-SELECT 'queued', count(*) FROM procrastinate_jobs
- WHERE queue_name = '{QUEUE}' AND status = 'todo' AND coalesce(scheduled_at, now()) <= now()
-UNION ALL
-SELECT 'scheduled', count(*) FROM procrastinate_jobs
- WHERE queue_name = '{QUEUE}' AND status = 'todo' AND scheduled_at > now()
-UNION ALL
-SELECT 'sending', count(*) FROM procrastinate_jobs
- WHERE queue_name = '{QUEUE}' AND status = 'doing'
-UNION ALL
-SELECT 'sent', count(*) FROM kinto_emailer_sent
-UNION ALL
-SELECT 'failed', count(*) FROM kinto_emailer_failed
-UNION ALL
-SELECT name, value FROM kinto_emailer_counts WHERE name IN ('retried', 'dropped')
-"""

@@ -5,10 +5,9 @@
 """
 
 import argparse
-import asyncio
-import contextlib
 import signal
 import sys
+import threading
 import uuid
 from typing import Any
 
@@ -97,21 +96,12 @@ def _queue(config: str) -> Any:
 
 def run_worker(config: str) -> int:
     """Send the queued mail until SIGINT or SIGTERM; run as many as needed."""
-    from kinto_emailer import jobs  # PostgreSQL only: procrastinate is an extra.
-
     queue = _queue(config)
-    settings = queue.settings
-
-    async def work() -> None:
-        worker = asyncio.create_task(jobs.run_worker(queue.dsn, queue.sender, settings))
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, worker.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
-
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     print(f"kinto-emailer worker: sending the queued mail of {config}", flush=True)
-    asyncio.run(work())
+    queue.make_worker().run(stop)
     return 0
 
 

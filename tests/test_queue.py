@@ -149,7 +149,7 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
     def test_mail_of_changes_older_than_max_age_is_dropped(self):
         old = drafts_of_age(days=3)
         with psycopg.connect(self.queue.dsn) as connection:
-            jobs.defer(self.queue.sender.task, connection, old)
+            jobs.defer(connection, old)
         self.start_worker()
         self.assertTrue(eventually(lambda: self.queue.status()["dropped"] == 1))
         self.assertTrue(self.queue.join(10))
@@ -157,9 +157,7 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
 
     def test_kinto_migrate_creates_the_queue_tables(self):
         with psycopg.connect(self.queue.dsn, autocommit=True) as connection:
-            connection.execute(
-                "DROP TABLE kinto_emailer_sent, kinto_emailer_failed, kinto_emailer_counts"
-            )
+            connection.execute(f"DROP TABLE {', '.join(jobs.TABLES)}")
         subprocess.run(
             [os.path.join(BIN, "kinto"), "migrate", "--ini", self.config],
             capture_output=True,
@@ -174,7 +172,7 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
                 " VALUES ('old', now() - interval '3 days'), ('recent', now())"
             )
         self.start_worker()
-        # The worker prunes at each heartbeat (stalled_timeout / 3).
+        # A worker prunes when it starts, then every minute.
         self.assertTrue(eventually(lambda: self.queue.status()["sent"] == 1, timeout=10))
 
     def test_two_workers_never_send_the_same_message(self):
