@@ -38,7 +38,7 @@ from tests.support import (  # noqa: E402
 
 
 ROUNDS = 30
-DELIVERY_ROUNDS = 3
+DELIVERY_ROUNDS = 5
 DATABASE = POSTGRESQL_URL.rsplit("/", 1)[0] + "/kinto_emailer_bench"
 HEADERS = {**ALICE, "Content-Type": "application/json"}
 HOOK = {"template": "{action}d {uri}: {new[title]}", "recipients": ["a@example.com"]}
@@ -332,6 +332,11 @@ def procrastinate_floor(count: int = 1000) -> float:
 
     async def run() -> float:
         async with app.open_async():
+            installed = await app.connector.execute_query_one_async(
+                "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS installed"
+            )
+            if not installed["installed"]:
+                await app.schema_manager.apply_schema_async()
             await noop.batch_defer_async(*({"i": i} for i in range(count)))
             started = time.perf_counter()
             worker = asyncio.create_task(

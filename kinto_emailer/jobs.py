@@ -17,6 +17,7 @@ there is not sent again: rows given back by a dead worker do not repeat its mail
 import datetime
 import json
 import logging
+import select
 import threading
 import time
 from collections.abc import Sequence
@@ -164,12 +165,13 @@ class Worker:
         self._claims: psycopg.Connection | None = None
         # Sent keys (kept whatever happens to the claim), and wake-ups.
         self._keys: psycopg.Connection | None = None
+        self._sent: _SentKeys | None = None
         self._pruned = 0.0
         # New mail wakes the worker at once; retries scheduled for later are found by
         # polling, often enough for the shortest retry delay.
         self.poll_interval = min(5.0, max(0.1, min(settings.retry_delays, default=10.0) / 2))
 
-    def _connect(self) -> tuple[psycopg.Connection, psycopg.Connection]:
+    def _connect(self) -> tuple[psycopg.Connection, psycopg.Connection, "_SentKeys"]:
         if self._claims is None or self._claims.closed:
             self._claims = psycopg.connect(self.dsn)
             # PostgreSQL ends the session (and frees its rows) of a worker whose machine
@@ -181,20 +183,22 @@ class Worker:
                 " SET tcp_keepalives_count = 3"
             )
             self._claims.commit()
-        if self._keys is None or self._keys.closed:
+        if self._keys is None or self._keys.closed or self._sent is None:
             self._keys = psycopg.connect(self.dsn, autocommit=True)
             # A key is written after every message: not waiting for the disk at each one
             # saves a WAL flush per message. Only a crash of PostgreSQL itself can then
             # lose the last keys written (well under a second): those messages go out again.
             self._keys.execute("SET synchronous_commit = off")
             self._keys.execute(f"LISTEN {CHANNEL}")
-        return self._claims, self._keys
+            self._sent = _SentKeys(self._keys, self.settings.stalled_timeout)
+        self._sent.settle()
+        return self._claims, self._keys, self._sent
 
     def close(self) -> None:
         for connection in (self._claims, self._keys):
             if connection is not None:
                 connection.close()
-        self._claims = self._keys = None
+        self._claims = self._keys = self._sent = None
         self.transport.close()
 
     def run(self, stop: threading.Event) -> None:
@@ -213,7 +217,7 @@ class Worker:
             self.close()
 
     def _wait(self, stop: threading.Event) -> None:
-        _, keys = self._connect()
+        _, keys, _ = self._connect()
         deadline = time.monotonic() + self.poll_interval
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
             for _ in keys.notifies(timeout=min(left, 0.5), stop_after=1):
@@ -223,13 +227,13 @@ class Worker:
         """Keys older than ``max_age`` are forgotten: a message that old is dropped anyway."""
         if time.monotonic() - self._pruned < PRUNE_EVERY and self._pruned:
             return
-        _, keys = self._connect()
+        _, keys, _ = self._connect()
         keys.execute(PRUNE, {"max_age": self.settings.max_age})
         self._pruned = time.monotonic()
 
     def work(self, stop: threading.Event) -> bool:
         """Claim due messages and send them; False when none was due."""
-        claims, keys = self._connect()
+        claims, keys, sent = self._connect()
         settings = self.settings
         started = time.monotonic()
         with claims.transaction():
@@ -240,7 +244,7 @@ class Worker:
                 "SELECT key FROM kinto_emailer_sent WHERE key = ANY(%s)", ([r[0] for r in rows],)
             ).fetchall()
             sent_keys = {key for (key,) in already}
-            outcomes = _Outcomes(self, keys)
+            outcomes = _Outcomes(sent, self._count)
             done = []
             for key, draft, attempts in rows:
                 if done and (stop.is_set() or time.monotonic() - started > CLAIM_SECONDS):
@@ -249,6 +253,7 @@ class Worker:
                 if key not in sent_keys:
                     job = Job(Draft.from_json(draft), attempts)
                     attempt([job], self.transport, settings.retry_delays, self.max_age, outcomes)
+            sent.settle()  # The last key is stored before the claim ends.
             claims.execute("DELETE FROM kinto_emailer_jobs WHERE key = ANY(%s)", (done,))
             for delay, jobs in outcomes.retries.items():
                 for attempts, group in _by_attempts(jobs).items():
@@ -272,6 +277,49 @@ class Worker:
         return True
 
 
+class _SentKeys:
+    """Writes the key of each sent message without waiting for PostgreSQL's answer.
+
+    The key leaves for the server as soon as the message was accepted; its answer is
+    read before the connection's next statement, while the next message is on its way.
+    """
+
+    INSERT = b"INSERT INTO kinto_emailer_sent (key) VALUES ($1) ON CONFLICT DO NOTHING"
+
+    def __init__(self, connection: psycopg.Connection, timeout: float) -> None:
+        self.pgconn = connection.pgconn
+        self.timeout = timeout
+        self._unanswered = False
+
+    def _wait(self, readable: bool) -> None:
+        socket = [self.pgconn.socket]
+        if not any(
+            select.select(socket if readable else [], [] if readable else socket, [], self.timeout)
+        ):
+            raise psycopg.OperationalError("PostgreSQL did not answer the worker")
+
+    def add(self, key: str) -> None:
+        self.settle()
+        self.pgconn.send_query_params(self.INSERT, [key.encode()])
+        while self.pgconn.flush():
+            self._wait(readable=False)
+        self._unanswered = True
+
+    def settle(self) -> None:
+        """Read the answer to the last key written; raise if it was not stored."""
+        if not self._unanswered:
+            return
+        self._unanswered = False
+        self.pgconn.consume_input()
+        while self.pgconn.is_busy():
+            self._wait(readable=True)
+            self.pgconn.consume_input()
+        while (result := self.pgconn.get_result()) is not None:
+            if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+                error = (result.error_message or b"").decode(errors="replace")
+                raise psycopg.OperationalError(f"A sent key was not stored: {error}")
+
+
 def _by_attempts(jobs: list[Job]) -> dict[int, list[Draft]]:
     groups: dict[int, list[Draft]] = {}
     for job in jobs:
@@ -282,9 +330,9 @@ def _by_attempts(jobs: list[Job]) -> dict[int, list[Draft]]:
 class _Outcomes:
     """What happened to claimed messages: sent keys at once, the rest with the claim."""
 
-    def __init__(self, worker: Worker, keys: psycopg.Connection) -> None:
-        self.worker = worker
-        self.keys = keys
+    def __init__(self, sent: "_SentKeys", count: Counter) -> None:
+        self.keys = sent
+        self._count = count
         self.retries: dict[float, list[Job]] = {}
         self.failures: list[Job] = []
         self.counts: dict[str, int] = {}
@@ -295,11 +343,8 @@ class _Outcomes:
     def sent(self, job: Job) -> None:
         # Right after the server accepted it: only a worker killed in between sends a
         # message twice.
-        self.keys.execute(
-            "INSERT INTO kinto_emailer_sent (key) VALUES (%s) ON CONFLICT DO NOTHING",
-            (job.draft.key,),
-        )
-        self.worker._count("sent", 1)
+        self.keys.add(job.draft.key)
+        self._count("sent", 1)
 
     def dropped(self, job: Job) -> None:
         self._add("dropped")
