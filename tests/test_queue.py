@@ -3,6 +3,7 @@
 import collections
 import datetime
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -185,14 +186,25 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
         self.assertEqual(len(counts), 200)
         self.assertEqual(set(counts.values()), {1})
 
-    def test_a_killed_worker_loses_nothing(self):
+    def stop_a_worker_midway(self, signum):
+        """100 messages: a worker gets ``signum`` after 20 of them, another one sends on."""
         self.sink.delay = 0.02
         self.create_records(100)
-        killed = self.start_worker()
+        stopped = self.start_worker()
         self.sink.wait_for(20)
-        killed.kill()
-        killed.wait()
+        stopped.send_signal(signum)
+        stopped.wait()
         self.start_worker()
+
+    def test_a_stopped_worker_hands_its_messages_over(self):
+        self.stop_a_worker_midway(signal.SIGTERM)
+        self.sink.wait_for(100, timeout=60)
+        self.assertTrue(self.queue.join(30))
+        self.assertEqual(set(self.received_uris().values()), {1})
+        self.assertEqual(len(self.received_uris()), 100)
+
+    def test_a_killed_worker_loses_nothing(self):
+        self.stop_a_worker_midway(signal.SIGKILL)
         self.sink.wait_for(100, timeout=60)
         self.assertTrue(eventually(lambda: len(self.received_uris()) == 100, timeout=30))
         self.assertTrue(self.queue.join(30))
