@@ -5,6 +5,9 @@ Enable with ``kinto.includes = kinto_emailer``. This module only wires the parts
 
 import atexit
 import threading
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 from kinto.core import metrics
@@ -12,9 +15,11 @@ from kinto.core.events import ResourceChanged
 from pyramid.config import Configurator
 from pyramid.events import NewRequest
 from pyramid.exceptions import ConfigurationError
+from pyramid.registry import Registry
 from pyramid_mailer import IMailer
 from pyramid_mailer.mailer import Mailer
 
+from kinto_emailer import digests
 from kinto_emailer.delivery import Counter, Delivery, Outbox, Transport, transport_from_settings
 from kinto_emailer.errors import InvalidHook
 from kinto_emailer.listener import build_notification, send_notification
@@ -53,15 +58,26 @@ def _job_queue(
     dsn = jobs.conninfo(config.get_settings()["storage_url"])
     queue = jobs.JobQueue(backend, dsn, settings, transport, count)
     if settings.worker:
-        # With the first request: commands such as `kinto migrate` start no worker.
-        started = threading.Lock()
-
-        def start_worker(event: NewRequest) -> None:
-            if started.acquire(blocking=False):
-                queue.start_worker()
-
-        config.add_subscriber(start_worker, NewRequest)
+        _on_first_request(config, queue.start_worker)
     return queue
+
+
+def _on_first_request(config: Configurator, start: Callable[[], None]) -> None:
+    """Threads start with the first request: commands such as `kinto migrate` start none."""
+    started = threading.Lock()
+
+    def start_once(event: NewRequest) -> None:
+        if started.acquire(blocking=False):
+            start()
+
+    config.add_subscriber(start_once, NewRequest)
+
+
+def send_digests(registry: Registry, at: datetime) -> int:
+    """Queue the digests due at ``at``: by the scheduler thread and ``send-digests``."""
+    return digests.send_digests(
+        registry.storage, registry.emailer_settings, at, registry.emailer_delivery.schedule
+    )
 
 
 def includeme(config: Configurator) -> None:
@@ -85,6 +101,12 @@ def includeme(config: Configurator) -> None:
     atexit.register(registry.emailer_delivery.close, emailer_settings.drain_timeout)
     registry.storage = EmailerStorage(registry.storage, emailer_settings, queue)
 
+    if emailer_settings.worker:
+        scheduler = digests.DigestScheduler(partial(send_digests, registry), emailer_settings)
+        _on_first_request(config, scheduler.start)
+        atexit.register(scheduler.stop)
+
+    config.include("kinto_emailer.views")
     config.add_api_capability(
         "emailer",
         description="Send emails when records, collections or groups change.",

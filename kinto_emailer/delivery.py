@@ -8,6 +8,7 @@ the Maildir queue within the transaction (repoze.sendmail writes them on commit 
 discards them on abort). No client request waits on the SMTP server.
 """
 
+import email
 import heapq
 import itertools
 import logging
@@ -406,7 +407,10 @@ class Delivery:
             return
         if self.maildir is not None:
             for outgoing in map(build, drafts):
-                self.maildir.send(outgoing.sender, [outgoing.recipient], outgoing.message)
+                # repoze.sendmail re-encodes headers the compat32 way, folding long ones
+                # with line feeds that modern EmailMessage objects refuse.
+                message = email.message_from_bytes(outgoing.as_bytes())
+                self.maildir.send(outgoing.sender, [outgoing.recipient], message)
         elif self.queue is not None:
             self.queue.defer(drafts)
         else:

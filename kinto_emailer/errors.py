@@ -20,3 +20,11 @@ class InvalidHook(EmailerError):
 
 class RenderError(EmailerError):
     """A hook stored before validation existed cannot be rendered for an event."""
+
+
+class InvalidLink(EmailerError):
+    """A link of an email that was forged, altered (``expired`` False) or is too old."""
+
+    def __init__(self, message: str, expired: bool = False) -> None:
+        super().__init__(message)
+        self.expired = expired

@@ -18,6 +18,7 @@ import jsonschema
 
 from kinto_emailer import recipients, templates
 from kinto_emailer.errors import InvalidHook
+from kinto_emailer.preferences import CADENCES
 from kinto_emailer.settings import EmailerSettings
 
 
@@ -63,6 +64,9 @@ HOOK_SCHEMA: dict[str, Any] = {
         "sender": _STRING,
         "recipients": {"type": "array", "minItems": 1, "items": _STRING},
         **{field: {"type": "string", "minLength": 1} for field in FILTER_FIELDS},
+        "cadence": {"enum": list(CADENCES)},
+        "non_editable": {"type": "boolean"},
+        "group_threshold": {"type": "integer", "minimum": 1},
     },
 }
 SCHEMA: dict[str, Any] = {
@@ -95,6 +99,12 @@ class Hook:
     sender: str | None
     recipients: tuple[str, ...]
     filters: tuple[Filter, ...]
+    cadence: str = "immediate"
+    """Immediate mail, or a daily or weekly digest, unless recipients choose otherwise."""
+    locked: bool = False
+    """``non_editable``: recipients cannot change the cadence nor turn this mail off."""
+    group_threshold: int | None = None
+    """Else ``kinto.emailer.group_threshold``."""
 
     def matches(self, facts: Mapping[str, tuple[str, ...]]) -> bool:
         """``facts`` maps each filter field to the event's values (an event has two names)."""
@@ -166,6 +176,9 @@ def parse_hook(
         sender=sender,
         recipients=tuple(addresses),
         filters=tuple(filters),
+        cadence=raw.get("cadence", "immediate"),
+        locked=raw.get("non_editable", False),
+        group_threshold=raw.get("group_threshold", settings.group_threshold),
     )
 
 

@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kinto.core.events import AfterResourceChanged, ResourceChanged
@@ -9,8 +10,11 @@ from kinto.core.storage.exceptions import ObjectNotFoundError
 from pyramid.registry import Registry
 
 from kinto_emailer import hooks, messages, recipients, templates
+from kinto_emailer.digests import DigestStore, Entry
 from kinto_emailer.errors import RenderError
 from kinto_emailer.hooks import Hook
+from kinto_emailer.preferences import PreferenceStore, Scope, Scopes
+from kinto_emailer.recipients import Mailbox
 from kinto_emailer.settings import EmailerSettings
 
 
@@ -43,6 +47,10 @@ def object_uri(resource_name: str, ids: Mapping[str, str]) -> str:
     return uri
 
 
+Scoped = tuple[str, tuple[Hook, ...]]
+"""Hooks, and the URI of the bucket or collection that holds them."""
+
+
 class EventStore:
     """The storage reads of one event, each done once: hooks and group members.
 
@@ -54,7 +62,7 @@ class EventStore:
         self.bucket_id = bucket_id
         self.settings = settings
         self._bucket_hooks: tuple[Hook, ...] | None = None
-        self._collection_hooks: dict[str, tuple[Hook, ...]] = {}
+        self._collection_hooks: dict[str, Scoped] = {}
         self._members: dict[str, list[str]] = {}
 
     def _get(self, resource_name: str, parent_id: str, object_id: str) -> Mapping[str, Any]:
@@ -65,29 +73,31 @@ class EventStore:
         except ObjectNotFoundError:
             return {}
 
-    def _bucket(self) -> tuple[Hook, ...]:
+    def _bucket(self) -> Scoped:
         if self._bucket_hooks is None:
             bucket = self._get("bucket", "", self.bucket_id)
             self._bucket_hooks = hooks.load(bucket, self.bucket_id, self.settings)
-        return self._bucket_hooks
+        return f"/buckets/{self.bucket_id}", self._bucket_hooks
 
-    def _collection(self, metadata: Mapping[str, Any]) -> tuple[Hook, ...]:
+    def _collection(self, collection_id: str, metadata: Mapping[str, Any]) -> Scoped:
         if hooks.METADATA_KEY in metadata:
-            return hooks.load(metadata, self.bucket_id, self.settings)
+            scope = f"/buckets/{self.bucket_id}/collections/{collection_id}"
+            return scope, hooks.load(metadata, self.bucket_id, self.settings)
         return self._bucket()
 
-    def _stored_collection(self, collection_id: str) -> tuple[Hook, ...]:
+    def _stored_collection(self, collection_id: str) -> Scoped:
         if collection_id not in self._collection_hooks:
             metadata = self._get("collection", f"/buckets/{self.bucket_id}", collection_id)
-            self._collection_hooks[collection_id] = self._collection(metadata)
+            self._collection_hooks[collection_id] = self._collection(collection_id, metadata)
         return self._collection_hooks[collection_id]
 
-    def hooks_for(self, context: Mapping[str, Any]) -> tuple[Hook, ...]:
+    def hooks_for(self, context: Mapping[str, Any]) -> Scoped:
+        """The hooks that apply to an object, and their scope (where they are kept)."""
         resource_name = context["resource_name"]
         if resource_name == "collection":
             # The event holds the collection's metadata, even when it was just deleted.
             metadata = context["old"] if context["action"] == "delete" else context["new"]
-            return self._collection(metadata or {})
+            return self._collection(context["collection_id"], metadata or {})
         if resource_name == "record":
             return self._stored_collection(context["collection_id"])
         return self._bucket()
@@ -149,20 +159,20 @@ def _facts(context: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, tupl
     return facts
 
 
-def hook_drafts(hook: Hook, context: Mapping[str, Any], store: EventStore) -> list[messages.Draft]:
-    """The messages of one hook for one object; RenderError if it cannot be rendered."""
-    settings = store.settings
+def _sender(hook: Hook, context: Mapping[str, Any], settings: EmailerSettings) -> Mailbox:
     sender_text = templates.render_line(hook.sender, context) if hook.sender else None
     sender_text = sender_text or settings.default_sender
     if not sender_text:
         raise RenderError("no sender: set the hook's sender or mail.default_sender")
     try:
-        sender = recipients.parse_mailbox(sender_text)
+        return recipients.parse_mailbox(sender_text)
     except ValueError as e:
         raise RenderError(f"sender: {e}") from e
-    subject = templates.render_line(hook.subject, context)
-    body = templates.render(hook.template, context)
 
+
+def hook_mailboxes(hook: Hook, context: Mapping[str, Any], store: EventStore) -> list[Mailbox]:
+    """Who a hook mails about one object; RenderError if it cannot be rendered."""
+    settings = store.settings
     mailboxes = recipients.expand(
         hook.recipients,
         lambda uri: templates.render(uri, context),
@@ -177,6 +187,16 @@ def hook_drafts(hook: Hook, context: Mapping[str, Any], store: EventStore) -> li
             len(mailboxes),
             settings.max_recipients,
         )
+    return mailboxes[: settings.max_recipients]
+
+
+def hook_drafts(
+    hook: Hook, context: Mapping[str, Any], store: EventStore, mailboxes: list[Mailbox]
+) -> list[messages.Draft]:
+    """The messages of one hook for one object; RenderError if it cannot be rendered."""
+    sender = _sender(hook, context, store.settings)
+    subject = templates.render_line(hook.subject, context)
+    body = templates.render(hook.template, context)
     return [
         messages.Draft(
             sender,
@@ -194,28 +214,171 @@ def hook_drafts(hook: Hook, context: Mapping[str, Any], store: EventStore) -> li
                 mailbox.addr_spec.lower(),
             ),
         )
-        for mailbox in mailboxes[: settings.max_recipients]
+        for mailbox in mailboxes
     ]
 
 
-def drafts_for_event(event: Any, registry: Registry) -> Iterator[messages.Draft]:
-    """Every message of one event, in order; a hook that cannot be rendered is skipped."""
-    payload = event.payload
-    if payload["resource_name"] not in hooks.RESOURCE_NAMES or not payload.get("bucket_id"):
-        return
+SUMMARY_LISTED = 5
+
+
+def summary_draft(
+    hook: Hook, contexts: list[Mapping[str, Any]], store: EventStore, mailbox: Mailbox
+) -> messages.Draft:
+    """One message about many objects of one event, instead of one message each."""
+    first = contexts[0]
+    location = (
+        first["uri"].rsplit("/", 2)[0]
+        if first["resource_name"] == "record"
+        else (f"/buckets/{store.bucket_id}")
+    )
+    what = f"{len(contexts)} {first['resource_name']}s {first['action']}d"
+    lines = [f"{what} in {location.removeprefix('/buckets/').replace('/collections/', '/')}:", ""]
+    for context in contexts[:SUMMARY_LISTED]:
+        try:
+            title = templates.render_line(hook.subject, context)
+        except RenderError:
+            title = context["id"]
+        lines.append(f"- {title}: {context['root_url'].rstrip('/')}{context['uri']}")
+    if len(contexts) > SUMMARY_LISTED:
+        lines.append(f"- and {len(contexts) - SUMMARY_LISTED} more")
+    return messages.Draft(
+        _sender(hook, first, store.settings),
+        mailbox,
+        lines[0].rstrip(":"),
+        "\n".join(lines) + "\n",
+        location,
+        first["root_url"],
+        key=messages.idempotency_key(
+            first["root_url"],
+            location,
+            first["timestamp"],
+            first["event"],
+            hook.fingerprint,
+            mailbox.addr_spec.lower(),
+            *(c["uri"] for c in contexts),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A message a hook decided on, before its recipient's preferences apply."""
+
+    draft: messages.Draft
+    scope: str
+    hook: Hook
+
+
+def _matches(event: Any, store: EventStore) -> list[tuple[str, Hook, dict[str, Any]]]:
+    """(scope, hook, object context) for every hook matching an object of ``event``."""
     names = event_names(event)
     base = base_context(event)
-    store = EventStore(registry.storage, base["bucket_id"], registry.emailer_settings)
+    matches = []
     for impacted in event.impacted_objects:
         context = object_context(base, impacted)
         facts = _facts(context, names)
-        for hook in store.hooks_for(context):
-            if not hook.matches(facts):
-                continue
-            try:
-                yield from hook_drafts(hook, context, store)
-            except RenderError as e:
-                logger.error("Skipping a hook for %s: %s", context["uri"], e)
+        scope, scoped_hooks = store.hooks_for(context)
+        matches += [(scope, hook, context) for hook in scoped_hooks if hook.matches(facts)]
+    return matches
+
+
+def notices_for_event(event: Any, registry: Registry) -> Iterator[Notice]:
+    """Every message of one event, in order; a hook that cannot be rendered is skipped.
+
+    Past a hook's ``group_threshold`` of objects for one recipient, that recipient gets
+    one summary instead of a message per object.
+    """
+    payload = event.payload
+    if payload["resource_name"] not in hooks.RESOURCE_NAMES or not payload.get("bucket_id"):
+        return
+    store = EventStore(registry.storage, payload["bucket_id"], registry.emailer_settings)
+    mailed: list[tuple[str, Hook, dict[str, Any], list[Mailbox]]] = []
+    per_recipient: dict[tuple[str, Hook, str], list[dict[str, Any]]] = {}
+    for scope, hook, context in _matches(event, store):
+        try:
+            mailboxes = hook_mailboxes(hook, context, store)
+        except RenderError as e:
+            logger.error("Skipping a hook for %s: %s", context["uri"], e)
+            continue
+        mailed.append((scope, hook, context, mailboxes))
+        if hook.group_threshold is not None:
+            for mailbox in mailboxes:
+                per_recipient.setdefault((scope, hook, str(mailbox)), []).append(context)
+    grouped = {
+        key: contexts
+        for key, contexts in per_recipient.items()
+        if len(contexts) > (key[1].group_threshold or 0)
+    }
+    for scope, hook, context, mailboxes in mailed:
+        alone = [m for m in mailboxes if (scope, hook, str(m)) not in grouped]
+        if not alone:
+            continue
+        try:
+            drafts = hook_drafts(hook, context, store, alone)
+        except RenderError as e:
+            logger.error("Skipping a hook for %s: %s", context["uri"], e)
+            continue
+        yield from (Notice(draft, scope, hook) for draft in drafts)
+    for (scope, hook, recipient), contexts in grouped.items():
+        try:
+            draft = summary_draft(hook, contexts, store, recipients.parse_mailbox(recipient))
+        except RenderError as e:
+            logger.error("Skipping a summary of %s: %s", contexts[0]["uri"], e)
+            continue
+        yield Notice(draft, scope, hook)
+
+
+def drafts_for_event(event: Any, registry: Registry) -> Iterator[messages.Draft]:
+    """The messages of one event, as hooks decided them (preferences not applied)."""
+    return (notice.draft for notice in notices_for_event(event, registry))
+
+
+def _cached_preferences(request: Any) -> dict[str, Scopes]:
+    """Preferences read during one request (and its batch), by address."""
+    bound = getattr(request, "bound_data", None)
+    if bound is None:
+        return {}
+    return bound.setdefault("kinto_emailer.preferences", {})
+
+
+def route(notices: list[Notice], request: Any, registry: Registry) -> list[messages.Draft]:
+    """Apply preferences: mail to send now; digest entries kept; mail turned off dropped.
+
+    What each recipient gets from each scope is recorded on the way, for their page.
+    """
+    if not notices:
+        return []
+    settings = registry.emailer_settings
+    store = PreferenceStore(registry.storage)
+    known = _cached_preferences(request)
+    addresses = {n.draft.recipient.addr_spec.lower() for n in notices}
+    missing = addresses - known.keys()
+    if missing:
+        found = store.read_many(missing)
+        known.update({address: found.get(address, {}) for address in missing})
+    changed: set[str] = set()
+    digests = DigestStore(registry.storage)
+    immediate = []
+    for notice in notices:
+        address = notice.draft.recipient.addr_spec.lower()
+        scopes = known[address]
+        stored = scopes.get(notice.scope)
+        choice = stored.choice if stored else None
+        current = Scope(notice.hook.cadence, notice.hook.locked, choice)
+        if stored != current:
+            scopes[notice.scope] = current
+            changed.add(address)
+        cadence = current.cadence
+        if cadence == "immediate":
+            immediate.append(messages.with_links(notice.draft, settings.secret, (notice.scope,)))
+        elif cadence != "off":
+            collection = notice.draft.uri
+            if "/records/" in collection:
+                collection = collection.rsplit("/", 2)[0]
+            digests.add(cadence, Entry(notice.draft, notice.scope, collection))
+    for address in changed:
+        store.write(address, known[address])
+    return immediate
 
 
 def build_notification(event: Any) -> None:
@@ -230,7 +393,8 @@ def build_notification(event: Any) -> None:
         logger.warning("kinto_emailer is not in kinto.includes: no email for %r", event)
         return
     try:
-        delivery.schedule(list(drafts_for_event(event, registry)))
+        notices = list(notices_for_event(event, registry))
+        delivery.schedule(route(notices, event.request, registry))
     except Exception:
         logger.exception("Could not prepare the emails of %r", event)
 

@@ -1,14 +1,20 @@
 """RFC 5322 messages: one per recipient, ready for any SMTP server."""
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+from kinto_emailer import tokens
 from kinto_emailer.recipients import Mailbox, parse_mailbox
+
+
+# Lines up to RFC 5322's limit: folding at 78 would encode a long List-Unsubscribe URL
+# (RFC 2047), which mail providers then cannot read.
+POLICY = SMTP.clone(max_line_length=998)
 
 
 @dataclass(frozen=True)
@@ -21,7 +27,7 @@ class Outgoing:
 
     def as_bytes(self) -> bytes:
         """The message as sent: CRLF line ends, long lines encoded."""
-        return self.message.as_bytes(policy=SMTP)
+        return self.message.as_bytes(policy=POLICY)
 
 
 def thread_id(root_url: str, uri: str) -> str:
@@ -52,6 +58,10 @@ class Draft:
     root_url: str
     key: str
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    unsubscribe_url: str = ""
+    """One-click unsubscribe (RFC 8058) from the scopes this message came from."""
+    preferences_url: str = ""
+    """The recipient's preferences page."""
 
     def to_json(self) -> dict[str, str]:
         return {
@@ -63,6 +73,8 @@ class Draft:
             "root_url": self.root_url,
             "key": self.key,
             "created": self.created.isoformat(),
+            "unsubscribe_url": self.unsubscribe_url,
+            "preferences_url": self.preferences_url,
         }
 
     @classmethod
@@ -76,12 +88,33 @@ class Draft:
             root_url=data["root_url"],
             key=data["key"],
             created=datetime.fromisoformat(data["created"]),
+            unsubscribe_url=data.get("unsubscribe_url", ""),
+            preferences_url=data.get("preferences_url", ""),
         )
+
+
+def with_links(draft: Draft, secret: str, scopes: tuple[str, ...]) -> Draft:
+    """``draft`` with its signed links, for mail that came from ``scopes``."""
+    token = quote(
+        tokens.sign(secret, draft.recipient.addr_spec, scopes, draft.created.timestamp())
+    )
+    return replace(
+        draft,
+        unsubscribe_url=f"{draft.root_url}emailer/unsubscribe?token={token}",
+        preferences_url=f"{draft.root_url}emailer/page?token={token}",
+    )
+
+
+def footer(draft: Draft) -> str:
+    return (
+        f"\n-- \nChoose which emails you get: {draft.preferences_url}\n"
+        f"Unsubscribe: {draft.unsubscribe_url}\n"
+    )
 
 
 def build(draft: Draft) -> Outgoing:
     """The message of ``draft``; its subject must already be one line."""
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=POLICY)
     message["From"] = draft.sender.address
     message["To"] = draft.recipient.address
     message["Subject"] = draft.subject
@@ -92,5 +125,10 @@ def build(draft: Draft) -> Outgoing:
     message["In-Reply-To"] = reference
     message["References"] = reference
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(draft.body, charset="utf-8")
+    body = draft.body
+    if draft.unsubscribe_url:
+        message["List-Unsubscribe"] = f"<{draft.unsubscribe_url}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        body = body.rstrip("\n") + "\n" + footer(draft)
+    message.set_content(body, charset="utf-8")
     return Outgoing(draft.sender.addr_spec, draft.recipient.addr_spec, message)

@@ -34,7 +34,19 @@ class EmailerSettings:
     worker: bool = True
     """With PostgreSQL storage: run a worker thread in the Kinto process."""
     stalled_timeout: float = 30.0
-    """With PostgreSQL storage: seconds without heartbeat before a worker's jobs are retaken."""
+    """With PostgreSQL storage: seconds before a silent worker's messages go to the others."""
+    secret: str = ""
+    """Signs the links of unsubscribe and preference pages (else ``userid_hmac_secret``)."""
+    link_max_age: float = 90 * 24 * 3600.0
+    """Seconds a link of an email stays valid."""
+    digest_daily_hour: int = 17
+    """UTC hour when daily (and weekly) digests are sent."""
+    digest_weekly_day: int = 0
+    """Day of the week of weekly digests (0 is Monday)."""
+    digest_max_items: int = 50
+    """Changes listed in one digest; the others are counted ("and N more")."""
+    group_threshold: int | None = None
+    """More objects than this, for one hook and recipient in one event: one summary email."""
     debug: bool = False
     """``mail.debug_mailer``: write ``.eml`` files instead of talking SMTP."""
     debug_directory: str = "mail"
@@ -60,6 +72,32 @@ def _positive(kind: Callable[[Any], Number], noun: str) -> Callable[[str, Any], 
         return number
 
     return parse
+
+
+def _ranged(low: int, high: int) -> Callable[[str, Any], int]:
+    def parse(key: str, value: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+            return value
+        if isinstance(value, str) and value.strip().isdigit() and low <= int(value) <= high:
+            return int(value)
+        raise ConfigurationError(
+            f"Setting 'kinto.{key}' must be an integer from {low} to {high}, not {value!r}"
+        )
+
+    return parse
+
+
+def _threshold(key: str, value: Any) -> int | None:
+    if str(value).strip().lower() in _FALSE | {"none"}:
+        return None
+    return _positive(int, "integer (or 'off')")(key, value)
+
+
+def _secret(key: str, value: Any) -> str:
+    text = str(value)
+    if len(text) < 16:
+        raise ConfigurationError(f"Setting 'kinto.{key}' must be at least 16 characters long")
+    return text
 
 
 def _boolean(key: str, value: Any) -> bool:
@@ -100,6 +138,12 @@ _PARSERS = {
     "drain_timeout": _positive(float, "number"),
     "worker": lambda key, value: _boolean(f"kinto.{key}", value),
     "stalled_timeout": _positive(float, "number"),
+    "secret": _secret,
+    "link_max_age": _positive(float, "number"),
+    "digest_daily_hour": _ranged(0, 23),
+    "digest_weekly_day": _ranged(0, 6),
+    "digest_max_items": _positive(int, "integer"),
+    "group_threshold": _threshold,
 }
 
 
@@ -120,6 +164,14 @@ def parse_settings(settings: Mapping[str, Any]) -> EmailerSettings:
             raise ConfigurationError(f"Unknown setting 'kinto.{key}' (known: {known})")
         values[name] = parser(key, raw)
 
+    if "secret" not in values:
+        fallback = settings.get("userid_hmac_secret")
+        if not fallback:
+            raise ConfigurationError(
+                "Setting 'kinto.emailer.secret' is needed to sign the unsubscribe links of"
+                " emails (or set 'kinto.userid_hmac_secret', used when it is absent)"
+            )
+        values["secret"] = str(fallback)
     values["debug"] = _boolean("mail.debug_mailer", settings.get("mail.debug_mailer", False))
     if settings.get("mail.top_level_directory"):
         values["debug_directory"] = str(settings["mail.top_level_directory"])

@@ -34,8 +34,14 @@ class Received:
         return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
 
     @property
+    def text(self) -> str:
+        """The whole text, footer included."""
+        return self.message.get_content().replace("\r\n", "\n")
+
+    @property
     def body(self) -> str:
-        return self.message.get_content().replace("\r\n", "\n").strip()
+        """The text the hook rendered, without the footer of links."""
+        return self.text.split("\n-- \n", 1)[0].strip()
 
 
 @dataclass

@@ -9,9 +9,20 @@ from kinto_emailer.settings import EmailerSettings, parse_settings
 from tests.support import app_settings
 
 
+SECRET = {"userid_hmac_secret": "a secret of Kinto's"}
+
+
 class ParseSettingsTest(unittest.TestCase):
     def test_defaults(self):
-        self.assertEqual(parse_settings({}), EmailerSettings())
+        settings = {"userid_hmac_secret": "a secret of Kinto's"}
+        self.assertEqual(parse_settings(settings), EmailerSettings(secret="a secret of Kinto's"))
+
+    def test_a_secret_is_needed_to_sign_links(self):
+        with self.assertRaises(ConfigurationError) as cm:
+            parse_settings({})
+        self.assertIn("'kinto.emailer.secret'", str(cm.exception))
+        settings = {"emailer.secret": "0123456789abcdef", "userid_hmac_secret": "other"}
+        self.assertEqual(parse_settings(settings).secret, "0123456789abcdef")
 
     def test_values(self):
         settings = parse_settings(
@@ -26,6 +37,10 @@ class ParseSettingsTest(unittest.TestCase):
                 "mail.queue_path": "/tmp/queue",
                 "mail.default_sender": "a@example.com",
                 "kinto.emailer.max_recipients": "5",
+                "emailer.digest_daily_hour": "6",
+                "emailer.digest_weekly_day": 4,
+                "emailer.group_threshold": "20",
+                "userid_hmac_secret": "s",
             }
         )
         self.assertEqual(settings.allowed_domains, ("example.com", "example.org"))
@@ -37,6 +52,11 @@ class ParseSettingsTest(unittest.TestCase):
         self.assertEqual(settings.debug_directory, "/tmp/mails")
         self.assertEqual(settings.queue_path, "/tmp/queue")
         self.assertEqual(settings.default_sender, "a@example.com")
+        self.assertEqual((settings.digest_daily_hour, settings.digest_weekly_day), (6, 4))
+        self.assertEqual(settings.group_threshold, 20)
+        self.assertIsNone(
+            parse_settings({**SECRET, "emailer.group_threshold": "off"}).group_threshold
+        )
 
     def test_errors_name_the_key(self):
         cases = [
@@ -51,11 +71,15 @@ class ParseSettingsTest(unittest.TestCase):
             ({"emailer.max_age": "0"}, "'kinto.emailer.max_age'"),
             ({"mail.debug_mailer": "maybe"}, "'mail.debug_mailer'"),
             ({"mail.default_sender": "two@example.com, b@example.com"}, "'mail.default_sender'"),
+            ({"emailer.digest_daily_hour": "24"}, "'kinto.emailer.digest_daily_hour'"),
+            ({"emailer.digest_weekly_day": "monday"}, "'kinto.emailer.digest_weekly_day'"),
+            ({"emailer.group_threshold": "many"}, "'kinto.emailer.group_threshold'"),
+            ({"emailer.secret": "short"}, "'kinto.emailer.secret'"),
         ]
         for settings, message in cases:
             with self.subTest(settings=settings):
                 with self.assertRaises(ConfigurationError) as cm:
-                    parse_settings(settings)
+                    parse_settings({**SECRET, **settings})
                 self.assertIn(message, str(cm.exception))
 
 

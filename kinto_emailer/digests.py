@@ -1,0 +1,236 @@
+"""Daily and weekly digests: changes kept per recipient, then one email per window.
+
+Entries live in Kinto's storage backend (written in the transaction of the change that
+made them), under ``/emailer/digests/<cadence>/<recipient>``, with one index object per
+recipient so that sending goes through recipients page by page, never loading every
+entry at once. A digest lists the entries made before the window's end; its key (the
+recipient, the cadence and the window) lets the queue send it once, whoever runs it.
+"""
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import transaction
+from kinto.core.storage import Filter, Sort
+from kinto.core.utils import COMPARISON
+
+from kinto_emailer import messages, preferences, recipients
+from kinto_emailer.settings import EmailerSettings
+
+
+logger = logging.getLogger(__name__)
+
+ENTRY = "emailer-digest-entry"
+INDEX = "emailer-digest-recipient"
+DIGEST_CADENCES = ("daily", "weekly")
+PAGE = 100
+
+
+def window_end(at: datetime, cadence: str, settings: EmailerSettings) -> datetime:
+    """The end of the last window of ``cadence`` that ended at or before ``at``."""
+    at = at.astimezone(UTC)
+    end = at.replace(hour=settings.digest_daily_hour, minute=0, second=0, microsecond=0)
+    if end > at:
+        end -= timedelta(days=1)
+    if cadence == "weekly":
+        end -= timedelta(days=(end.weekday() - settings.digest_weekly_day) % 7)
+    return end
+
+
+def next_window_end(at: datetime, settings: EmailerSettings) -> datetime:
+    """When the next digest of any cadence is due after ``at``."""
+    return window_end(at, "daily", settings) + timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One change kept for a digest."""
+
+    draft: messages.Draft
+    scope: str
+    collection: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "draft": self.draft.to_json(),
+            "scope": self.scope,
+            "collection": self.collection,
+            "created_at": self.draft.created.timestamp(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Entry":
+        return cls(messages.Draft.from_json(data["draft"]), data["scope"], data["collection"])
+
+
+def _parent(cadence: str) -> str:
+    return f"/emailer/digests/{cadence}"
+
+
+def _entries_parent(cadence: str, address: str) -> str:
+    return f"{_parent(cadence)}/{preferences.object_id(address)}"
+
+
+class DigestStore:
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+
+    def add(self, cadence: str, entry: Entry) -> None:
+        """Keep ``entry`` for the next digest of its recipient (in the current transaction)."""
+        address = entry.draft.recipient.addr_spec.lower()
+        self.storage.update(
+            resource_name=INDEX,
+            parent_id=_parent(cadence),
+            object_id=preferences.object_id(address),
+            obj={"recipient": str(entry.draft.recipient)},
+        )
+        self.storage.update(
+            resource_name=ENTRY,
+            parent_id=_entries_parent(cadence, address),
+            object_id=entry.draft.key[:32],
+            obj=entry.to_json(),
+        )
+
+    def recipients(self, cadence: str) -> Iterator[list[str]]:
+        """Pages of recipients with entries, in a stable order, one query a page."""
+        last = ""
+        while True:
+            page = self.storage.list_all(
+                resource_name=INDEX,
+                parent_id=_parent(cadence),
+                sorting=[Sort("id", 1)],
+                pagination_rules=[[Filter("id", last, COMPARISON.GT)]] if last else None,
+                limit=PAGE,
+            )
+            if not page:
+                return
+            yield [obj["recipient"] for obj in page]
+            last = page[-1]["id"]
+
+    def take(
+        self, cadence: str, recipient: str, before: datetime, limit: int
+    ) -> tuple[list[Entry], int]:
+        """The newest ``limit`` entries made before ``before``, and how many there were.
+
+        All of them are deleted (with the current transaction); the recipient's index
+        object too, when nothing newer is left.
+        """
+        address = recipients.parse_mailbox(recipient).addr_spec.lower()
+        parent = _entries_parent(cadence, address)
+        older = [Filter("created_at", before.timestamp(), COMPARISON.LT)]
+        count = self.storage.count_all(resource_name=ENTRY, parent_id=parent, filters=older)
+        newest = self.storage.list_all(
+            resource_name=ENTRY,
+            parent_id=parent,
+            filters=older,
+            sorting=[Sort("created_at", -1)],
+            limit=limit,
+        )
+        self.storage.delete_all(
+            resource_name=ENTRY, parent_id=parent, filters=older, with_deleted=False
+        )
+        if not self.storage.count_all(resource_name=ENTRY, parent_id=parent):
+            self.storage.delete_all(
+                resource_name=INDEX,
+                parent_id=_parent(cadence),
+                filters=[Filter("id", preferences.object_id(address), COMPARISON.EQ)],
+                with_deleted=False,
+            )
+        return [Entry.from_json(obj) for obj in newest], count
+
+
+def link(entry: Entry) -> str:
+    return f"{entry.draft.root_url.rstrip('/')}{entry.draft.uri}"
+
+
+def digest_draft(
+    cadence: str, end: datetime, entries: list[Entry], total: int, settings: EmailerSettings
+) -> messages.Draft:
+    """One recipient's digest: entries grouped by collection, newest first."""
+    newest = entries[0].draft
+    by_collection: dict[str, list[Entry]] = {}
+    for entry in entries:
+        by_collection.setdefault(entry.collection, []).append(entry)
+    lines = [f"{total} change(s) until {end:%Y-%m-%d %H:%M} UTC."]
+    for collection, group in by_collection.items():
+        lines += ["", collection]
+        lines += [
+            f"  {e.draft.created:%Y-%m-%d %H:%M}  {e.draft.subject}  {link(e)}" for e in group
+        ]
+    if total > len(entries):
+        lines += ["", f"and {total - len(entries)} more"]
+    recipient = newest.recipient
+    sender = (
+        recipients.parse_mailbox(settings.default_sender)
+        if settings.default_sender
+        else newest.sender
+    )
+    draft = messages.Draft(
+        sender,
+        recipient,
+        f"{cadence.capitalize()} digest: {total} change(s)",
+        "\n".join(lines) + "\n",
+        f"/emailer/digests/{cadence}",
+        newest.root_url,
+        key=messages.idempotency_key(
+            "digest", recipient.addr_spec.lower(), cadence, end.isoformat()
+        ),
+        created=end,
+    )
+    scopes = tuple(dict.fromkeys(e.scope for e in entries))
+    return messages.with_links(draft, settings.secret, scopes)
+
+
+def send_digests(
+    storage: Any,
+    settings: EmailerSettings,
+    at: datetime,
+    schedule: Callable[[list[messages.Draft]], None],
+) -> int:
+    """Queue the digests due at ``at`` (one transaction per page of recipients); how many."""
+    store = DigestStore(storage)
+    sent = 0
+    for cadence in DIGEST_CADENCES:
+        end = window_end(at, cadence, settings)
+        for page in store.recipients(cadence):
+            with transaction.manager:
+                drafts = []
+                for recipient in page:
+                    entries, total = store.take(cadence, recipient, end, settings.digest_max_items)
+                    if entries:
+                        drafts.append(digest_draft(cadence, end, entries, total, settings))
+                schedule(drafts)
+            sent += len(drafts)
+    return sent
+
+
+class DigestScheduler:
+    """A thread that sends the digests when their windows end (``kinto.emailer.worker``)."""
+
+    def __init__(self, run: Callable[[datetime], object], settings: EmailerSettings) -> None:
+        self._run = run
+        self._settings = settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name="kinto-emailer-digests", daemon=True
+        )
+
+    def _loop(self) -> None:
+        while True:
+            due = next_window_end(datetime.now(UTC), self._settings)
+            if self._stop.wait((due - datetime.now(UTC)).total_seconds()):
+                return
+            try:
+                self._run(due)
+            except Exception:
+                logger.exception("Could not send the digests due at %s", due)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,105 @@
+"""What each recipient chose to receive, kept in Kinto's storage backend.
+
+One object per address (resource ``emailer-preferences``), so that every Kinto node and
+worker sees the same choices, on PostgreSQL as on the memory backend. For each scope
+(the bucket or collection holding the hooks) that mailed the address, it keeps the
+hooks' cadence, whether the hooks lock it, and the recipient's own choice, if any.
+"""
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from kinto.core.storage import Filter
+from kinto.core.utils import COMPARISON
+
+
+RESOURCE = "emailer-preferences"
+PARENT = "/emailer"
+CADENCES = ("immediate", "daily", "weekly")
+CHOICES = (*CADENCES, "off")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One source of mail for one recipient."""
+
+    default: str = "immediate"
+    """The cadence the hooks set."""
+    locked: bool = False
+    """Set by a ``non_editable`` hook: the recipient's choice does not apply."""
+    choice: str | None = None
+    """The recipient's choice: a cadence, or ``off``."""
+
+    @property
+    def cadence(self) -> str:
+        """What the recipient gets: a cadence, or ``off``."""
+        if self.locked or self.choice is None:
+            return self.default
+        return self.choice
+
+    def to_json(self) -> dict[str, Any]:
+        return {"default": self.default, "locked": self.locked, "choice": self.choice}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Scope":
+        return cls(str(data["default"]), bool(data["locked"]), data.get("choice"))
+
+
+Scopes = dict[str, Scope]
+
+
+def object_id(address: str) -> str:
+    """The id of an address's object: addresses are not valid Kinto ids."""
+    return hashlib.sha256(address.lower().encode()).hexdigest()[:32]
+
+
+class LockedScope(ValueError):
+    """The hooks of this scope do not let recipients change what they get."""
+
+
+def choose(scopes: Scopes, scope: str, choice: str | None) -> Scopes:
+    """``scopes`` with ``choice`` for ``scope``; LockedScope or ValueError if not allowed."""
+    if choice is not None and choice not in CHOICES:
+        raise ValueError(f"{choice!r} is not one of {', '.join(CHOICES)}")
+    current = scopes.get(scope)
+    if current is None:
+        raise KeyError(scope)
+    if current.locked:
+        raise LockedScope(scope)
+    return {**scopes, scope: replace(current, choice=choice)}
+
+
+class PreferenceStore:
+    """Reads and writes preferences through Kinto's storage backend (its transaction)."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+
+    def read_many(self, addresses: Iterable[str]) -> dict[str, Scopes]:
+        """The scopes of each address that has any, in one query."""
+        by_id = {object_id(a): a.lower() for a in addresses}
+        if not by_id:
+            return {}
+        objects = self.storage.list_all(
+            resource_name=RESOURCE,
+            parent_id=PARENT,
+            filters=[Filter("id", list(by_id), COMPARISON.IN)],
+        )
+        return {
+            obj["email"]: {uri: Scope.from_json(s) for uri, s in obj["scopes"].items()}
+            for obj in objects
+        }
+
+    def read(self, address: str) -> Scopes:
+        return self.read_many([address]).get(address.lower(), {})
+
+    def write(self, address: str, scopes: Scopes) -> None:
+        obj = {
+            "email": address.lower(),
+            "scopes": {uri: scope.to_json() for uri, scope in scopes.items()},
+        }
+        self.storage.update(
+            resource_name=RESOURCE, parent_id=PARENT, object_id=object_id(address), obj=obj
+        )
