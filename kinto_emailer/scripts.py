@@ -9,12 +9,13 @@ import signal
 import sys
 import threading
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from pyramid.exceptions import ConfigurationError
 from pyramid.paster import bootstrap, setup_logging
 
-from kinto_emailer import messages, recipients
+from kinto_emailer import messages, recipients, send_digests
 from kinto_emailer.errors import EmailerError
 
 
@@ -127,6 +128,22 @@ def resend_failed(config: str, keys: list[str]) -> int:
     return 0
 
 
+def send_due_digests(config: str, at: str | None) -> int:
+    """The digests due at ``at`` (else now), queued with the mail; several runs send one each."""
+    try:
+        moment = datetime.fromisoformat(at) if at else datetime.now(UTC)
+    except ValueError as e:
+        raise EmailerError(f"--at: {e}") from e
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    registry = _load(config)
+    count = send_digests(registry, moment)
+    # On the memory backend the digests go from this process: let them out.
+    registry.emailer_delivery.close(registry.emailer_settings.drain_timeout)
+    print(f"{count} digest(s) queued")
+    return 0
+
+
 def install_tables(config: str) -> int:
     _queue(config).install()
     print("The mail queue tables are installed")
@@ -144,11 +161,14 @@ def emailer_main(args: list[str] | None = None) -> int:
         ("failed", "list the messages given up, with their last error"),
         ("resend", "queue failed messages again (all, or those of the keys given)"),
         ("migrate", "create the queue's tables (kinto migrate does it too)"),
+        ("send-digests", "send the daily and weekly digests due now (or --at)"),
     ]:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("config", help="the Kinto .ini file")
         if name == "resend":
             command.add_argument("keys", nargs="*", help="keys shown by 'failed'")
+        if name == "send-digests":
+            command.add_argument("--at", help="an ISO 8601 moment (UTC unless it says)")
     options = parser.parse_args(args)
     try:
         if options.command == "worker":
@@ -159,6 +179,8 @@ def emailer_main(args: list[str] | None = None) -> int:
             return show_failed(options.config)
         if options.command == "resend":
             return resend_failed(options.config, options.keys)
+        if options.command == "send-digests":
+            return send_due_digests(options.config, options.at)
         return install_tables(options.config)
     except EmailerError as e:
         print(f"kinto-emailer: {e}", file=sys.stderr)

@@ -180,7 +180,8 @@ def preferences_post(request: Request) -> Response:
 
 def _address(request: Request) -> str:
     """The email address of the authenticated user; 401 or 403 otherwise."""
-    userid = request.prefixed_userid
+    # Authenticating sets the policy's name, that prefixed_userid needs.
+    userid = request.prefixed_userid if request.authenticated_userid else None
     if userid is None:
         raise http_error(
             HTTPUnauthorized(),

@@ -1,6 +1,7 @@
 """The plugin's suites again, on Kinto's PostgreSQL backends (as in production)."""
 
 import tests.test_plugin as plugin
+import tests.test_preferences as preferences
 import tests.test_transactions as transactions
 import tests.test_validation as validation
 from tests.support import POSTGRESQL_URL, skip_unless_postgresql
@@ -52,4 +53,24 @@ class EventsTest(PostgreSQL, transactions.EventsTest):
 
 @skip_unless_postgresql
 class MaildirQueueTest(PostgreSQL, transactions.MaildirQueueTest):
+    pass
+
+
+@skip_unless_postgresql
+class UnsubscribeTest(PostgreSQL, preferences.UnsubscribeTest):
+    pass
+
+
+@skip_unless_postgresql
+class PreferencesPageTest(PostgreSQL, preferences.PreferencesPageTest):
+    pass
+
+
+@skip_unless_postgresql
+class DigestTest(PostgreSQL, preferences.DigestTest):
+    pass
+
+
+@skip_unless_postgresql
+class GroupingTest(PostgreSQL, preferences.GroupingTest):
     pass

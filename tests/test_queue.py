@@ -176,6 +176,24 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
         # A worker prunes when it starts, then every minute.
         self.assertTrue(eventually(lambda: self.queue.status()["sent"] == 1, timeout=10))
 
+    def test_two_digest_runs_at_once_send_one_digest_each(self):
+        everyone = [f"r{i}@example.com" for i in range(20)]
+        self.put_hooks("/buckets/b", {**HOOK, "cadence": "daily", "recipients": everyone})
+        self.create_records(3)
+        self.assertEqual(self.queue.status()["queued"], 0)
+        at = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)).isoformat()
+        command = [os.path.join(BIN, "kinto-emailer"), "send-digests", self.config, "--at", at]
+        runs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        outputs = [run.communicate()[0] for run in runs]
+        self.assertTrue(all("digest(s) queued" in output for output in outputs), outputs)
+        self.start_worker()
+        self.sink.wait_for(20)
+        self.assertTrue(self.queue.join(30))
+        self.assertEqual(sorted(m.rcpt_tos[0] for m in self.sink.received), sorted(everyone))
+        self.assertEqual(
+            {m.message["Subject"] for m in self.sink.received}, {"Daily digest: 3 change(s)"}
+        )
+
     def test_two_workers_never_send_the_same_message(self):
         self.create_records(200)
         self.start_worker()
