@@ -66,11 +66,15 @@ class ReadmeTest(unittest.TestCase):
             value = getattr(defaults, name)
             if isinstance(value, bool):
                 expected = f"``{str(value).lower()}``"
+            elif value is None:
+                expected = "(off)"
+            elif isinstance(value, str):
+                expected = "(``kinto.userid_hmac_secret``)"
             elif isinstance(value, tuple):
                 expected = " ".join(f"{v:g}" for v in value)
                 expected = f"``{expected}``" if value else "(any domain)"
             else:
-                expected = f"``{value:g}``"
+                expected = f"``{value:.15g}``"
             self.assertEqual(rows[f"kinto.emailer.{name}"], expected, name)
         self.assertEqual(rows["mail.top_level_directory"], f"``{defaults.debug_directory}``")
         smtp = Mailer().smtp_mailer
