@@ -58,6 +58,11 @@ button {{ font-size: 1rem; padding: 0.5rem 1.25rem; }}
 def page(title: str, content: str, status: int = 200) -> Response:
     text = PAGE.format(title=html.escape(title), content=content)
     response = Response(text, status=status, content_type="text/html", charset="utf-8")
+    # Kinto's default policy forbids everything, the page's own style included.
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self';"
+        " frame-ancestors 'none'; base-uri 'none'"
+    )
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response

@@ -1,0 +1,379 @@
+"""The recipient pages (unsubscribe, preferences) in a real headless Chromium.
+
+The Kinto app of :class:`EmailerWebTest` is served over real HTTP on 127.0.0.1 and records
+are created through that server, so the links of the emails point at it and the browser
+follows them as a recipient would. Needs Debian's ``chromium`` and ``chromium-driver``
+(``.ci/run`` installs them): elsewhere the tests are skipped, in CI they fail.
+"""
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+import unittest
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.policy import compat32
+from socketserver import ThreadingMixIn
+from typing import Any
+from urllib.parse import urlsplit
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import requests
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.support import IN_CI, EmailerWebTest, Received
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+MISSING = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
+INSTALL = "apt-get install -y --no-install-recommends chromium chromium-driver"
+
+# The network is closed: without these Chromium waits on connections to Google's services.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+WAIT = 10.0
+CHOICES = ("immediate", "daily", "weekly", "off")
+
+A = "a@example.com"
+B = "b@example.com"
+HOOK = {"template": "{uri}", "recipients": [A, B], "resource_name": "record"}
+
+# The text body ends with this footer; whether the URLs stand in angle brackets is left open.
+FOOTER = re.compile(
+    r"\n-- \nChoose which emails you get: <?(?P<page>\S+?)>?\n"
+    r"Unsubscribe: <?(?P<unsubscribe>\S+?)>?\n\Z"
+)
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # One line per request would bury pytest's output.
+
+
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    # Chromium opens spare connections it may never use: one thread each, or they block.
+    daemon_threads = True
+
+
+def start_chromium(profile: str) -> WebDriver:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    # A driver path given: Selenium Manager is never asked (it would download one).
+    service = Service(executable_path=CHROMEDRIVER)
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(30)
+    return driver
+
+
+def needs_chromium(cls: type) -> type:
+    """Skipped where the browser is missing, except in CI, which must run these tests."""
+    if MISSING and not IN_CI:
+        reason = f"needs Debian's Chromium: {', '.join(MISSING)} missing (`{INSTALL}`)"
+        return unittest.skip(reason)(cls)
+    return cls
+
+
+@dataclass(frozen=True)
+class Links:
+    page: str
+    unsubscribe: str
+
+
+@needs_chromium
+class BrowserTest(EmailerWebTest):
+    driver: WebDriver
+    server: WSGIServer
+    base_url: str
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        if MISSING:
+            # Only reached in CI, where a browser test that skips would hide a broken install.
+            raise RuntimeError(f"CI=true but {', '.join(MISSING)} missing: run `{INSTALL}`")
+        super().setUpClass()
+        profile = tempfile.mkdtemp(prefix="kinto-emailer-chromium-")
+        cls.addClassCleanup(shutil.rmtree, profile, ignore_errors=True)
+        cls.driver = start_chromium(profile)
+        cls.addClassCleanup(cls.driver.quit)
+
+    def setUp(self) -> None:
+        super().setUp()
+        # The very app that self.app tests, served over HTTP for the browser.
+        self.server = make_server(
+            "127.0.0.1", 0, self.app.app, ThreadingWSGIServer, handler_class=QuietHandler
+        )
+        thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        thread.start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_port}"
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+
+    def tearDown(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        super().tearDown()
+
+    # Emails.
+
+    def create_record_over_http(self, uri: str = "/buckets/b/collections/c/records") -> Any:
+        """Through the HTTP server: the links of the emails are built from its address."""
+        response = requests.post(
+            f"{self.base_url}/v1{uri}", json={"data": {}}, headers=self.headers, timeout=WAIT
+        )
+        self.assertEqual(response.status_code, 201, response.text)
+        return response
+
+    def recipients_of_next_record(self) -> set[str]:
+        self.sink.clear()
+        self.create_record_over_http()
+        return {rcpt for mail in self.mails() for rcpt in mail.rcpt_tos}
+
+    def mail_to(self, address: str) -> Received:
+        [mail] = [m for m in self.mails() if address in m.rcpt_tos]
+        return mail
+
+    def links(self, mail: Received) -> Links:
+        """The footer's links, checked against the List-Unsubscribe headers."""
+        text = mail.message.get_content().replace("\r\n", "\n")
+        match = FOOTER.search(text)
+        self.assertIsNotNone(match, f"no footer at the end of:\n{text}")
+        assert match is not None
+        links = Links(match["page"], match["unsubscribe"])
+        self.assertTrue(links.page.startswith(f"{self.base_url}/v1/emailer/page?token="), links)
+        self.assertTrue(
+            links.unsubscribe.startswith(f"{self.base_url}/v1/emailer/unsubscribe?token="), links
+        )
+        self.assertEqual(mail.message["List-Unsubscribe"], f"<{links.unsubscribe}>")
+        self.assertEqual(mail.message["List-Unsubscribe-Post"], "List-Unsubscribe=One-Click")
+        return links
+
+    def links_of_first_mail(self, address: str = A) -> Links:
+        self.create_record_over_http()
+        return self.links(self.mail_to(address))
+
+    # Pages.
+
+    def open(self, url: str) -> None:
+        self.driver.get(url)
+        self.assertEqual(self.navigation()["status"], 200, self.driver.page_source)
+
+    def navigation(self) -> dict:
+        """What the browser knows of the page's own request (Chromium 109+)."""
+        return self.driver.execute_script(
+            "const n = performance.getEntriesByType('navigation')[0];"
+            "return {status: n.responseStatus, redirects: n.redirectCount};"
+        )
+
+    def until(self, condition: Any, message: str) -> Any:
+        try:
+            return WebDriverWait(self.driver, WAIT).until(condition)
+        except Exception as e:
+            raise AssertionError(f"{message}; page:\n{self.driver.page_source}") from e
+
+    def post_form(self) -> WebElement:
+        forms = [
+            f
+            for f in self.driver.find_elements(By.TAG_NAME, "form")
+            if (f.get_attribute("method") or "").lower() == "post"
+        ]
+        self.assertEqual(len(forms), 1, self.driver.page_source)
+        return forms[0]
+
+    def submit_button(self) -> WebElement:
+        buttons = self.post_form().find_elements(By.CSS_SELECTOR, 'button[type="submit"]')
+        self.assertEqual(len(buttons), 1, self.driver.page_source)
+        return buttons[0]
+
+    def h1(self) -> str:
+        return self.driver.find_element(By.TAG_NAME, "h1").text
+
+    def radios(self, scope: str) -> dict[str, WebElement]:
+        """The radio inputs of ``scope`` by value; matched by name, not by legend text."""
+        found = [
+            r
+            for r in self.driver.find_elements(By.CSS_SELECTOR, 'input[type="radio"]')
+            if r.get_attribute("name") == scope
+        ]
+        by_value = {r.get_attribute("value"): r for r in found}
+        self.assertEqual(len(found), len(CHOICES), f"radios of {scope}: {list(by_value)}")
+        self.assertEqual(set(by_value), set(CHOICES))
+        return by_value
+
+    def checked(self, scope: str) -> list[str]:
+        return [value for value, r in self.radios(scope).items() if r.is_selected()]
+
+    def fieldset(self, element: WebElement) -> WebElement:
+        fieldset = self.driver.execute_script("return arguments[0].closest('fieldset')", element)
+        self.assertIsNotNone(fieldset, "radio outside any <fieldset>")
+        return fieldset
+
+    def label_of(self, radio: WebElement) -> WebElement:
+        radio_id = radio.get_attribute("id")
+        self.assertTrue(radio_id, f"radio {radio.get_attribute('value')} has no id")
+        labels = self.driver.execute_script(
+            "return Array.from(document.querySelectorAll('label'))"
+            ".filter(l => l.htmlFor === arguments[0])",
+            radio_id,
+        )
+        self.assertEqual(len(labels), 1, f"<label for={radio_id!r}>")
+        return labels[0]
+
+    def tab_to(self, target: WebElement, most: int = 40) -> int:
+        """Press TAB from the top of the page until ``target`` has the focus; the count."""
+        self.driver.execute_script("document.activeElement && document.activeElement.blur()")
+        focused = "return document.activeElement === arguments[0]"
+        for presses in range(1, most + 1):
+            ActionChains(self.driver).send_keys(Keys.TAB).perform()
+            if self.driver.execute_script(focused, target):
+                return presses
+        self.fail(f"{target.text!r} not reached after {most} TAB presses")
+
+
+class UnsubscribePageTest(BrowserTest):
+    def setUp(self) -> None:
+        super().setUp()
+        self.put_hooks("/buckets/b", HOOK)
+
+    def test_get_changes_nothing_and_the_button_unsubscribes(self):
+        links = self.links_of_first_mail()
+
+        self.open(links.unsubscribe)
+        self.assertEqual(self.driver.find_element(By.TAG_NAME, "html").get_attribute("lang"), "en")
+        button = self.submit_button()
+        self.assertIn("Unsubscribe", button.text)
+        # Mail scanners and link previews fetch links: a GET must not unsubscribe.
+        self.assertEqual(self.recipients_of_next_record(), {A, B})
+
+        self.submit_button().click()
+        self.until(lambda d: "unsubscribed" in self.h1().lower(), "no 'unsubscribed' <h1>")
+        self.assertEqual(self.navigation()["status"], 200)
+        hrefs = [a.get_attribute("href") for a in self.driver.find_elements(By.TAG_NAME, "a")]
+        self.assertIn(links.page, hrefs)
+
+        self.assertEqual(self.recipients_of_next_record(), {B})
+
+    def test_list_unsubscribe_header_as_sent(self):
+        self.create_record_over_http()
+        mail = self.mail_to(A)
+        unsubscribe = self.links(mail).unsubscribe
+        # As sent, not as Python decodes it: a mail client's one-click unsubscribe reads the
+        # raw header. RFC 2369 ignores whitespace between the brackets; RFC 2047 words break it.
+        raw = message_from_bytes(mail.data, policy=compat32)["List-Unsubscribe"]
+        self.assertEqual(re.sub(r"\s+", "", str(raw)), f"<{unsubscribe}>")
+
+
+class PreferencesPageTest(BrowserTest):
+    def test_turning_a_scope_off(self):
+        self.put_hooks("/buckets/b", HOOK)
+        links = self.links_of_first_mail()
+
+        self.open(links.page)
+        self.assertEqual(self.driver.find_element(By.TAG_NAME, "html").get_attribute("lang"), "en")
+        self.assertTrue(self.h1())
+        self.post_form()
+        radios = self.radios("/buckets/b")
+        legend = self.fieldset(radios["off"]).find_element(By.TAG_NAME, "legend")
+        self.assertIn("/buckets/b", legend.text)
+        self.assertEqual(self.checked("/buckets/b"), ["immediate"])
+
+        # A click on the label, as a person does, must select its radio.
+        self.label_of(radios["off"]).click()
+        self.assertTrue(radios["off"].is_selected())
+        save = self.submit_button()
+        self.assertIn("Save", save.text)
+        save.click()
+
+        self.until(
+            lambda d: any(
+                "saved" in s.text.lower()
+                for s in d.find_elements(By.CSS_SELECTOR, '[role="status"]')
+            ),
+            "no role=status element saying 'saved'",
+        )
+        # POST, then 303 to the page itself.
+        self.assertEqual(urlsplit(self.driver.current_url).path, "/v1/emailer/page")
+        self.assertEqual(self.navigation(), {"status": 200, "redirects": 1})
+        self.assertEqual(self.checked("/buckets/b"), ["off"])
+
+        self.assertEqual(self.recipients_of_next_record(), {B})
+
+    def test_a_non_editable_hook_is_locked(self):
+        self.put_hooks("/buckets/b/collections/c", {**HOOK, "non_editable": True})
+        links = self.links_of_first_mail()
+
+        self.open(links.page)
+        scope = "/buckets/b/collections/c"
+        radios = self.radios(scope)
+        fieldset = self.fieldset(radios["immediate"])
+        self.assertIn(scope, fieldset.find_element(By.TAG_NAME, "legend").text)
+        self.assertIn("locked", fieldset.text.lower())
+        self.assertEqual([v for v, r in radios.items() if r.is_enabled()], [])
+        self.assertEqual(self.checked(scope), ["immediate"])
+
+
+class AccessibilityTest(BrowserTest):
+    """What the DOM tells: language, labels, keyboard access."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.put_hooks("/buckets/b", HOOK)
+        self.mail_links = self.links_of_first_mail()
+
+    def assert_language(self) -> None:
+        lang = self.driver.execute_script("return document.documentElement.lang")
+        self.assertEqual(lang, "en")
+
+    def assert_styled(self) -> None:
+        # The page's own style applies: no security policy of Kinto's blocks it.
+        width = self.driver.execute_script("return getComputedStyle(document.body).maxWidth")
+        self.assertNotEqual(width, "none")
+
+    def test_preferences_page(self):
+        self.open(self.mail_links.page)
+        self.assert_language()
+        self.assert_styled()
+        radios = self.driver.find_elements(By.CSS_SELECTOR, 'input[type="radio"]')
+        self.assertTrue(radios)
+        for radio in radios:
+            name, value = radio.get_attribute("name"), radio.get_attribute("value")
+            with self.subTest(name=name, value=value):
+                self.assertTrue(self.label_of(radio).text.strip(), "empty label")
+                # Radios of one scope are a group: a screen reader announces its legend.
+                self.fieldset(radio).find_element(By.TAG_NAME, "legend")
+
+        save = self.submit_button()
+        self.tab_to(save)
+        # Reached, and usable: ENTER on the focused button saves.
+        ActionChains(self.driver).send_keys(Keys.ENTER).perform()
+        self.until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, '[role="status"]'),
+            "ENTER on Save showed no role=status element",
+        )
+
+    def test_unsubscribe_page(self):
+        self.open(self.mail_links.unsubscribe)
+        self.assert_language()
+        self.assert_styled()
+        self.tab_to(self.submit_button())
+        # Only reached: pressing it would unsubscribe, which the other test covers.
+        self.assertEqual(self.recipients_of_next_record(), {A, B})
