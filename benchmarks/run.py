@@ -7,6 +7,7 @@ server (aiosmtpd, started here) and, for the PostgreSQL rows, the server on
 
 import collections
 import contextlib
+import json
 import os
 import smtplib
 import statistics
@@ -15,7 +16,9 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import webtest
@@ -25,7 +28,8 @@ from kinto import main as kinto_main
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from kinto_emailer import jobs, messages  # noqa: E402
+from kinto_emailer import digests, jobs, messages, send_digests  # noqa: E402
+from kinto_emailer.preferences import object_id  # noqa: E402
 from kinto_emailer.recipients import parse_mailbox  # noqa: E402
 from kinto_emailer.settings import EmailerSettings  # noqa: E402
 from tests.support import (  # noqa: E402
@@ -39,6 +43,7 @@ from tests.support import (  # noqa: E402
 
 ROUNDS = 30
 DELIVERY_ROUNDS = 5
+GROUPING_ROUNDS = 5
 DATABASE = POSTGRESQL_URL.rsplit("/", 1)[0] + "/kinto_emailer_bench"
 HEADERS = {**ALICE, "Content-Type": "application/json"}
 HOOK = {"template": "{action}d {uri}: {new[title]}", "recipients": ["a@example.com"]}
@@ -93,10 +98,12 @@ def settle(app: webtest.TestApp) -> None:
         delivery.join()
 
 
-def compare(variants: dict[str, tuple[webtest.TestApp, Callable[[], object]]]) -> list[float]:
+def compare(
+    variants: dict[str, tuple[webtest.TestApp, Callable[[], object]]], rounds: int = ROUNDS
+) -> list[float]:
     """Median seconds of each variant, run interleaved."""
     samples: dict[str, list[float]] = {label: [] for label in variants}
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for label, (app, action) in variants.items():
             started = time.perf_counter()
             action()
@@ -162,6 +169,126 @@ def write_rows(sink: SMTPSink, slow_sink: SMTPSink, postgresql: bool) -> list[tu
         close(slow, fast)
     close(on, off, nothing)
     return rows
+
+
+def grouping_row(sink: SMTPSink, postgresql: bool) -> tuple:
+    """A batch of 1000 creates with grouping on, against a hook matching nothing."""
+    where = "PostgreSQL" if postgresql else "memory"
+    everyone = ["a@example.com", "b@example.com", "c@example.com"]
+    grouped = {**HOOK, "recipients": everyone, "group_threshold": 10}
+    on = make_app(sink, grouped, postgresql, bucket="grouped")
+    nothing = make_app(sink, {**grouped, "record_id": "never"}, postgresql, bucket="none")
+    on_seconds, nothing_seconds = compare(
+        {
+            "on": (on, post(on, "/batch", batch("grouped", 1000))),
+            "nothing": (nothing, post(nothing, "/batch", batch("none", 1000))),
+        },
+        rounds=GROUPING_ROUNDS,
+    )
+    sink.clear()
+    post(on, "/batch", batch("grouped", 1000))()
+    settle(on)
+    mails = len(sink.received)
+    close(on, nothing)
+    return (
+        f"batch of 1000 creates, grouping on / hook matching nothing ({where}): "
+        f"{mails} emails for {len(everyone)} recipients",
+        "<= 1.25",
+        on_seconds,
+        nothing_seconds,
+    )
+
+
+def queue_digest_entries(recipients: int, per_recipient: int) -> None:
+    """``recipients`` x ``per_recipient`` digest entries, copied into Kinto's objects table.
+
+    The rows are those DigestStore.add writes, made in bulk: writing 100,000 of them one
+    storage call at a time would take minutes.
+    """
+    sender = parse_mailbox("Kinto <kinto@example.com>")
+    created = datetime.now(UTC) - timedelta(hours=1)
+    columns = "id, parent_id, resource_name, last_modified, data, deleted"
+    with psycopg.connect(DATABASE) as connection:
+        cursor = connection.cursor()
+        with cursor.copy(f"COPY objects ({columns}) FROM STDIN") as copy:
+            for n in range(recipients):
+                recipient = parse_mailbox(f"user{n}@example.com")
+                address = recipient.addr_spec
+                index = json.dumps({"recipient": address})
+                copy.write_row(
+                    (
+                        object_id(address),
+                        digests.index_parent("daily"),
+                        digests.INDEX,
+                        created + timedelta(milliseconds=n),
+                        index,
+                        False,
+                    )
+                )
+                for i in range(per_recipient):
+                    uri = f"/buckets/b/collections/c{i % 3}/records/r{n}-{i}"
+                    draft = messages.Draft(
+                        sender,
+                        recipient,
+                        f"Record r{n}-{i} created",
+                        f"created {uri}",
+                        uri,
+                        "http://localhost/v1/",
+                        key=messages.idempotency_key("bench-digest", n, i),
+                        created=created,
+                    )
+                    entry = digests.Entry(draft, "/buckets/b", uri.rsplit("/", 2)[0])
+                    copy.write_row(
+                        (
+                            draft.key[:32],
+                            digests.entries_parent("daily", address),
+                            digests.ENTRY,
+                            # Kinto's objects table wants one timestamp per object of a parent.
+                            created + timedelta(milliseconds=i),
+                            json.dumps(entry.to_json()),
+                            False,
+                        )
+                    )
+
+
+def digest_run(sink: SMTPSink, recipients: int, traced: bool) -> tuple[float, int, int]:
+    """Seconds and peak traced bytes of sending the daily digests; how many were queued."""
+    app = make_app(sink, HOOK, postgresql=True, bucket="digests", worker=False)
+    registry = app.app.registry
+    queue_digest_entries(recipients, 10)
+    at = datetime.now(UTC) + timedelta(days=1)
+    if traced:
+        tracemalloc.start()
+    started = time.perf_counter()
+    count = send_digests(registry, at)
+    elapsed = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1] if traced else 0
+    tracemalloc.stop()
+    with psycopg.connect(DATABASE, autocommit=True) as connection:
+        connection.execute("TRUNCATE kinto_emailer_jobs")
+    close(app)
+    return elapsed, peak, count
+
+
+def digest_rows(sink: SMTPSink) -> list[tuple]:
+    seconds, _, count = digest_run(sink, 10_000, traced=False)
+    small_peak = digest_run(sink, 1_000, traced=True)[1]
+    large_peak = digest_run(sink, 10_000, traced=True)[1]
+    return [
+        (
+            f"daily digests of 10000 recipients x 10 changes: {count} digests queued",
+            "(printed)",
+            seconds,
+            None,
+            None,
+        ),
+        (
+            "peak traced memory while making them: 10000 recipients / 1000 recipients",
+            "memory ~1",
+            large_peak,
+            small_peak,
+        ),
+    ]
 
 
 def drafts(count: int) -> list[messages.Draft]:
@@ -374,25 +501,31 @@ def main() -> int:
     slow_sink = SMTPSink(delay=0.2).start()
     try:
         rows = write_rows(sink, slow_sink, postgresql=False)
+        rows.append(grouping_row(sink, postgresql=False))
         if postgresql_available(DATABASE):
             empty_database(sink)
             rows += write_rows(sink, slow_sink, postgresql=True)
             rows += delivery_rows(sink)
+            rows.append(grouping_row(sink, postgresql=True))
+            rows += digest_rows(sink)
         else:
             print(f"No PostgreSQL at {DATABASE}: its rows are left out.")
     finally:
         sink.stop()
         slow_sink.stop()
 
-    print(f"\n{'measure':<84} {'target':>14} {'A':>10} {'B':>10} {'ratio':>7}")
+    print(f"\n{'measure':<96} {'target':>14} {'A':>10} {'B':>10} {'ratio':>7}")
     for name, target, a, b, *ratio in rows:
         value = ratio[0] if ratio else a / b
-        b_text = f"{b * 1000:>8.1f}ms" if b is not None else f"{'':>10}"
+        unit = "MiB" if "memory" in target else "ms"
+        scale = 1 / 2**20 if unit == "MiB" else 1000
+        b_text = f"{b * scale:>7.1f}{unit:<3}" if b is not None else f"{'':>10}"
         r_text = f"{value:>7.2f}" if value is not None else f"{'':>7}"
-        print(f"{name:<84} {target:>14} {a * 1000:>8.1f}ms {b_text} {r_text}")
+        print(f"{name:<96} {target:>14} {a * scale:>7.1f}{unit:<3} {b_text} {r_text}")
     print(
         f"\nA and B: medians of {ROUNDS} interleaved rounds ({DELIVERY_ROUNDS} for the delivery"
-        " of 1000 messages; the 10000 are drained once)."
+        f" of 1000 messages, {GROUPING_ROUNDS} for batches of 1000; the 10000 messages are"
+        " drained once, the digests made once each)."
     )
     return 0
 

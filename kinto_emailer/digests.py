@@ -67,12 +67,12 @@ class Entry:
         return cls(messages.Draft.from_json(data["draft"]), data["scope"], data["collection"])
 
 
-def _parent(cadence: str) -> str:
+def index_parent(cadence: str) -> str:
     return f"/emailer/digests/{cadence}"
 
 
-def _entries_parent(cadence: str, address: str) -> str:
-    return f"{_parent(cadence)}/{preferences.object_id(address)}"
+def entries_parent(cadence: str, address: str) -> str:
+    return f"{index_parent(cadence)}/{preferences.object_id(address)}"
 
 
 class DigestStore:
@@ -84,13 +84,13 @@ class DigestStore:
         address = entry.draft.recipient.addr_spec.lower()
         self.storage.update(
             resource_name=INDEX,
-            parent_id=_parent(cadence),
+            parent_id=index_parent(cadence),
             object_id=preferences.object_id(address),
             obj={"recipient": str(entry.draft.recipient)},
         )
         self.storage.update(
             resource_name=ENTRY,
-            parent_id=_entries_parent(cadence, address),
+            parent_id=entries_parent(cadence, address),
             object_id=entry.draft.key[:32],
             obj=entry.to_json(),
         )
@@ -101,7 +101,7 @@ class DigestStore:
         while True:
             page = self.storage.list_all(
                 resource_name=INDEX,
-                parent_id=_parent(cadence),
+                parent_id=index_parent(cadence),
                 sorting=[Sort("id", 1)],
                 pagination_rules=[[Filter("id", last, COMPARISON.GT)]] if last else None,
                 limit=PAGE,
@@ -120,7 +120,7 @@ class DigestStore:
         object too, when nothing newer is left.
         """
         address = recipients.parse_mailbox(recipient).addr_spec.lower()
-        parent = _entries_parent(cadence, address)
+        parent = entries_parent(cadence, address)
         older = [Filter("created_at", before.timestamp(), COMPARISON.LT)]
         count = self.storage.count_all(resource_name=ENTRY, parent_id=parent, filters=older)
         newest = self.storage.list_all(
@@ -136,7 +136,7 @@ class DigestStore:
         if not self.storage.count_all(resource_name=ENTRY, parent_id=parent):
             self.storage.delete_all(
                 resource_name=INDEX,
-                parent_id=_parent(cadence),
+                parent_id=index_parent(cadence),
                 filters=[Filter("id", preferences.object_id(address), COMPARISON.EQ)],
                 with_deleted=False,
             )

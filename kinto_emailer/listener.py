@@ -293,7 +293,7 @@ def notices_for_event(event: Any, registry: Registry) -> Iterator[Notice]:
         return
     store = EventStore(registry.storage, payload["bucket_id"], registry.emailer_settings)
     mailed: list[tuple[str, Hook, dict[str, Any], list[Mailbox]]] = []
-    per_recipient: dict[tuple[str, Hook, str], list[dict[str, Any]]] = {}
+    per_recipient: dict[tuple[str, Hook, Mailbox], list[dict[str, Any]]] = {}
     for scope, hook, context in _matches(event, store):
         try:
             mailboxes = hook_mailboxes(hook, context, store)
@@ -303,14 +303,14 @@ def notices_for_event(event: Any, registry: Registry) -> Iterator[Notice]:
         mailed.append((scope, hook, context, mailboxes))
         if hook.group_threshold is not None:
             for mailbox in mailboxes:
-                per_recipient.setdefault((scope, hook, str(mailbox)), []).append(context)
+                per_recipient.setdefault((scope, hook, mailbox), []).append(context)
     grouped = {
         key: contexts
         for key, contexts in per_recipient.items()
         if len(contexts) > (key[1].group_threshold or 0)
     }
     for scope, hook, context, mailboxes in mailed:
-        alone = [m for m in mailboxes if (scope, hook, str(m)) not in grouped]
+        alone = [m for m in mailboxes if (scope, hook, m) not in grouped]
         if not alone:
             continue
         try:
@@ -319,9 +319,9 @@ def notices_for_event(event: Any, registry: Registry) -> Iterator[Notice]:
             logger.error("Skipping a hook for %s: %s", context["uri"], e)
             continue
         yield from (Notice(draft, scope, hook) for draft in drafts)
-    for (scope, hook, recipient), contexts in grouped.items():
+    for (scope, hook, mailbox), contexts in grouped.items():
         try:
-            draft = summary_draft(hook, contexts, store, recipients.parse_mailbox(recipient))
+            draft = summary_draft(hook, contexts, store, mailbox)
         except RenderError as e:
             logger.error("Skipping a summary of %s: %s", contexts[0]["uri"], e)
             continue
