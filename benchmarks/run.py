@@ -48,6 +48,8 @@ DATABASE = POSTGRESQL_URL.rsplit("/", 1)[0] + "/kinto_emailer_bench"
 HEADERS = {**ALICE, "Content-Type": "application/json"}
 HOOK = {"template": "{action}d {uri}: {new[title]}", "recipients": ["a@example.com"]}
 RECORD = {"data": {"title": "benchmark"}}
+FLOOR = {"listener": "does nothing"}
+"""Instead of a hook: Kinto with an empty listener of the same events, not the plugin."""
 
 
 def records(bucket: str) -> str:
@@ -81,11 +83,13 @@ def make_app(
             settings[f"{backend}_url"] = DATABASE
     if hook is None:
         settings["includes"] = ""
+    elif hook == FLOOR:
+        settings["includes"] = "benchmarks.listener_floor"
     app = webtest.TestApp(kinto_main({}, **settings))
     registry = app.app.registry
     registry.storage.initialize_schema()
     registry.permission.initialize_schema()
-    metadata = {"kinto-emailer": {"hooks": [hook]}} if hook else {}
+    metadata = {"kinto-emailer": {"hooks": [hook]}} if hook and hook != FLOOR else {}
     app.put_json(f"/v1/buckets/{bucket}", {"data": metadata}, headers=HEADERS)
     app.put_json(f"/v1/buckets/{bucket}/collections/c", headers=HEADERS)
     return app
@@ -128,16 +132,26 @@ def write_rows(sink: SMTPSink, slow_sink: SMTPSink, postgresql: bool) -> list[tu
     on = make_app(sink, HOOK, postgresql, bucket="on")
     off = make_app(sink, None, postgresql, bucket="off")
     nothing = make_app(sink, {**HOOK, "record_id": "never"}, postgresql, bucket="nothing")
+    floor = make_app(sink, FLOOR, postgresql, bucket="floor")
+    on_seconds, floor_seconds, off_seconds = compare(
+        {
+            "on": (on, post(on, records("on"), RECORD)),
+            "floor": (floor, post(floor, records("floor"), RECORD)),
+            "off": (off, post(off, records("off"), RECORD)),
+        }
+    )
     rows = [
         (
             f"one create, matching hook / plugin disabled ({where})",
             "<= 1.10",
-            *compare(
-                {
-                    "on": (on, post(on, records("on"), RECORD)),
-                    "off": (off, post(off, records("off"), RECORD)),
-                }
-            ),
+            on_seconds,
+            off_seconds,
+        ),
+        (
+            f"for reference: one create, empty listener of the same events / none ({where})",
+            "",
+            floor_seconds,
+            off_seconds,
         ),
         (
             f"batch of 100 creates, matching hook / hook matching nothing ({where})",
@@ -167,7 +181,7 @@ def write_rows(sink: SMTPSink, slow_sink: SMTPSink, postgresql: bool) -> list[tu
             ),
         )
         close(slow, fast)
-    close(on, off, nothing)
+    close(on, off, nothing, floor)
     return rows
 
 

@@ -328,11 +328,6 @@ def notices_for_event(event: Any, registry: Registry) -> Iterator[Notice]:
         yield Notice(draft, scope, hook)
 
 
-def drafts_for_event(event: Any, registry: Registry) -> Iterator[messages.Draft]:
-    """The messages of one event, as hooks decided them (preferences not applied)."""
-    return (notice.draft for notice in notices_for_event(event, registry))
-
-
 def _cached_preferences(request: Any) -> dict[str, Scopes]:
     """Preferences read during one request (and its batch), by address."""
     bound = getattr(request, "bound_data", None)

@@ -1,8 +1,9 @@
 """RFC 5322 messages: one per recipient, ready for any SMTP server."""
 
+import functools
 import hashlib
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
@@ -95,14 +96,21 @@ class Draft:
 
 def with_links(draft: Draft, secret: str, scopes: tuple[str, ...]) -> Draft:
     """``draft`` with its signed links, for mail that came from ``scopes``."""
-    token = quote(
-        tokens.sign(secret, draft.recipient.addr_spec, scopes, draft.created.timestamp())
+    unsubscribe, preferences = _links(
+        draft.root_url, secret, draft.recipient.addr_spec, scopes, draft.created.date()
     )
-    return replace(
-        draft,
-        unsubscribe_url=f"{draft.root_url}emailer/unsubscribe?token={token}",
-        preferences_url=f"{draft.root_url}emailer/page?token={token}",
-    )
+    return replace(draft, unsubscribe_url=unsubscribe, preferences_url=preferences)
+
+
+@functools.lru_cache(maxsize=4096)
+def _links(
+    root_url: str, secret: str, address: str, scopes: tuple[str, ...], day: date
+) -> tuple[str, str]:
+    # Issued at the start of the mail's day (UTC): the many mails of a busy day share
+    # their links, signed once.
+    issued = datetime.combine(day, time.min, UTC).timestamp()
+    token = quote(tokens.sign(secret, address, scopes, issued))
+    return f"{root_url}emailer/unsubscribe?token={token}", f"{root_url}emailer/page?token={token}"
 
 
 def footer(draft: Draft) -> str:

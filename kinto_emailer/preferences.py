@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kinto.core.storage import Filter
+from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON
 
 
@@ -79,14 +80,21 @@ class PreferenceStore:
 
     def read_many(self, addresses: Iterable[str]) -> dict[str, Scopes]:
         """The scopes of each address that has any, in one query."""
-        by_id = {object_id(a): a.lower() for a in addresses}
-        if not by_id:
-            return {}
-        objects = self.storage.list_all(
-            resource_name=RESOURCE,
-            parent_id=PARENT,
-            filters=[Filter("id", list(by_id), COMPARISON.IN)],
-        )
+        ids = [object_id(a) for a in addresses]
+        if len(ids) == 1:
+            # The usual case, and a plain lookup: cheaper than a filtered listing.
+            try:
+                objects = [
+                    self.storage.get(resource_name=RESOURCE, parent_id=PARENT, object_id=ids[0])
+                ]
+            except ObjectNotFoundError:
+                objects = []
+        else:
+            objects = self.storage.list_all(
+                resource_name=RESOURCE,
+                parent_id=PARENT,
+                filters=[Filter("id", ids, COMPARISON.IN)],
+            )
         return {
             obj["email"]: {uri: Scope.from_json(s) for uri, s in obj["scopes"].items()}
             for obj in objects

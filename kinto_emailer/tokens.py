@@ -6,6 +6,7 @@ and when it was issued, signed with HMAC-SHA256 (WebOb's ``SignedSerializer``) u
 the plugin's secret.
 """
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -26,7 +27,9 @@ class Grant:
     issued: int
 
 
+@functools.lru_cache(maxsize=4)
 def _serializer(secret: str) -> SignedSerializer:
+    # Made once per secret: making one derives its key.
     return SignedSerializer(secret, SALT, hashalg="sha256")
 
 
