@@ -102,7 +102,7 @@ def with_links(draft: Draft, secret: str, scopes: tuple[str, ...]) -> Draft:
     return replace(draft, unsubscribe_url=unsubscribe, preferences_url=preferences)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)
 def _links(
     root_url: str, secret: str, address: str, scopes: tuple[str, ...], day: date
 ) -> tuple[str, str]:
