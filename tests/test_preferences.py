@@ -184,7 +184,9 @@ class LockedTest(RecipientTest):
         self.assertEqual(self.recipients_of(self.create("r2")), ["a@example.com", "b@example.com"])
 
 
-class PreferencesApiTest(RecipientTest):
+class AccountsTest(RecipientTest):
+    """Kinto accounts named by email addresses."""
+
     extra_settings = {
         **RecipientTest.extra_settings,
         "includes": "kinto_emailer kinto.plugins.accounts",
@@ -200,6 +202,8 @@ class PreferencesApiTest(RecipientTest):
         token = base64.b64encode(f"{name}:{password}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
 
+
+class PreferencesApiTest(AccountsTest):
     def test_users_see_and_change_only_their_own_preferences(self):
         alice = self.account("a@example.com")
         bob = self.account("b@example.com")
@@ -232,6 +236,22 @@ class PreferencesApiTest(RecipientTest):
                     "/emailer/preferences", {"data": {"scopes": scopes}}, headers=alice, status=400
                 )
                 self.assertEqual(response.json["details"][0]["name"], name)
+
+
+class LockedApiTest(AccountsTest):
+    hook = {**HOOK, "non_editable": True}
+
+    def test_a_locked_scope_cannot_be_changed(self):
+        alice = self.account("a@example.com")
+        self.create("r1")
+        body = {"data": {"scopes": {"/buckets/b": "off"}}}
+        response = self.app.patch_json("/emailer/preferences", body, headers=alice, status=400)
+        self.assertEqual(response.json["details"][0]["name"], "data.scopes./buckets/b")
+        scope = self.app.get("/emailer/preferences", headers=alice).json["data"]["scopes"]
+        self.assertEqual(
+            scope["/buckets/b"],
+            {"default": "immediate", "locked": True, "choice": None, "cadence": "immediate"},
+        )
 
 
 class DigestTest(RecipientTest):
