@@ -226,11 +226,10 @@ def summary_draft(
 ) -> messages.Draft:
     """One message about many objects of one event, instead of one message each."""
     first = contexts[0]
-    location = (
-        first["uri"].rsplit("/", 2)[0]
-        if first["resource_name"] == "record"
-        else (f"/buckets/{store.bucket_id}")
-    )
+    if first["resource_name"] == "record":
+        location = first["uri"].rsplit("/", 2)[0]
+    else:
+        location = f"/buckets/{store.bucket_id}"
     what = f"{len(contexts)} {first['resource_name']}s {first['action']}d"
     lines = [f"{what} in {location.removeprefix('/buckets/').replace('/collections/', '/')}:", ""]
     for context in contexts[:SUMMARY_LISTED]:
