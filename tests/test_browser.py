@@ -22,6 +22,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import requests
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -186,7 +187,11 @@ class BrowserTest(EmailerWebTest):
 
     def until(self, condition: Any, message: str) -> Any:
         try:
-            return WebDriverWait(self.driver, WAIT).until(condition)
+            # The page may be replaced between finding an element and reading it.
+            wait = WebDriverWait(
+                self.driver, WAIT, ignored_exceptions=[StaleElementReferenceException]
+            )
+            return wait.until(condition)
         except Exception as e:
             raise AssertionError(f"{message}; page:\n{self.driver.page_source}") from e
 
