@@ -56,19 +56,17 @@ def _job_queue(
     from kinto_emailer import jobs
 
     dsn = jobs.conninfo(config.get_settings()["storage_url"])
-    queue = jobs.JobQueue(backend, dsn, settings, transport, count)
-    if settings.worker:
-        _on_first_request(config, queue.start_worker)
-    return queue
+    return jobs.JobQueue(backend, dsn, settings, transport, count)
 
 
-def _on_first_request(config: Configurator, start: Callable[[], None]) -> None:
+def _on_first_request(config: Configurator, starts: list[Callable[[], None]]) -> None:
     """Threads start with the first request: commands such as `kinto migrate` start none."""
     started = threading.Lock()
 
     def start_once(event: NewRequest) -> None:
         if started.acquire(blocking=False):
-            start()
+            for start in starts:
+                start()
 
     config.add_subscriber(start_once, NewRequest)
 
@@ -103,8 +101,11 @@ def includeme(config: Configurator) -> None:
 
     if emailer_settings.worker:
         scheduler = digests.DigestScheduler(partial(send_digests, registry), emailer_settings)
-        _on_first_request(config, scheduler.start)
         atexit.register(scheduler.stop)
+        # One subscriber for both threads: it runs at every request.
+        _on_first_request(
+            config, [scheduler.start] + ([queue.start_worker] if queue is not None else [])
+        )
 
     config.include("kinto_emailer.views")
     config.add_api_capability(

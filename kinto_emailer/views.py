@@ -8,7 +8,6 @@ A ``GET`` never changes anything (mail scanners follow links); a ``POST`` does.
 import html
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 from kinto.core.errors import ERRORS, http_error, raise_invalid
 from pyramid.httpexceptions import HTTPForbidden, HTTPSeeOther, HTTPUnauthorized
@@ -80,9 +79,7 @@ def invalid_link_view(exc: InvalidLink, request: Request) -> Response:
 
 
 def _link(request: Request, route: str, **query: str) -> str:
-    url = request.route_url(route)
-    params = "&".join(f"{key}={quote(value)}" for key, value in query.items())
-    return f"{url}?{params}"
+    return request.route_url(route, _query=query)
 
 
 def unsubscribe_get(request: Request) -> Response:
