@@ -20,9 +20,16 @@ from pyramid_mailer import IMailer
 from pyramid_mailer.mailer import Mailer
 
 from kinto_emailer import digests
-from kinto_emailer.delivery import Counter, Delivery, Outbox, Transport, transport_from_settings
+from kinto_emailer.delivery import (
+    Counter,
+    Delivery,
+    Outbox,
+    Prepare,
+    Transport,
+    transport_from_settings,
+)
 from kinto_emailer.errors import InvalidHook
-from kinto_emailer.listener import build_notification, send_notification
+from kinto_emailer.listener import build_notification, drafts_for_changes, send_notification
 from kinto_emailer.settings import EmailerSettings, parse_settings
 from kinto_emailer.validation import EmailerStorage, invalid_hook_view
 
@@ -46,7 +53,11 @@ def mailer_from_settings(settings: dict) -> Mailer:
 
 
 def _job_queue(
-    config: Configurator, settings: EmailerSettings, transport: Transport, count: Counter
+    config: Configurator,
+    settings: EmailerSettings,
+    transport: Transport,
+    count: Counter,
+    prepare: Prepare,
 ) -> "JobQueue | None":
     """Jobs in PostgreSQL when Kinto stores its data there (and no Maildir queue is set)."""
     backend = config.registry.storage
@@ -56,7 +67,7 @@ def _job_queue(
     from kinto_emailer import jobs
 
     dsn = jobs.conninfo(config.get_settings()["storage_url"])
-    return jobs.JobQueue(backend, dsn, settings, transport, count)
+    return jobs.JobQueue(backend, dsn, settings, transport, count, prepare)
 
 
 def _on_first_request(config: Configurator, starts: list[Callable[[], None]]) -> None:
@@ -73,6 +84,7 @@ def _on_first_request(config: Configurator, starts: list[Callable[[], None]]) ->
 
 def send_digests(registry: Registry, at: datetime) -> int:
     """Queue the digests due at ``at``: by the scheduler thread and ``send-digests``."""
+    registry.emailer_delivery.catch_up(registry.emailer_settings.drain_timeout)
     return digests.send_digests(
         registry.storage, registry.emailer_settings, at, registry.emailer_delivery.schedule
     )
@@ -92,8 +104,9 @@ def includeme(config: Configurator) -> None:
         registry.metrics.count(f"plugins.emailer.{name}", count=n)
 
     transport = transport_from_settings(emailer_settings, mailer)
-    queue = _job_queue(config, emailer_settings, transport, count)
-    registry.emailer_outbox = Outbox(transport, emailer_settings, count)
+    prepare = partial(drafts_for_changes, storage=registry.storage, settings=emailer_settings)
+    queue = _job_queue(config, emailer_settings, transport, count, prepare)
+    registry.emailer_outbox = Outbox(transport, emailer_settings, count, prepare)
     registry.emailer_delivery = Delivery(emailer_settings, registry.emailer_outbox, queue)
     # Messages being sent or due when the process exits normally are not lost.
     atexit.register(registry.emailer_delivery.close, emailer_settings.drain_timeout)

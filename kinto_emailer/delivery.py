@@ -1,11 +1,13 @@
 """Delivery: when and how messages leave the process.
 
-Drafts are rendered inside the client's transaction, so a rolled-back change mails
-nobody. With the memory backend they are handed over once it commits to a background
-thread (:class:`Outbox`) that builds and sends them; with PostgreSQL they become jobs
-in the transaction (:mod:`kinto_emailer.jobs`); with ``mail.queue_path`` they go to
-the Maildir queue within the transaction (repoze.sendmail writes them on commit and
-discards them on abort). No client request waits on the SMTP server.
+A client's write only takes note of its change, so that a rolled-back change mails
+nobody and no write waits on hooks, templates or the SMTP server. With the memory
+backend the change is handed over once the transaction commits to a background thread
+(:class:`Outbox`) that works out its messages and sends them; with PostgreSQL it is a
+row written in the transaction, turned into jobs by the workers
+(:mod:`kinto_emailer.jobs`). With ``mail.queue_path`` the messages are worked out in
+the transaction and go to the Maildir queue (repoze.sendmail writes them on commit and
+discards them on abort).
 """
 
 import email
@@ -21,13 +23,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import transaction
 from pyramid.exceptions import ConfigurationError
 from pyramid_mailer.mailer import Mailer
 from repoze.sendmail.delivery import QueuedMailDelivery
 
+from kinto_emailer.listener import Change
 from kinto_emailer.messages import Draft, Outgoing, build
 from kinto_emailer.settings import EmailerSettings
 
@@ -41,6 +44,11 @@ logger = logging.getLogger(__name__)
 
 Counter = Callable[[str, int], None]
 """Counts ``n`` more messages under a name (``sent``, ``failed``...), for Kinto's metrics."""
+
+T = TypeVar("T")
+
+Prepare = Callable[[list[Change]], list[Draft]]
+"""Works out the mail of changes: :func:`kinto_emailer.listener.drafts_for_changes`."""
 
 
 @dataclass(frozen=True)
@@ -263,7 +271,7 @@ def attempt(
 
 
 class Outbox:
-    """A background thread that builds and sends what committed transactions handed over.
+    """A background thread that mails about what committed transactions handed over.
 
     Temporary failures are tried again after ``retry_delays``; a message refused for
     good, or still failing after the last delay, is kept in :attr:`failures`. A message
@@ -275,13 +283,16 @@ class Outbox:
         transport: Transport,
         settings: EmailerSettings,
         count: Counter = lambda name, n: None,
+        prepare: Prepare = lambda changes: [],
     ) -> None:
         self.transport = transport
+        self.prepare = prepare
         self.retry_delays = settings.retry_delays
         self.max_age = timedelta(seconds=settings.max_age)
         self.failures: list[Job] = []
         self.counts = dict.fromkeys(COUNTERS, 0)
         self._count = count
+        self._changes: list[Change] = []
         self._due: list[tuple[float, int, Job]] = []
         self._sequence = itertools.count()
         self._sending = 0
@@ -292,16 +303,25 @@ class Outbox:
         self.counts[name] += n
         self._count(name, n)
 
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="kinto-emailer-outbox", daemon=True
+            )
+            self._thread.start()
+
     def put(self, drafts: Sequence[Draft]) -> None:
         jobs = [Job(draft) for draft in drafts]
         with self._condition:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="kinto-emailer-outbox", daemon=True
-                )
-                self._thread.start()
+            self._start()
             self._schedule(jobs, delay=0.0)
             self._add("queued", len(jobs))
+
+    def put_change(self, change: Change) -> None:
+        with self._condition:
+            self._start()
+            self._changes.append(change)
+            self._condition.notify_all()
 
     def _schedule(self, jobs: Sequence[Job], delay: float) -> None:
         due = time.monotonic() + delay
@@ -309,22 +329,27 @@ class Outbox:
             heapq.heappush(self._due, (due, next(self._sequence), job))
         self._condition.notify_all()
 
-    def _take_due(self) -> list[Job]:
-        """Wait for messages that are due, and take them all: they share one connection."""
+    def _take_due(self) -> tuple[list[Change], list[Job]]:
+        """Wait for changes or due messages, and take them all: they share one connection."""
         with self._condition:
-            while not self._due or self._due[0][0] > time.monotonic():
+            while not self._changes and (not self._due or self._due[0][0] > time.monotonic()):
                 timeout = self._due[0][0] - time.monotonic() if self._due else None
                 self._condition.wait(timeout)
+            changes, self._changes = self._changes, []
             jobs = []
             while self._due and self._due[0][0] <= time.monotonic():
                 jobs.append(heapq.heappop(self._due)[2])
             self._sending += 1
-            return jobs
+            return changes, jobs
 
     def _run(self) -> None:
         while True:
-            jobs = self._take_due()
+            changes, jobs = self._take_due()
             try:
+                if changes:
+                    drafts = self.prepare(changes)
+                    self._add("queued", len(drafts))
+                    jobs += [Job(draft) for draft in drafts]
                 attempt(jobs, self.transport, self.retry_delays, self.max_age, self)
             except Exception:
                 logger.exception("Mail delivery failed")
@@ -356,13 +381,18 @@ class Outbox:
         self.transport.close()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until nothing is due or being sent; False if ``timeout`` passed first.
+        """Wait until no change is pending and nothing is due or being sent; False if
+        ``timeout`` passed first.
 
         Messages waiting for a retry later on do not count.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
-            while self._sending or (self._due and self._due[0][0] <= time.monotonic()):
+            while (
+                self._sending
+                or self._changes
+                or (self._due and self._due[0][0] <= time.monotonic())
+            ):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -370,9 +400,9 @@ class Outbox:
         return True
 
 
-def _after_commit(committed: bool, outbox: Outbox, drafts: list[Draft]) -> None:
+def _after_commit(committed: bool, put: Callable[[T], None], item: T) -> None:
     if committed:
-        outbox.put(drafts)
+        put(item)
 
 
 def prepare_maildir(path: str) -> None:
@@ -385,10 +415,10 @@ def prepare_maildir(path: str) -> None:
 
 
 class Delivery:
-    """Hands messages over at the right moment of the current transaction.
+    """Hands changes and messages over at the right moment of the current transaction.
 
-    To the Maildir queue (``mail.queue_path``) within the transaction; as jobs of the
-    ``queue`` (PostgreSQL storage) within the transaction; else to the outbox once the
+    To the Maildir queue (``mail.queue_path``) within the transaction; to the ``queue``
+    (PostgreSQL storage) within the transaction; else to the outbox once the
     transaction committed.
     """
 
@@ -402,6 +432,24 @@ class Delivery:
             prepare_maildir(settings.queue_path)
             self.maildir = QueuedMailDelivery(settings.queue_path)
 
+    def record(self, change: Change) -> None:
+        """Take note of a change of the current transaction: it mails once committed."""
+        if self.maildir is not None:
+            self.schedule(self.outbox.prepare([change]))
+        elif self.queue is not None:
+            self.queue.record(change)
+        else:
+            transaction.get().addAfterCommitHook(
+                _after_commit, args=(self.outbox.put_change, change)
+            )
+
+    def catch_up(self, timeout: float) -> None:
+        """Work out the mail of every change committed so far: digests must include it."""
+        if self.queue is not None:
+            self.queue.expand_all()
+        else:
+            self.outbox.join(timeout)
+
     def schedule(self, drafts: list[Draft]) -> None:
         if not drafts:
             return
@@ -414,10 +462,11 @@ class Delivery:
         elif self.queue is not None:
             self.queue.defer(drafts)
         else:
-            transaction.get().addAfterCommitHook(_after_commit, args=(self.outbox, drafts))
+            transaction.get().addAfterCommitHook(_after_commit, args=(self.outbox.put, drafts))
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until nothing is due or being sent; False if ``timeout`` passed first."""
+        """Wait until every change is worked out and nothing is due or being sent; False if
+        ``timeout`` passed first."""
         if self.queue is not None:
             return self.queue.join(timeout)
         return self.outbox.join(timeout)

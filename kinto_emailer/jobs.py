@@ -1,11 +1,14 @@
 """The mail queue in PostgreSQL.
 
-With Kinto's PostgreSQL storage, each message becomes a row of ``kinto_emailer_jobs``
+With Kinto's PostgreSQL storage, each change becomes a row of ``kinto_emailer_changes``
 written in Kinto's own transaction, on its own connection: it commits or rolls back with
-the data. Workers (a thread of each Kinto process, or ``kinto-emailer worker`` processes
-on any machine) claim up to :data:`CLAIM_SIZE` due rows at once with ``SELECT ... FOR
-UPDATE SKIP LOCKED`` and keep them locked, in an open transaction, while they send. Two
-workers never hold the same row, and the rows of a worker that dies go back to the queue
+the data. A worker turns committed changes into messages (rows of ``kinto_emailer_jobs``),
+digest entries and preferences, in one transaction of Kinto's storage.
+
+Workers (a thread of each Kinto process, or ``kinto-emailer worker`` processes on any
+machine) claim up to :data:`CLAIM_SIZE` changes or due messages at once with ``SELECT ...
+FOR UPDATE SKIP LOCKED``, and keep the messages locked, in an open transaction, while they
+send. Two workers never hold the same row, and the rows of a worker that dies go back to the queue
 as soon as PostgreSQL ends its session: a killed process closes its connection at once,
 a vanished machine is found out by TCP keepalives after ``stalled_timeout``.
 
@@ -20,15 +23,17 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 import psycopg.rows
 import psycopg.types.json
 import sqlalchemy
+import transaction
 
-from kinto_emailer.delivery import Counter, Job, Transport, attempt
+from kinto_emailer.delivery import Counter, Job, Prepare, Transport, attempt
+from kinto_emailer.listener import Change
 from kinto_emailer.messages import Draft
 from kinto_emailer.settings import EmailerSettings
 
@@ -44,6 +49,10 @@ CLAIM_SECONDS = 1.0
 PRUNE_EVERY = 60.0
 
 SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS kinto_emailer_changes (
+    id BIGSERIAL PRIMARY KEY,
+    change JSONB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS kinto_emailer_jobs (
     key TEXT PRIMARY KEY,
     draft JSONB NOT NULL,
@@ -57,6 +66,8 @@ BEGIN
     RETURN NULL;
 END $$ LANGUAGE plpgsql;
 CREATE OR REPLACE TRIGGER kinto_emailer_jobs_queued AFTER INSERT ON kinto_emailer_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION kinto_emailer_wake_workers();
+CREATE OR REPLACE TRIGGER kinto_emailer_changes_recorded AFTER INSERT ON kinto_emailer_changes
     FOR EACH STATEMENT EXECUTE FUNCTION kinto_emailer_wake_workers();
 CREATE TABLE IF NOT EXISTS kinto_emailer_sent (
     key TEXT PRIMARY KEY,
@@ -76,6 +87,7 @@ CREATE TABLE IF NOT EXISTS kinto_emailer_counts (
 );
 """
 TABLES = (
+    "kinto_emailer_changes",
     "kinto_emailer_jobs",
     "kinto_emailer_sent",
     "kinto_emailer_failed",
@@ -89,6 +101,13 @@ SELECT draft->>'key', draft, %(attempts)s, statement_timestamp() + make_interval
   FROM jsonb_array_elements(%(drafts)s::jsonb) AS draft
     ON CONFLICT (key) DO NOTHING
 """
+RECORD = "INSERT INTO kinto_emailer_changes (change) VALUES (%(change)s::jsonb)"
+CLAIM_CHANGES = """
+SELECT id, change FROM kinto_emailer_changes
+ ORDER BY id
+ LIMIT %(limit)s
+   FOR UPDATE SKIP LOCKED
+"""
 CLAIM = """
 SELECT key, draft, attempts FROM kinto_emailer_jobs
  WHERE due <= statement_timestamp()
@@ -99,9 +118,24 @@ SELECT key, draft, attempts FROM kinto_emailer_jobs
 PRUNE = """
 DELETE FROM kinto_emailer_sent WHERE sent_at < now() - make_interval(secs => %(max_age)s)
 """
-DUE = "SELECT count(*) FROM kinto_emailer_jobs WHERE due <= statement_timestamp()"
-STATUS_NAMES = ("queued", "scheduled", "sending", "sent", "retried", "failed", "dropped")
+# clock_timestamp(): a job a worker queued while this statement started is due too.
+DUE = """
+SELECT (SELECT count(*) FROM kinto_emailer_jobs WHERE due <= clock_timestamp())
+     + (SELECT count(*) FROM kinto_emailer_changes)
+"""
+STATUS_NAMES = (
+    "changes",
+    "queued",
+    "scheduled",
+    "sending",
+    "sent",
+    "retried",
+    "failed",
+    "dropped",
+)
 STATUS = """
+SELECT 'changes', count(*) FROM kinto_emailer_changes
+UNION ALL
 SELECT 'due', count(*) FROM kinto_emailer_jobs WHERE due <= statement_timestamp()
 UNION ALL
 SELECT 'queued', count(*) FROM (
@@ -154,10 +188,16 @@ class Worker:
     """Claims due messages, sends them, and decides what happens to those not sent."""
 
     def __init__(
-        self, dsn: str, transport: Transport, settings: EmailerSettings, count: Counter
+        self,
+        dsn: str,
+        transport: Transport,
+        settings: EmailerSettings,
+        count: Counter,
+        expand: Callable[[], int] = lambda: 0,
     ) -> None:
         self.dsn = dsn
         self.transport = transport
+        self.expand = expand
         self.settings = settings
         self.max_age = datetime.timedelta(seconds=settings.max_age)
         self._count = count
@@ -207,10 +247,15 @@ class Worker:
             while not stop.is_set():
                 try:
                     self._prune()
-                    if not self.work(stop):
+                    expanded = self.expand()
+                    if not self.work(stop) and not expanded:
                         self._wait(stop)
                 except psycopg.OperationalError as e:
                     logger.warning("The mail worker lost its database (%s): trying again", e)
+                    self.close()
+                    stop.wait(1.0)
+                except Exception:
+                    logger.exception("The mail worker failed: trying again")
                     self.close()
                     stop.wait(1.0)
         finally:
@@ -392,13 +437,27 @@ class JobQueue:
         settings: EmailerSettings,
         transport: Transport,
         count: Counter,
+        prepare: Prepare,
     ) -> None:
         self.storage = storage
+        self.prepare = prepare
         self.dsn = dsn
         self.settings = settings
         self.transport = transport
         self.worker: WorkerThread | None = None
         self._count = count
+
+    def _execute(self, query: str, parameters: dict[str, Any]) -> list[tuple]:
+        """Run ``query`` in the current transaction of Kinto's storage, on its connection."""
+        with self.storage.client.connect() as session:
+            connection = session.connection().connection.driver_connection
+            with connection.cursor() as cursor:
+                cursor.execute(query, parameters)
+                return cursor.fetchall() if cursor.description else []
+
+    def record(self, change: Change) -> None:
+        """Take note of ``change`` in the current transaction of Kinto's storage."""
+        self._execute(RECORD, {"change": json.dumps(change)})
 
     def defer(self, drafts: list[Draft]) -> None:
         """Queue ``drafts`` in the current transaction of Kinto's storage."""
@@ -406,8 +465,31 @@ class JobQueue:
             defer(session.connection().connection.driver_connection, drafts)
         self._count("queued", len(drafts))
 
+    def expand(self) -> int:
+        """Turn up to :data:`CLAIM_SIZE` committed changes into messages; how many.
+
+        In one transaction of Kinto's storage: the messages, digest entries and
+        preferences of a change are stored with its removal, or not at all.
+        """
+        with transaction.manager:
+            rows = self._execute(CLAIM_CHANGES, {"limit": CLAIM_SIZE})
+            if not rows:
+                return 0
+            drafts = self.prepare([change for _, change in rows])
+            if drafts:
+                self.defer(drafts)
+            self._execute(
+                "DELETE FROM kinto_emailer_changes WHERE id = ANY(%(ids)s)",
+                {"ids": [change_id for change_id, _ in rows]},
+            )
+        return len(rows)
+
+    def expand_all(self) -> None:
+        while self.expand():
+            pass
+
     def make_worker(self) -> Worker:
-        return Worker(self.dsn, self.transport, self.settings, self._count)
+        return Worker(self.dsn, self.transport, self.settings, self._count, self.expand)
 
     def install(self) -> None:
         install_schema(self.dsn)

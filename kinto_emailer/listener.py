@@ -1,13 +1,17 @@
-"""From a Kinto event to the messages it causes: one list per event, never shared."""
+"""From a Kinto event to the messages it causes.
+
+A client's write only takes note of its change (:func:`change_of`): what the event says,
+as JSON. Hooks, recipients, preferences and templates are worked out later, by whatever
+sends the mail (:func:`drafts_for_changes`): the write never waits for them.
+"""
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kinto.core.events import AfterResourceChanged, ResourceChanged
 from kinto.core.storage.exceptions import ObjectNotFoundError
-from pyramid.registry import Registry
 
 from kinto_emailer import hooks, messages, recipients, templates
 from kinto_emailer.digests import DigestStore, Entry
@@ -107,6 +111,22 @@ class EventStore:
             group = self._get("group", f"/buckets/{self.bucket_id}", group_id)
             self._members[group_id] = list(group.get("members", []))
         return self._members[group_id]
+
+
+Change = dict[str, Any]
+"""One event as JSON: the names it answers to, its placeholders, its impacted objects."""
+
+
+def change_of(event: Any) -> Change | None:
+    """What a later sender needs of ``event``; None if no hook can be about it."""
+    payload = event.payload
+    if payload["resource_name"] not in hooks.RESOURCE_NAMES or not payload.get("bucket_id"):
+        return None
+    return {
+        "names": event_names(event),
+        "base": base_context(event),
+        "impacted": event.impacted_objects,
+    }
 
 
 def base_context(event: Any) -> dict[str, Any]:
@@ -268,12 +288,12 @@ class Notice:
     hook: Hook
 
 
-def _matches(event: Any, store: EventStore) -> list[tuple[str, Hook, dict[str, Any]]]:
-    """(scope, hook, object context) for every hook matching an object of ``event``."""
-    names = event_names(event)
-    base = base_context(event)
+def _matches(change: Change, store: EventStore) -> list[tuple[str, Hook, dict[str, Any]]]:
+    """(scope, hook, object context) for every hook matching an object of ``change``."""
+    names = tuple(change["names"])
+    base = change["base"]
     matches = []
-    for impacted in event.impacted_objects:
+    for impacted in change["impacted"]:
         context = object_context(base, impacted)
         facts = _facts(context, names)
         scope, scoped_hooks = store.hooks_for(context)
@@ -281,19 +301,19 @@ def _matches(event: Any, store: EventStore) -> list[tuple[str, Hook, dict[str, A
     return matches
 
 
-def notices_for_event(event: Any, registry: Registry) -> Iterator[Notice]:
-    """Every message of one event, in order; a hook that cannot be rendered is skipped.
+def notices_for_change(
+    change: Change, storage: Any, settings: EmailerSettings
+) -> Iterator[Notice]:
+    """Every message of one change, in order; a hook that cannot be rendered is skipped.
 
-    Past a hook's ``group_threshold`` of objects for one recipient, that recipient gets
-    one summary instead of a message per object.
+    Hooks are those stored when the change is worked on. Past a hook's
+    ``group_threshold`` of objects for one recipient, that recipient gets one summary
+    instead of a message per object.
     """
-    payload = event.payload
-    if payload["resource_name"] not in hooks.RESOURCE_NAMES or not payload.get("bucket_id"):
-        return
-    store = EventStore(registry.storage, payload["bucket_id"], registry.emailer_settings)
+    store = EventStore(storage, change["base"]["bucket_id"], settings)
     mailed: list[tuple[str, Hook, dict[str, Any], list[Mailbox]]] = []
     per_recipient: dict[tuple[str, Hook, Mailbox], list[dict[str, Any]]] = {}
-    for scope, hook, context in _matches(event, store):
+    for scope, hook, context in _matches(change, store):
         try:
             mailboxes = hook_mailboxes(hook, context, store)
         except RenderError as e:
@@ -327,31 +347,24 @@ def notices_for_event(event: Any, registry: Registry) -> Iterator[Notice]:
         yield Notice(draft, scope, hook)
 
 
-def _cached_preferences(request: Any) -> dict[str, Scopes]:
-    """Preferences read during one request (and its batch), by address."""
-    bound = getattr(request, "bound_data", None)
-    if bound is None:
-        return {}
-    return bound.setdefault("kinto_emailer.preferences", {})
-
-
-def route(notices: list[Notice], request: Any, registry: Registry) -> list[messages.Draft]:
+def route(
+    notices: list[Notice], storage: Any, settings: EmailerSettings, known: dict[str, Scopes]
+) -> list[messages.Draft]:
     """Apply preferences: mail to send now; digest entries kept; mail turned off dropped.
 
-    What each recipient gets from each scope is recorded on the way, for their page.
+    ``known`` holds the preferences read so far, by address. What each recipient gets
+    from each scope is recorded on the way, for their page.
     """
     if not notices:
         return []
-    settings = registry.emailer_settings
-    store = PreferenceStore(registry.storage)
-    known = _cached_preferences(request)
+    store = PreferenceStore(storage)
     addresses = {n.draft.recipient.addr_spec.lower() for n in notices}
     missing = addresses - known.keys()
     if missing:
         found = store.read_many(missing)
         known.update({address: found.get(address, {}) for address in missing})
     changed: set[str] = set()
-    digests = DigestStore(registry.storage)
+    digests = DigestStore(storage)
     immediate = []
     for notice in notices:
         address = notice.draft.recipient.addr_spec.lower()
@@ -370,13 +383,38 @@ def route(notices: list[Notice], request: Any, registry: Registry) -> list[messa
             if "/records/" in collection:
                 collection = collection.rsplit("/", 2)[0]
             digests.add(cadence, Entry(notice.draft, notice.scope, collection))
-    for address in changed:
+    # Always in the same order: two senders writing the same addresses cannot deadlock.
+    for address in sorted(changed):
         store.write(address, known[address])
     return immediate
 
 
+def drafts_for_changes(
+    changes: Iterable[Change], storage: Any, settings: EmailerSettings
+) -> list[messages.Draft]:
+    """The mail to send now about ``changes``; digest entries and preferences are stored.
+
+    A change that cannot be worked on is logged and skipped: the others still mail.
+    """
+    known: dict[str, Scopes] = {}
+    drafts = []
+    for change in changes:
+        try:
+            notices = list(notices_for_change(change, storage, settings))
+            drafts += route(notices, storage, settings, known)
+        except Exception:
+            base = change["base"]
+            logger.exception(
+                "Could not prepare the emails of a %s %s in bucket %s",
+                base["resource_name"],
+                base["action"],
+                base["bucket_id"],
+            )
+    return drafts
+
+
 def build_notification(event: Any) -> None:
-    """Subscriber: prepare the emails of ``event``; they leave once its transaction commits.
+    """Subscriber: take note of ``event``; its emails follow once its transaction commits.
 
     Kinto's signer subscribes this function (as ``send_notification``) to its review
     events. Nothing here ever fails the client's write: problems are logged.
@@ -387,10 +425,11 @@ def build_notification(event: Any) -> None:
         logger.warning("kinto_emailer is not in kinto.includes: no email for %r", event)
         return
     try:
-        notices = list(notices_for_event(event, registry))
-        delivery.schedule(route(notices, event.request, registry))
+        change = change_of(event)
+        if change is not None:
+            delivery.record(change)
     except Exception:
-        logger.exception("Could not prepare the emails of %r", event)
+        logger.exception("Could not take note of %r", event)
 
 
 send_notification = build_notification

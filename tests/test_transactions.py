@@ -23,6 +23,7 @@ class EventsTest(EmailerWebTest):
         self.app.put_json("/buckets/b", headers=self.headers)
         for cid in ("c1", "c2"):
             self.app.put_json(f"/buckets/b/collections/{cid}", headers=self.headers)
+        self.mails()  # The setup's changes are worked out before any hook is stored.
 
     def test_nothing_is_sent_for_an_aborted_transaction(self):
         self.put_hooks("/buckets/b", HOOK)
