@@ -282,8 +282,8 @@ class Outbox:
         self,
         transport: Transport,
         settings: EmailerSettings,
-        count: Counter = lambda name, n: None,
-        prepare: Prepare = lambda changes: [],
+        count: Counter,
+        prepare: Prepare,
     ) -> None:
         self.transport = transport
         self.prepare = prepare

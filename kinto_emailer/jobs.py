@@ -193,7 +193,7 @@ class Worker:
         transport: Transport,
         settings: EmailerSettings,
         count: Counter,
-        expand: Callable[[], int] = lambda: 0,
+        expand: Callable[[], int],
     ) -> None:
         self.dsn = dsn
         self.transport = transport
