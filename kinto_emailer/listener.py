@@ -8,6 +8,7 @@ sends the mail (:func:`drafts_for_changes`): the write never waits for them.
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from kinto.core.events import AfterResourceChanged, ResourceChanged
@@ -56,15 +57,19 @@ Scoped = tuple[str, tuple[Hook, ...]]
 
 
 class EventStore:
-    """The storage reads of one event, each done once: hooks and group members.
+    """What working out one change needs: its bucket, its time, and storage reads done
+    once (hooks and group members).
 
     Hooks come from the collection's metadata, else from the bucket's (never merged).
     """
 
-    def __init__(self, storage: Any, bucket_id: str, settings: EmailerSettings) -> None:
+    def __init__(
+        self, storage: Any, bucket_id: str, settings: EmailerSettings, made_at: datetime
+    ) -> None:
         self.storage = storage
         self.bucket_id = bucket_id
         self.settings = settings
+        self.made_at = made_at
         self._bucket_hooks: tuple[Hook, ...] | None = None
         self._collection_hooks: dict[str, Scoped] = {}
         self._members: dict[str, list[str]] = {}
@@ -126,6 +131,8 @@ def change_of(event: Any) -> Change | None:
         "names": event_names(event),
         "base": base_context(event),
         "impacted": event.impacted_objects,
+        # Mail is dated, kept for digests and dropped after max_age by this time.
+        "made_at": datetime.now(UTC).isoformat(),
     }
 
 
@@ -225,6 +232,7 @@ def hook_drafts(
             body,
             context["uri"],
             context["root_url"],
+            created=store.made_at,
             key=messages.idempotency_key(
                 context["root_url"],
                 context["uri"],
@@ -267,6 +275,7 @@ def summary_draft(
         "\n".join(lines) + "\n",
         location,
         first["root_url"],
+        created=store.made_at,
         key=messages.idempotency_key(
             first["root_url"],
             location,
@@ -310,7 +319,8 @@ def notices_for_change(
     ``group_threshold`` of objects for one recipient, that recipient gets one summary
     instead of a message per object.
     """
-    store = EventStore(storage, change["base"]["bucket_id"], settings)
+    made_at = datetime.fromisoformat(change["made_at"])
+    store = EventStore(storage, change["base"]["bucket_id"], settings, made_at)
     mailed: list[tuple[str, Hook, dict[str, Any], list[Mailbox]]] = []
     per_recipient: dict[tuple[str, Hook, Mailbox], list[dict[str, Any]]] = {}
     for scope, hook, context in _matches(change, store):

@@ -2,6 +2,7 @@
 
 import collections
 import datetime
+import email.utils
 import os
 import signal
 import subprocess
@@ -151,6 +152,16 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
         self.queue.expand_all()
         self.assertEqual(self.queue.status()["queued"], 1)
         self.assertEqual(self.sink.received, [])
+
+    def test_mail_is_dated_when_its_change_was_made_not_when_worked_out(self):
+        self.create_records(1)
+        written = datetime.datetime.now(datetime.UTC)
+        time.sleep(1.5)
+        self.queue.expand_all()
+        self.start_worker()
+        [mail] = self.sink.wait_for(1)
+        dated = email.utils.parsedate_to_datetime(mail.message["Date"])
+        self.assertLess(abs((dated - written).total_seconds()), 1)
 
     def test_mail_of_changes_older_than_max_age_is_dropped(self):
         old = drafts_of_age(days=3)
