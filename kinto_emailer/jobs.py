@@ -6,24 +6,26 @@ the data. A worker turns committed changes into messages (rows of ``kinto_emaile
 digest entries and preferences, in one transaction of Kinto's storage.
 
 Workers (a thread of each Kinto process, or ``kinto-emailer worker`` processes on any
-machine) claim up to :data:`CLAIM_SIZE` changes or due messages at once with ``SELECT ...
-FOR UPDATE SKIP LOCKED``, and keep the messages locked, in an open transaction, while they
-send. Two workers never hold the same row, and the rows of a worker that dies go back to the queue
-as soon as PostgreSQL ends its session: a killed process closes its connection at once,
-a vanished machine is found out by TCP keepalives after ``stalled_timeout``.
+machine) claim up to :data:`CLAIM_SIZE` changes or due messages at once with ``SELECT
+... FOR UPDATE SKIP LOCKED``, and keep the messages locked, in an open transaction, while
+they send. Two workers never hold the same row, and the rows of a worker that dies go
+back to the queue as soon as PostgreSQL ends its session: a killed process closes its
+connection at once, a vanished machine is found out by TCP keepalives after
+``stalled_timeout``.
 
 A message's idempotency key is written to ``kinto_emailer_sent`` (on another, autocommit
 connection) as soon as the SMTP server accepted it, and a claimed message whose key is
 there is not sent again: rows given back by a dead worker do not repeat its mail.
 """
 
+import contextlib
 import datetime
 import json
 import logging
 import select
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -447,13 +449,16 @@ class JobQueue:
         self.worker: WorkerThread | None = None
         self._count = count
 
-    def _execute(self, query: str, parameters: dict[str, Any]) -> list[tuple]:
-        """Run ``query`` in the current transaction of Kinto's storage, on its connection."""
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """The connection of Kinto's storage, in its current transaction."""
         with self.storage.client.connect() as session:
-            connection = session.connection().connection.driver_connection
-            with connection.cursor() as cursor:
-                cursor.execute(query, parameters)
-                return cursor.fetchall() if cursor.description else []
+            yield session.connection().connection.driver_connection
+
+    def _execute(self, query: str, parameters: dict[str, Any]) -> list[tuple]:
+        with self._connection() as connection, connection.cursor() as cursor:
+            cursor.execute(query, parameters)
+            return cursor.fetchall() if cursor.description else []
 
     def record(self, change: Change) -> None:
         """Take note of ``change`` in the current transaction of Kinto's storage."""
@@ -461,8 +466,8 @@ class JobQueue:
 
     def defer(self, drafts: list[Draft]) -> None:
         """Queue ``drafts`` in the current transaction of Kinto's storage."""
-        with self.storage.client.connect() as session:
-            defer(session.connection().connection.driver_connection, drafts)
+        with self._connection() as connection:
+            defer(connection, drafts)
         self._count("queued", len(drafts))
 
     def expand(self) -> int:
