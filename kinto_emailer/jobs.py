@@ -104,6 +104,7 @@ SELECT draft->>'key', draft, %(attempts)s, statement_timestamp() + make_interval
     ON CONFLICT (key) DO NOTHING
 """
 RECORD = "INSERT INTO kinto_emailer_changes (change) VALUES (%(change)s::jsonb)"
+INSTALLED = "SELECT to_regclass('kinto_emailer_changes') IS NOT NULL"
 CLAIM_CHANGES = """
 SELECT id, change FROM kinto_emailer_changes
  ORDER BY id
@@ -448,6 +449,8 @@ class JobQueue:
         self.transport = transport
         self.worker: WorkerThread | None = None
         self._count = count
+        # Checked at the first change, and at each one while the tables are missing.
+        self._installed = False
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -461,7 +464,19 @@ class JobQueue:
             return cursor.fetchall() if cursor.description else []
 
     def record(self, change: Change) -> None:
-        """Take note of ``change`` in the current transaction of Kinto's storage."""
+        """Take note of ``change`` in the current transaction of Kinto's storage.
+
+        Until the queue's tables exist, the change's mail is lost with an error, and the
+        client's write goes on (a failed statement would abort its transaction).
+        """
+        if not self._installed:
+            (self._installed,) = self._execute(INSTALLED, {})[0]
+            if not self._installed:
+                logger.error(
+                    "No mail about %s: the mail queue's tables are missing (run kinto migrate)",
+                    change["base"]["bucket_id"],
+                )
+                return
         self._execute(RECORD, {"change": json.dumps(change)})
 
     def defer(self, drafts: list[Draft]) -> None:

@@ -1,9 +1,14 @@
 """The plugin's suites again, on Kinto's PostgreSQL backends (as in production)."""
 
+import logging
+
+import psycopg
+
 import tests.test_plugin as plugin
 import tests.test_preferences as preferences
 import tests.test_transactions as transactions
 import tests.test_validation as validation
+from kinto_emailer import jobs
 from tests.support import POSTGRESQL_URL, skip_unless_postgresql
 
 
@@ -49,6 +54,27 @@ class EventsTest(PostgreSQL, transactions.EventsTest):
         self.app.post_json("/batch", {"requests": requests}, headers=self.headers, status=500)
         self.app.get("/buckets/b/collections/c1/records/ok", headers=self.headers, status=404)
         self.assertEqual(self.mails(), [])
+
+    def test_writes_go_on_before_kinto_migrate_created_the_queue(self):
+        self.put_hooks("/buckets/b", {"template": "{uri}", "recipients": ["a@example.com"]})
+        queue = self.registry.emailer_delivery.queue
+        with psycopg.connect(queue.dsn, autocommit=True) as connection:
+            connection.execute(f"DROP TABLE {', '.join(jobs.TABLES)}")
+        # A Kinto process started before anyone ran kinto migrate.
+        started_early = self.make_app({"emailer.worker": "false"})
+        try:
+            with self.assertLogs("kinto_emailer", logging.ERROR) as logs:
+                started_early.put_json(
+                    "/buckets/b/collections/c1/records/lost", headers=self.headers
+                )
+            self.assertIn("run kinto migrate", logs.output[0])
+            self.app.get("/buckets/b/collections/c1/records/lost", headers=self.headers)
+        finally:
+            queue.install()
+        started_early.put_json("/buckets/b/collections/c1/records/mailed", headers=self.headers)
+        self.assertEqual(
+            [m.body for m in self.mails()], ["/buckets/b/collections/c1/records/mailed"]
+        )
 
 
 @skip_unless_postgresql
