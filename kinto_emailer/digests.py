@@ -1,7 +1,7 @@
 """Daily and weekly digests: changes kept per recipient, then one email per window.
 
-Entries live in Kinto's storage backend (written in the transaction of the change that
-made them), under ``/emailer/digests/<cadence>/<recipient>``, with one index object per
+Entries live in Kinto's storage backend (written when the change that made them is
+worked out), under ``/emailer/digests/<cadence>/<recipient>``, with one index object per
 recipient so that sending goes through recipients page by page, never loading every
 entry at once. A digest lists the entries made before the window's end; its key (the
 recipient, the cadence and the window) lets the queue send it once, whoever runs it.

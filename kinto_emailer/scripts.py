@@ -96,12 +96,13 @@ def _queue(config: str) -> Any:
 
 
 def run_worker(config: str) -> int:
-    """Send the queued mail until SIGINT or SIGTERM; run as many as needed."""
+    """Work out committed changes and send the queued mail until SIGINT or SIGTERM; run as
+    many as needed."""
     queue = _queue(config)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    print(f"kinto-emailer worker: sending the queued mail of {config}", flush=True)
+    print(f"kinto-emailer worker: mailing about the changes of {config}", flush=True)
     queue.make_worker().run(stop)
     return 0
 
@@ -156,7 +157,7 @@ def emailer_main(args: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in [
-        ("worker", "send queued mail until stopped (SIGINT, SIGTERM)"),
+        ("worker", "work out changes and send queued mail until stopped (SIGINT, SIGTERM)"),
         ("status", "count queued, scheduled, sent, retried, failed and dropped mail"),
         ("failed", "list the messages given up, with their last error"),
         ("resend", "queue failed messages again (all, or those of the keys given)"),

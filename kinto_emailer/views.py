@@ -17,7 +17,14 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 
 from kinto_emailer import recipients, tokens
 from kinto_emailer.errors import InvalidLink
-from kinto_emailer.preferences import CHOICES, LockedScope, PreferenceStore, Scopes, choose
+from kinto_emailer.preferences import (
+    CHOICES,
+    LockedScope,
+    PreferenceStore,
+    Scope,
+    Scopes,
+    choose,
+)
 
 
 LABELS = {
@@ -124,7 +131,7 @@ def unsubscribe_post(request: Request) -> Response:
     return page("You are unsubscribed", content)
 
 
-def _fieldset(index: int, uri: str, scope: Any) -> str:
+def _fieldset(index: int, uri: str, scope: Scope) -> str:
     legend = html.escape(uri)
     name = html.escape(uri, quote=True)
     locked = " disabled" if scope.locked else ""
