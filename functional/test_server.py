@@ -26,7 +26,8 @@ from tests.support import (
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "config", "postgresql.ini")
 BIN = os.path.dirname(sys.executable)
-DATABASE_URL = POSTGRESQL_URL.rsplit("/", 1)[0] + "/kinto_emailer_functional"
+# Beside the test database, named after it: runs with other test databases do not meet.
+DATABASE_URL = POSTGRESQL_URL + "_functional"
 
 
 @skip_unless_postgresql
