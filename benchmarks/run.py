@@ -76,8 +76,15 @@ def make_app(
 
     Apps on PostgreSQL share the database: each writes to a bucket of its own.
     """
+    # Bounds high enough never to drop mail: the rows measure its cost, not its absence.
+    bounds = {
+        f"emailer.max_messages_per_{what}": "1000000000"
+        for what in ("change", "bucket_hour", "recipient_hour")
+    }
     settings = app_settings(
-        sink.port, batch_max_requests=1000, **{"emailer.worker": str(worker).lower()}
+        sink.port,
+        batch_max_requests=1000,
+        **{"emailer.worker": str(worker).lower(), **bounds},
     )
     if postgresql:
         for backend in ("storage", "permission"):

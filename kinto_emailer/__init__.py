@@ -110,7 +110,8 @@ def includeme(config: Configurator) -> None:
     registry.emailer_delivery = Delivery(emailer_settings, registry.emailer_outbox, queue)
     # Messages being sent or due when the process exits normally are not lost.
     atexit.register(registry.emailer_delivery.close, emailer_settings.drain_timeout)
-    registry.storage = EmailerStorage(registry.storage, emailer_settings, queue)
+    tables = queue if queue is not None else registry.emailer_outbox.tally
+    registry.storage = EmailerStorage(registry.storage, emailer_settings, tables)
 
     if emailer_settings.worker:
         scheduler = digests.DigestScheduler(partial(send_digests, registry), emailer_settings)

@@ -32,6 +32,7 @@ from repoze.sendmail.delivery import QueuedMailDelivery
 
 from kinto_emailer.listener import Change
 from kinto_emailer.messages import Draft, Outgoing, build
+from kinto_emailer.quotas import MemoryTally, Tally
 from kinto_emailer.settings import EmailerSettings
 
 
@@ -47,8 +48,9 @@ Counter = Callable[[str, int], None]
 
 T = TypeVar("T")
 
-Prepare = Callable[[list[Change]], list[Draft]]
-"""Works out the mail of changes: :func:`kinto_emailer.listener.drafts_for_changes`."""
+Prepare = Callable[[list[Change], Tally], list[Draft]]
+"""Works out the mail of changes within the bounds kept by a tally:
+:func:`kinto_emailer.listener.drafts_for_changes`."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ class Job:
     last_error: str = ""
 
 
-COUNTERS = ("queued", "sent", "retried", "failed", "dropped")
+COUNTERS = ("queued", "sent", "retried", "failed", "dropped", "limited")
 
 
 class Outcomes(Protocol):
@@ -292,6 +294,7 @@ class Outbox:
         self.failures: list[Job] = []
         self.counts = dict.fromkeys(COUNTERS, 0)
         self._count = count
+        self.tally = MemoryTally(self._add)
         self._changes: list[Change] = []
         self._due: list[tuple[float, int, Job]] = []
         self._sequence = itertools.count()
@@ -347,7 +350,7 @@ class Outbox:
             changes, jobs = self._take_due()
             try:
                 if changes:
-                    drafts = self.prepare(changes)
+                    drafts = self.prepare(changes, self.tally)
                     self._add("queued", len(drafts))
                     jobs += [Job(draft) for draft in drafts]
                 attempt(jobs, self.transport, self.retry_delays, self.max_age, self)
@@ -435,7 +438,7 @@ class Delivery:
     def record(self, change: Change) -> None:
         """Take note of a change of the current transaction: it mails once committed."""
         if self.maildir is not None:
-            self.schedule(self.outbox.prepare([change]))
+            self.schedule(self.outbox.prepare([change], self.outbox.tally))
         elif self.queue is not None:
             self.queue.record(change)
         else:

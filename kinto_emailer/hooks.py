@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 
 from kinto_emailer import recipients, templates
-from kinto_emailer.errors import InvalidHook
+from kinto_emailer.errors import InvalidHook, RenderError
 from kinto_emailer.preferences import CADENCES
 from kinto_emailer.settings import EmailerSettings
 
@@ -170,6 +170,10 @@ def parse_hook(
             bucket_id,
             settings.allowed_domains,
         )
+    # A hook may ask for summaries sooner than the operator, never later.
+    threshold = settings.group_threshold
+    if threshold is None or raw.get("group_threshold", threshold) < threshold:
+        threshold = raw.get("group_threshold", threshold)
     return Hook(
         template=raw["template"],
         subject=raw.get("subject", DEFAULT_SUBJECT),
@@ -178,7 +182,7 @@ def parse_hook(
         filters=tuple(filters),
         cadence=raw.get("cadence", "immediate"),
         locked=raw.get("non_editable", False),
-        group_threshold=raw.get("group_threshold", settings.group_threshold),
+        group_threshold=threshold,
     )
 
 
@@ -188,14 +192,56 @@ def _check_schema(validator: jsonschema.Draft7Validator, value: Any, *prefix: ob
         raise InvalidHook(_path(*prefix, *errors[0].absolute_path), errors[0].message)
 
 
+def _check_bounds(raw: Mapping[str, Any], index: int, settings: EmailerSettings) -> None:
+    """What the operator's bounds refuse on save; stored hooks are held to them on use."""
+    operator = settings.group_threshold
+    if operator is not None and raw.get("group_threshold", operator) > operator:
+        raise InvalidHook(
+            _path("hooks", index, "group_threshold"),
+            f"A hook may lower the group threshold, not raise it above {operator}"
+            " (setting kinto.emailer.group_threshold)",
+        )
+    if "sender" not in raw:
+        return
+    path = _path("hooks", index, "sender")
+    try:
+        mailbox = recipients.parse_mailbox(templates.render_line(raw["sender"], {}))
+    except (ValueError, RenderError) as e:
+        raise InvalidHook(
+            path, "Only the name of a sender may hold placeholders: '{user_id} <a@example.com>'"
+        ) from e
+    if not recipients.sender_allowed(mailbox, settings.default_sender, settings.allowed_senders):
+        allowed = [settings.default_sender or "", *settings.allowed_senders]
+        raise InvalidHook(
+            path,
+            f"{mailbox.addr_spec!r} is not an allowed sender: leave 'sender' out to send from"
+            " mail.default_sender, or send from "
+            + (", ".join(a for a in allowed if a) or "(none allowed)")
+            + " (setting kinto.emailer.allowed_senders)",
+        )
+
+
+def _too_many(count: int, settings: EmailerSettings) -> str | None:
+    if count <= settings.max_hooks:
+        return None
+    return (
+        f"A bucket or collection may hold {settings.max_hooks} hooks at the most"
+        " (setting kinto.emailer.max_hooks)"
+    )
+
+
 def validate(metadata: Mapping[str, Any], bucket_id: str, settings: EmailerSettings) -> None:
     """Raise :class:`InvalidHook` for the first problem of ``metadata``'s hooks, if any."""
     if METADATA_KEY not in metadata:
         return
     value = metadata[METADATA_KEY]
     _check_schema(_VALIDATOR, value)
+    problem = _too_many(len(value["hooks"]), settings)
+    if problem is not None:
+        raise InvalidHook(_path("hooks"), problem)
     for index, raw in enumerate(value["hooks"]):
         parse_hook(raw, index, bucket_id, settings)
+        _check_bounds(raw, index, settings)
 
 
 def load(
@@ -221,7 +267,10 @@ def _load(
     if not isinstance(raw_hooks, list):
         return (), (f"{_path('hooks')}: no list of hooks",)
     hooks, problems = [], []
-    for index, raw in enumerate(raw_hooks):
+    problem = _too_many(len(raw_hooks), settings)
+    if problem is not None:
+        problems.append(f"{_path('hooks')}: {problem}: the first ones are used")
+    for index, raw in enumerate(raw_hooks[: settings.max_hooks]):
         try:
             _check_schema(_HOOK_VALIDATOR, raw, "hooks", index)
             hooks.append(parse_hook(raw, index, bucket_id, settings))

@@ -37,6 +37,7 @@ import transaction
 from kinto_emailer.delivery import Counter, Job, Prepare, Transport, attempt
 from kinto_emailer.listener import Change
 from kinto_emailer.messages import Draft
+from kinto_emailer.quotas import Usage
 from kinto_emailer.settings import EmailerSettings
 
 
@@ -87,6 +88,13 @@ CREATE TABLE IF NOT EXISTS kinto_emailer_counts (
     name TEXT PRIMARY KEY,
     value BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS kinto_emailer_usage (
+    key TEXT NOT NULL,
+    window_start TIMESTAMPTZ NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0,
+    dropped INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (window_start, key)
+);
 """
 TABLES = (
     "kinto_emailer_changes",
@@ -94,6 +102,7 @@ TABLES = (
     "kinto_emailer_sent",
     "kinto_emailer_failed",
     "kinto_emailer_counts",
+    "kinto_emailer_usage",
 )
 
 # Pyformat parameters: the same query runs on Kinto's psycopg2 connection and on psycopg's.
@@ -121,6 +130,25 @@ SELECT key, draft, attempts FROM kinto_emailer_jobs
 PRUNE = """
 DELETE FROM kinto_emailer_sent WHERE sent_at < now() - make_interval(secs => %(max_age)s)
 """
+PRUNE_USAGE = "DELETE FROM kinto_emailer_usage WHERE window_start < now() - interval '1 day'"
+# Rows made first, then locked in the order of their keys: two workers counting against
+# the same bucket or recipient wait for each other and never deadlock.
+USAGE_ROWS = """
+INSERT INTO kinto_emailer_usage (window_start, key)
+SELECT %(window)s, key FROM unnest(%(keys)s::text[]) AS key ORDER BY key
+    ON CONFLICT DO NOTHING
+"""
+USAGE = """
+SELECT key, used, dropped FROM kinto_emailer_usage
+ WHERE window_start = %(window)s AND key = ANY(%(keys)s)
+ ORDER BY key
+   FOR UPDATE
+"""
+USAGE_UPDATE = """
+UPDATE kinto_emailer_usage SET used = u.used, dropped = u.dropped
+  FROM unnest(%(keys)s::text[], %(used)s::int[], %(dropped)s::int[]) AS u(key, used, dropped)
+ WHERE window_start = %(window)s AND kinto_emailer_usage.key = u.key
+"""
 # clock_timestamp(): a job a worker queued while this statement started is due too.
 DUE = """
 SELECT (SELECT count(*) FROM kinto_emailer_jobs WHERE due <= clock_timestamp())
@@ -135,6 +163,7 @@ STATUS_NAMES = (
     "retried",
     "failed",
     "dropped",
+    "limited",
 )
 STATUS = """
 SELECT 'changes', count(*) FROM kinto_emailer_changes
@@ -151,12 +180,13 @@ SELECT 'sent', count(*) FROM kinto_emailer_sent
 UNION ALL
 SELECT 'failed', count(*) FROM kinto_emailer_failed
 UNION ALL
-SELECT name, value FROM kinto_emailer_counts WHERE name IN ('retried', 'dropped')
+SELECT name, value FROM kinto_emailer_counts WHERE name IN ('retried', 'dropped', 'limited')
 """
 COUNT = """
 INSERT INTO kinto_emailer_counts (name, value) VALUES (%s, %s)
     ON CONFLICT (name) DO UPDATE SET value = kinto_emailer_counts.value + EXCLUDED.value
 """
+COUNT_NAMED = COUNT.replace("(%s, %s)", "(%(name)s, %(n)s)")
 
 
 def defer(connection: Any, drafts: Sequence[Draft], attempts: int = 0, delay: float = 0) -> None:
@@ -277,6 +307,7 @@ class Worker:
             return
         _, keys, _ = self._connect()
         keys.execute(PRUNE, {"max_age": self.settings.max_age})
+        keys.execute(PRUNE_USAGE)
         self._pruned = time.monotonic()
 
     def work(self, stop: threading.Event) -> bool:
@@ -495,7 +526,7 @@ class JobQueue:
             rows = self._execute(CLAIM_CHANGES, {"limit": CLAIM_SIZE})
             if not rows:
                 return 0
-            drafts = self.prepare([change for _, change in rows])
+            drafts = self.prepare([change for _, change in rows], self)
             if drafts:
                 self.defer(drafts)
             self._execute(
@@ -503,6 +534,29 @@ class JobQueue:
                 {"ids": [change_id for change_id, _ in rows]},
             )
         return len(rows)
+
+    @contextlib.contextmanager
+    def usage(self, window: datetime.datetime, keys: Sequence[str]) -> Iterator[dict[str, Usage]]:
+        """Hourly usage (see :mod:`kinto_emailer.quotas`), locked until the transaction ends."""
+        parameters = {"window": window, "keys": sorted(keys)}
+        self._execute(USAGE_ROWS, parameters)
+        found = self._execute(USAGE, parameters)
+        usage = {key: Usage(used, dropped) for key, used, dropped in found}
+        yield usage
+        self._execute(
+            USAGE_UPDATE,
+            {
+                "window": window,
+                "keys": list(usage),
+                "used": [u.used for u in usage.values()],
+                "dropped": [u.dropped for u in usage.values()],
+            },
+        )
+
+    def limited(self, n: int) -> None:
+        """Counted in the transaction of the mail it concerns, for ``status``."""
+        self._execute(COUNT_NAMED, {"name": "limited", "n": n})
+        self._count("limited", n)
 
     def expand_all(self) -> None:
         while self.expand():

@@ -5,6 +5,7 @@ as JSON. Hooks, recipients, preferences and templates are worked out later, by w
 sends the mail (:func:`drafts_for_changes`): the write never waits for them.
 """
 
+import functools
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -14,11 +15,12 @@ from typing import Any
 from kinto.core.events import AfterResourceChanged, ResourceChanged
 from kinto.core.storage.exceptions import ObjectNotFoundError
 
-from kinto_emailer import hooks, messages, recipients, templates
+from kinto_emailer import hooks, messages, quotas, recipients, templates
 from kinto_emailer.digests import DigestStore, Entry
 from kinto_emailer.errors import RenderError
 from kinto_emailer.hooks import Hook
 from kinto_emailer.preferences import PreferenceStore, Scope, Scopes
+from kinto_emailer.quotas import Tally
 from kinto_emailer.recipients import Mailbox
 from kinto_emailer.settings import EmailerSettings
 
@@ -186,15 +188,31 @@ def _facts(context: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, tupl
     return facts
 
 
+@functools.lru_cache(maxsize=256)
+def _refused_sender(scope: str, address: str) -> None:
+    # Once per hook's bucket and address in a process, not at every message.
+    logger.warning(
+        "Hooks of %s send from %s, which is not an allowed sender: mailing from"
+        " mail.default_sender instead (kinto.emailer.allowed_senders)",
+        scope,
+        address,
+    )
+
+
 def _sender(hook: Hook, context: Mapping[str, Any], settings: EmailerSettings) -> Mailbox:
+    """The hook's sender if the operator allows it, else ``mail.default_sender``."""
     sender_text = templates.render_line(hook.sender, context) if hook.sender else None
-    sender_text = sender_text or settings.default_sender
-    if not sender_text:
-        raise RenderError("no sender: set the hook's sender or mail.default_sender")
-    try:
-        return recipients.parse_mailbox(sender_text)
-    except ValueError as e:
-        raise RenderError(f"sender: {e}") from e
+    if sender_text:
+        try:
+            mailbox = recipients.parse_mailbox(sender_text)
+        except ValueError as e:
+            raise RenderError(f"sender: {e}") from e
+        if recipients.sender_allowed(mailbox, settings.default_sender, settings.allowed_senders):
+            return mailbox
+        _refused_sender(f"/buckets/{context['bucket_id']}", mailbox.addr_spec)
+    if not settings.default_sender:
+        raise RenderError("no sender: set mail.default_sender")
+    return recipients.parse_mailbox(settings.default_sender)
 
 
 def hook_mailboxes(hook: Hook, context: Mapping[str, Any], store: EventStore) -> list[Mailbox]:
@@ -323,12 +341,18 @@ def notices_for_change(
     store = EventStore(storage, change["base"]["bucket_id"], settings, made_at)
     mailed: list[tuple[str, Hook, dict[str, Any], list[Mailbox]]] = []
     per_recipient: dict[tuple[str, Hook, Mailbox], list[dict[str, Any]]] = {}
+    # One message per address and object, however many hooks name the address.
+    addressed: set[tuple[str, str]] = set()
     for scope, hook, context in _matches(change, store):
         try:
             mailboxes = hook_mailboxes(hook, context, store)
         except RenderError as e:
             logger.error("Skipping a hook for %s: %s", context["uri"], e)
             continue
+        mailboxes = [
+            m for m in mailboxes if (context["uri"], m.addr_spec.lower()) not in addressed
+        ]
+        addressed.update((context["uri"], m.addr_spec.lower()) for m in mailboxes)
         mailed.append((scope, hook, context, mailboxes))
         if hook.group_threshold is not None:
             for mailbox in mailboxes:
@@ -399,18 +423,34 @@ def route(
     return immediate
 
 
+def within_bounds(
+    notices: list[Notice], change: Change, settings: EmailerSettings, tally: Tally
+) -> list[Notice]:
+    """The notices of ``change`` that its bucket's and recipients' bounds let through."""
+    admitted = quotas.admit(
+        [n.draft.recipient.addr_spec for n in notices],
+        change["base"]["bucket_id"],
+        datetime.fromisoformat(change["made_at"]),
+        settings,
+        tally,
+    )
+    return [notice for notice, ok in zip(notices, admitted, strict=True) if ok]
+
+
 def drafts_for_changes(
-    changes: Iterable[Change], storage: Any, settings: EmailerSettings
+    changes: Iterable[Change], tally: Tally, storage: Any, settings: EmailerSettings
 ) -> list[messages.Draft]:
     """The mail to send now about ``changes``; digest entries and preferences are stored.
 
-    A change that cannot be worked on is logged and skipped: the others still mail.
+    ``tally`` keeps the hourly usage of the bounds. A change that cannot be worked on is
+    logged and skipped: the others still mail.
     """
     known: dict[str, Scopes] = {}
     drafts = []
     for change in changes:
         try:
             notices = list(notices_for_change(change, storage, settings))
+            notices = within_bounds(notices, change, settings, tally)
             drafts += route(notices, storage, settings, known)
         except Exception:
             base = change["base"]

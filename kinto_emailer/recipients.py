@@ -92,6 +92,17 @@ def domain_allowed(mailbox: Mailbox, allowed_domains: tuple[str, ...]) -> bool:
     return not allowed_domains or mailbox.domain in allowed_domains
 
 
+def sender_allowed(
+    mailbox: Mailbox, default_sender: str | None, allowed_senders: tuple[str, ...]
+) -> bool:
+    """Whether mail may come from ``mailbox``: the default sender's address, or one the
+    operator allows (an address, or ``@domain``)."""
+    address = mailbox.addr_spec.lower()
+    if default_sender and address == parse_mailbox(default_sender).addr_spec.lower():
+        return True
+    return address in allowed_senders or f"@{mailbox.domain}" in allowed_senders
+
+
 def member_mailbox(principal: str) -> Mailbox | None:
     """The mailbox of a group member such as ``account:alice@example.com``, if it has one."""
     candidate = principal.split(":", 1)[-1]

@@ -23,6 +23,16 @@ class EmailerSettings:
     """Recipient domains allowed in hooks; empty means any domain."""
     max_recipients: int = 100
     """Recipients one hook may mail for one object, after group expansion."""
+    max_hooks: int = 20
+    """Hooks one bucket or collection may hold."""
+    max_messages_per_change: int = 1000
+    """Messages (and digest entries) one change may cause; the rest are dropped."""
+    max_messages_per_bucket_hour: int = 1000
+    """Messages the hooks of one bucket may cause in an hour; the rest are dropped."""
+    max_messages_per_recipient_hour: int = 100
+    """Messages one address may get in an hour, from every bucket; the rest are dropped."""
+    allowed_senders: tuple[str, ...] = ()
+    """Addresses (or ``@domain``) a hook's ``sender`` may use, beside ``mail.default_sender``."""
     smtp_timeout: float = 10.0
     """Seconds to wait for the SMTP server before giving up on a message."""
     retry_delays: tuple[float, ...] = (300.0, 600.0, 1200.0)
@@ -119,6 +129,23 @@ def _domains(key: str, value: Any) -> tuple[str, ...]:
     return domains
 
 
+def _senders(key: str, value: Any) -> tuple[str, ...]:
+    senders = tuple(s.lower() for s in aslist(str(value)))
+    for sender in senders:
+        domain = sender[1:] if sender.startswith("@") else None
+        try:
+            if domain is None:
+                parse_mailbox(sender)
+            elif "." not in domain or "@" in domain:
+                raise ValueError(f"{sender!r} is not a domain such as '@example.com'")
+        except ValueError as e:
+            raise ConfigurationError(
+                f"Setting 'kinto.{key}' must list addresses or domains such as"
+                f" 'news@example.com @example.org': {e}"
+            ) from e
+    return senders
+
+
 def _delays(key: str, value: Any) -> tuple[float, ...]:
     seconds = _positive(float, "number")
     try:
@@ -132,6 +159,11 @@ def _delays(key: str, value: Any) -> tuple[float, ...]:
 _PARSERS = {
     "allowed_domains": _domains,
     "max_recipients": _positive(int, "integer"),
+    "max_hooks": _positive(int, "integer"),
+    "max_messages_per_change": _positive(int, "integer"),
+    "max_messages_per_bucket_hour": _positive(int, "integer"),
+    "max_messages_per_recipient_hour": _positive(int, "integer"),
+    "allowed_senders": _senders,
     "smtp_timeout": _positive(float, "number"),
     "retry_delays": _delays,
     "max_age": _positive(float, "number"),

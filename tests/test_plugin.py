@@ -77,18 +77,26 @@ class HookResolutionTest(EmailerWebTest):
 
     def test_default_event_filter_value_matches(self):
         hook = {**HOOK, "event": "kinto.core.events.AfterResourceChanged"}
-        self.put_hooks("/buckets/b", hook, {**hook, "event": "kinto.core.events.ResourceChanged"})
+        other = {**HOOK, "event": "kinto.core.events.ResourceChanged", "recipients": ["b@x.org"]}
+        self.put_hooks("/buckets/b", hook, other)
         self.create_record("/buckets/b/collections/c/records")
         self.assertEqual(len(self.mails()), 2)
 
     def test_filters_exact_and_regex(self):
+        hooks = [
+            {"subject": "exact", "record_id": "r1"},
+            {"subject": "regex", "record_id": "^r[0-9]$"},
+            {"subject": "not-c", "collection_id": "^(?!c$)"},
+            {"subject": "updates", "action": "update"},
+            {"subject": "past tense", "action": "created"},
+        ]
+        # Each its own recipient: an address named by several hooks gets one message.
         self.put_hooks(
             "/buckets/b",
-            {**HOOK, "subject": "exact", "record_id": "r1"},
-            {**HOOK, "subject": "regex", "record_id": "^r[0-9]$"},
-            {**HOOK, "subject": "not-c", "collection_id": "^(?!c$)"},
-            {**HOOK, "subject": "updates", "action": "update"},
-            {**HOOK, "subject": "past tense", "action": "created"},
+            *(
+                {**HOOK, **hook, "recipients": [f"r{i}@example.com"]}
+                for i, hook in enumerate(hooks)
+            ),
         )
         for record_id in ("r1", "r2", "rx"):
             self.app.put_json(
@@ -185,6 +193,8 @@ class PlaceholderTest(EmailerWebTest):
 
 
 class MessageTest(EmailerWebTest):
+    extra_settings = {"emailer.allowed_senders": "team@example.com"}
+
     def setUp(self):
         super().setUp()
         self.app.put_json("/buckets/b", headers=self.headers)

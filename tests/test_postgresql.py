@@ -4,6 +4,7 @@ import logging
 
 import psycopg
 
+import tests.test_bounds as bounds
 import tests.test_plugin as plugin
 import tests.test_preferences as preferences
 import tests.test_transactions as transactions
@@ -100,3 +101,14 @@ class DigestTest(PostgreSQL, preferences.DigestTest):
 @skip_unless_postgresql
 class GroupingTest(PostgreSQL, preferences.GroupingTest):
     pass
+
+
+@skip_unless_postgresql
+class BoundsTest(PostgreSQL, bounds.BoundsTest):
+    def test_limited_mail_is_shown_by_status(self):
+        self.put_hooks("/buckets/b", {**bounds.HOOK, "recipients": ["x@example.com"] * 1})
+        for _ in range(4):
+            self.create_record(bounds.RECORDS)
+        self.mails()
+        status = self.registry.emailer_delivery.queue.status()
+        self.assertEqual((status["sent"], status["limited"]), (3, 1))

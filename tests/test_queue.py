@@ -24,6 +24,8 @@ QUEUE_SETTINGS = {
     "emailer.worker": "false",
     "emailer.retry_delays": "0.3 0.3 0.3 0.3 0.3",
     "emailer.stalled_timeout": "2",
+    # Hundreds of messages to one address within the hour.
+    "emailer.max_messages_per_recipient_hour": "1000",
 }
 
 

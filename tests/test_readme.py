@@ -29,12 +29,18 @@ def table_rows() -> dict[str, str]:
     return rows
 
 
+# What an empty list setting means, as the table says it.
+EMPTY_LISTS = {"allowed_domains": "(any domain)", "allowed_senders": "(none)"}
+# The sender of the README's configuration examples.
+SETTINGS = settings.EmailerSettings(default_sender="Kinto <kinto@example.com>")
+
+
 class ReadmeTest(unittest.TestCase):
     def test_hook_examples_are_valid(self):
         examples = [json.loads(b) for b in code_blocks("json")]
         self.assertTrue(examples)
         for example in examples:
-            hooks.validate(example, "workspace", settings.EmailerSettings())
+            hooks.validate(example, "workspace", SETTINGS)
         curl = next(b for b in code_blocks("shell") if "kinto-emailer" in b)
         body = json.loads(re.search(r"-d '(\{\"data\": \{\"kinto-emailer\".*?)'\n", curl, re.S)[1])
         hooks.validate(body["data"], "workspace", settings.EmailerSettings())
@@ -72,7 +78,7 @@ class ReadmeTest(unittest.TestCase):
                 expected = "(``kinto.userid_hmac_secret``)"
             elif isinstance(value, tuple):
                 expected = " ".join(f"{v:g}" for v in value)
-                expected = f"``{expected}``" if value else "(any domain)"
+                expected = f"``{expected}``" if value else EMPTY_LISTS[name]
             else:
                 expected = f"``{value:.15g}``"
             self.assertEqual(rows[f"kinto.emailer.{name}"], expected, name)

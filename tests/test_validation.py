@@ -7,6 +7,8 @@ HOOK = {"template": "{id}", "recipients": ["a@example.com"]}
 
 
 class ValidationTest(EmailerWebTest):
+    extra_settings = {"emailer.allowed_senders": "team@example.com"}
+
     def setUp(self):
         super().setUp()
         self.app.put_json("/buckets/b", headers=self.headers)
