@@ -4,6 +4,7 @@ import logging
 
 import psycopg
 
+import tests.test_headers as headers
 import tests.test_plugin as plugin
 import tests.test_preferences as preferences
 import tests.test_transactions as transactions
@@ -31,6 +32,11 @@ class HookResolutionTest(PostgreSQL, plugin.HookResolutionTest):
 
 @skip_unless_postgresql
 class GroupRecipientsTest(PostgreSQL, plugin.GroupRecipientsTest):
+    pass
+
+
+@skip_unless_postgresql
+class HeaderInjectionTest(PostgreSQL, headers.HeaderInjectionTest):
     pass
 
 
