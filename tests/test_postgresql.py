@@ -99,6 +99,11 @@ class PreferencesPageTest(PostgreSQL, preferences.PreferencesPageTest):
 
 
 @skip_unless_postgresql
+class PreferencesApiTest(PostgreSQL, preferences.PreferencesApiTest):
+    pass
+
+
+@skip_unless_postgresql
 class DigestTest(PostgreSQL, preferences.DigestTest):
     pass
 

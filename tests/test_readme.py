@@ -72,7 +72,8 @@ class ReadmeTest(unittest.TestCase):
                 expected = "(``kinto.userid_hmac_secret``)"
             elif isinstance(value, tuple):
                 expected = " ".join(f"{v:g}" for v in value)
-                expected = f"``{expected}``" if value else "(any domain)"
+                empty = "(any domain)" if name == "allowed_domains" else "(none)"
+                expected = f"``{expected}``" if value else empty
             else:
                 expected = f"``{value:.15g}``"
             self.assertEqual(rows[f"kinto.emailer.{name}"], expected, name)
