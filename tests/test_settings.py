@@ -8,6 +8,7 @@ from unittest import mock
 from kinto import main as kinto_main
 from kinto.plugins import accounts
 from pyramid.exceptions import ConfigurationError
+from pyramid.paster import get_appsettings
 
 from kinto_emailer.settings import EmailerSettings, parse_settings
 from tests.support import app_settings
@@ -15,6 +16,10 @@ from tests.support import app_settings
 
 SECRET = {"userid_hmac_secret": "a secret of Kinto's"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = ("kinto.ini", "postgresql.ini")
+# A value, but not one taken from elsewhere ($VARIABLE, "$(command)").
+SECRET_IN_INI = r"(?:hmac_secret|emailer\.secret)[ \t]*=[ \t]*([^\s$`'\"][^\n]*)"
+SECRET_IN_SHELL = r"_SECRET=([^\s$`'\"]\S*)"
 SHIPPED = [
     os.path.join(ROOT, name)
     for name in ("README.rst", "Makefile", "config/kinto.ini", "config/postgresql.ini")
@@ -128,8 +133,7 @@ class SecretTest(unittest.TestCase):
         for path in SHIPPED:
             with open(path) as f:
                 text = f.read()
-            values += re.findall(r"(?:hmac_secret|emailer\.secret)\s*=\s*([^\s$`'\"][^\n]*)", text)
-            values += re.findall(r"_SECRET=([^\s$`'\"]\S*)", text)
+            values += re.findall(SECRET_IN_INI, text) + re.findall(SECRET_IN_SHELL, text)
         for value in values:
             with self.subTest(value), self.assertRaises(ConfigurationError):
                 parse_settings({"emailer.secret": value})
@@ -151,6 +155,52 @@ class VerifiedPrincipalsTest(unittest.TestCase):
                 parse_settings(settings)
             verified = parse_settings({**settings, "account_validation": True})
         self.assertEqual(verified.verified_principals, ("account", "ldap"))
+
+
+class ConfigFilesTest(unittest.TestCase):
+    """The shipped ini files are safe to copy: no open doors, no secret in them."""
+
+    def settings(self, name):
+        settings = get_appsettings(os.path.join(ROOT, "config", name))
+        return {k.removeprefix("kinto."): v for k, v in settings.items()}
+
+    def start(self, name, **environ):
+        memory = {
+            f"{backend}_{what}": f"kinto.core.{backend}.memory" if what == "backend" else ""
+            for backend in ("storage", "permission")
+            for what in ("backend", "url")
+        }
+        # The secret that a developer's shell may hold is not in the way.
+        clean = {k: v for k, v in os.environ.items() if "SECRET" not in k}
+        with mock.patch.dict(os.environ, {**clean, **environ}, clear=True):
+            return kinto_main({}, **{**self.settings(name), **memory})
+
+    def test_nobody_anonymous_creates_buckets_or_accounts(self):
+        for name in CONFIGS:
+            with self.subTest(name):
+                settings = self.settings(name)
+                for key in ("bucket_create_principals", "account_create_principals"):
+                    self.assertNotIn("system.Everyone", settings.get(key, ""), key)
+        # Basic auth takes any user and password: accounts only, for production.
+        self.assertEqual(self.settings("postgresql.ini")["multiauth.policies"], "account")
+
+    def test_the_secret_comes_from_the_environment(self):
+        for name in CONFIGS:
+            with self.subTest(name):
+                settings = self.settings(name)
+                self.assertNotIn("userid_hmac_secret", settings)
+                self.assertNotIn("emailer.secret", settings)
+                with self.assertRaises(ConfigurationError) as cm:
+                    self.start(name)
+                self.assertIn("'kinto.userid_hmac_secret'", str(cm.exception))
+                with self.assertRaises(ConfigurationError) as cm:
+                    self.start(name, KINTO_USERID_HMAC_SECRET="change-me-please-1234")
+                self.assertIn("'kinto.userid_hmac_secret'", str(cm.exception))
+                app = self.start(name, KINTO_USERID_HMAC_SECRET="a long random value, really")
+                self.assertEqual(
+                    app.registry.emailer_settings.secret, "a long random value, really"
+                )
+                app.registry.emailer_delivery.close(timeout=5)
 
 
 class StartupTest(unittest.TestCase):
