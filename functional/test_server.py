@@ -1,11 +1,13 @@
 """A running Kinto (``kinto start`` with config/postgresql.ini) driven over HTTP.
 
 The server, its PostgreSQL database and the SMTP server it mails are all real; the
-settings that differ from the shipped file come from environment variables, as an
-operator would set them.
+settings that differ from the shipped file, and the secret, come from environment
+variables, and the account the tests use from ``kinto create-user``, as an operator
+would do.
 """
 
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from tests.support import (
     postgresql_available,
     skip_unless_postgresql,
 )
+from tests.test_headers import INJECTION
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,13 +45,16 @@ class ServerTest(unittest.TestCase):
             "KINTO_STORAGE_URL": DATABASE_URL,
             "KINTO_PERMISSION_URL": DATABASE_URL,
             "MAIL_PORT": str(cls.sink.port),
+            "KINTO_USERID_HMAC_SECRET": secrets.token_hex(32),
         }
-        subprocess.run(
-            [os.path.join(BIN, "kinto"), "migrate", "--ini", CONFIG],
-            env=cls.env,
-            check=True,
-            capture_output=True,
-        )
+        cls.admin = ("admin", secrets.token_urlsafe(16))
+        for command in (["migrate"], ["create-user", "-u", cls.admin[0], "-p", cls.admin[1]]):
+            subprocess.run(
+                [os.path.join(BIN, "kinto"), *command, "--ini", CONFIG],
+                env=cls.env,
+                check=True,
+                capture_output=True,
+            )
         cls.log = open(os.path.join(ROOT, ".functional-server.log"), "wb")
         cls.server = subprocess.Popen(
             [os.path.join(BIN, "kinto"), "start", "--ini", CONFIG, "--port", str(cls.port)],
@@ -78,7 +84,7 @@ class ServerTest(unittest.TestCase):
     def setUp(self):
         self.sink.clear()
         self.session = requests.Session()
-        self.session.auth = (f"user-{uuid.uuid4().hex[:8]}", "secret")
+        self.session.auth = self.admin
         self.bucket = f"/buckets/b{uuid.uuid4().hex[:8]}"
 
     def call(self, method, path, body=None, status=200):
@@ -149,3 +155,50 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         [mail] = self.sink.wait_for(1)
         self.assertEqual(mail.rcpt_tos, ["ops@example.com"])
+
+    def test_record_data_adds_no_header(self):
+        self.call("PUT", self.bucket, status=201)
+        hooks = [
+            {
+                "resource_name": "record",
+                "subject": "{new[title]}",
+                "template": "{uri} was created.",
+                "recipients": ["editor@example.com"],
+            }
+        ]
+        self.call("PATCH", self.bucket, {"data": {"kinto-emailer": {"hooks": hooks}}})
+        self.call("PUT", f"{self.bucket}/collections/c", status=201)
+        uri = f"{self.bucket}/collections/c/records/r"
+        self.call("PUT", uri, {"data": {"title": INJECTION}}, status=201)
+        [mail] = self.sink.wait_for(1)
+        self.assertNotIn("Reply-To", mail.message)
+        self.assertNotRegex(mail.message["Subject"], r"[\r\n]")
+        self.assertEqual(mail.body, f"{uri} was created.")
+
+    def test_accounts_are_made_by_the_administrator_and_prove_no_address(self):
+        anonymous = requests.put(
+            f"{self.url}/accounts/reviewer@example.com",
+            json={"data": {"password": "s3cret-enough"}},
+            timeout=10,
+        )
+        self.assertEqual(anonymous.status_code, 401, anonymous.text)
+        # Basic auth is off: a made-up user and password are not authenticated.
+        self.session.auth = ("someone", "anything")
+        self.call("PUT", self.bucket, status=401)
+        self.session.auth = self.admin
+        reviewer = f"reviewer-{uuid.uuid4().hex[:8]}@example.com"
+        self.call("PUT", f"/accounts/{reviewer}", {"data": {"password": "pw"}}, 201)
+        self.session.auth = (reviewer, "pw")
+        error = self.call("GET", "/emailer/preferences", status=403)
+        self.assertIn("links at the end of the emails", error["message"])
+
+    def test_no_secret_no_start(self):
+        env = {k: v for k, v in self.env.items() if k != "KINTO_USERID_HMAC_SECRET"}
+        result = subprocess.run(
+            [os.path.join(BIN, "kinto"), "migrate", "--ini", CONFIG],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("'kinto.userid_hmac_secret'", result.stderr)

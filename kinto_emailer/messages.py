@@ -4,12 +4,14 @@ import functools
 import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 from urllib.parse import quote, urlsplit
 
 from kinto_emailer import tokens
+from kinto_emailer.headers import header_value
 from kinto_emailer.recipients import Mailbox, parse_mailbox
 
 
@@ -120,23 +122,35 @@ def footer(draft: Draft) -> str:
     )
 
 
+def set_header(message: EmailMessage, name: str, value: str | Mailbox) -> None:
+    """Set a header from values that data, or a request, may have made.
+
+    Text and display names go through :func:`header_value`: the standard library would
+    decode their encoded words, and write what they hide as headers of their own.
+    """
+    if isinstance(value, Mailbox):
+        message[name] = Address(header_value(value.display_name), addr_spec=value.addr_spec)
+    else:
+        message[name] = header_value(value)
+
+
 def build(draft: Draft) -> Outgoing:
-    """The message of ``draft``; its subject must already be one line."""
+    """The message of ``draft``."""
     message = EmailMessage(policy=POLICY)
-    message["From"] = draft.sender.address
-    message["To"] = draft.recipient.address
-    message["Subject"] = draft.subject
-    message["Date"] = format_datetime(draft.created)
+    set_header(message, "From", draft.sender)
+    set_header(message, "To", draft.recipient)
+    set_header(message, "Subject", draft.subject)
+    set_header(message, "Date", format_datetime(draft.created))
     # Derived from the key: were a message ever sent twice, mail clients would see one.
-    message["Message-ID"] = f"<{draft.key[:32]}@{draft.sender.domain}>"
+    set_header(message, "Message-ID", f"<{draft.key[:32]}@{draft.sender.domain}>")
     reference = thread_id(draft.root_url, draft.uri)
-    message["In-Reply-To"] = reference
-    message["References"] = reference
-    message["Auto-Submitted"] = "auto-generated"
+    set_header(message, "In-Reply-To", reference)
+    set_header(message, "References", reference)
+    set_header(message, "Auto-Submitted", "auto-generated")
     body = draft.body
     if draft.unsubscribe_url:
-        message["List-Unsubscribe"] = f"<{draft.unsubscribe_url}>"
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        set_header(message, "List-Unsubscribe", f"<{draft.unsubscribe_url}>")
+        set_header(message, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
         body = body.rstrip("\n") + "\n" + footer(draft)
     message.set_content(body, charset="utf-8")
     return Outgoing(draft.sender.addr_spec, draft.recipient.addr_spec, message)

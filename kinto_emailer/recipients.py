@@ -9,6 +9,7 @@ from email.policy import default as default_policy
 
 from kinto_emailer import templates
 from kinto_emailer.errors import InvalidHook
+from kinto_emailer.headers import CONTROL, ENCODED_WORD_START, header_value
 
 
 GROUP_URI = re.compile(r"\A/buckets/(?P<bucket_id>[^/]+)/groups/(?P<group_id>[^/]+)\Z")
@@ -50,7 +51,18 @@ def parse_mailbox(text: str) -> Mailbox:
     address = addresses[0]
     if header.defects or not address.username or "." not in address.domain:
         raise ValueError(f"{text!r} is not a valid email address")
-    return Mailbox(address.display_name, address.addr_spec)
+    # The parser decodes encoded words (RFC 2047): what they hide is checked too.
+    if CONTROL.search(address.display_name + address.addr_spec):
+        raise ValueError(f"{text!r} holds control characters once decoded")
+    if ENCODED_WORD_START in address.addr_spec:
+        raise ValueError(f"{text!r} holds an encoded word in its address")
+    mailbox = Mailbox(header_value(address.display_name), address.addr_spec)
+    try:
+        # Writing the address parses it again, more strictly (``a@.com`` fails there).
+        str(mailbox)
+    except Exception as e:
+        raise ValueError(f"{text!r} is not a valid email address") from e
+    return mailbox
 
 
 def is_group_uri(recipient: str) -> bool:

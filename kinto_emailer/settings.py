@@ -1,9 +1,11 @@
 """The plugin's own settings (``kinto.emailer.*`` in the ini), parsed once at startup."""
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from kinto.plugins import accounts
 from pyramid.exceptions import ConfigurationError
 from pyramid.settings import aslist
 
@@ -15,6 +17,16 @@ Number = TypeVar("Number", int, float)
 PREFIX = "emailer."
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0", ""}
+MIN_SECRET_LENGTH = 16
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "change-me-to-a-long-random-string",
+        "make-run-local-secret-change-me",
+        "at least sixteen characters",
+    }
+)
+"""Values that files of this project showed as secrets at some point."""
+_PRINCIPAL_PREFIX = re.compile(r"\A[\w.-]+\Z")
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,8 @@ class EmailerSettings:
     """With PostgreSQL storage: seconds before a silent worker's messages go to the others."""
     secret: str = ""
     """Signs the links of unsubscribe and preference pages (else ``userid_hmac_secret``)."""
+    verified_principals: tuple[str, ...] = ()
+    """Principal prefixes whose user ids are addresses their users proved they own."""
     link_max_age: float = 90 * 24 * 3600.0
     """Seconds a link of an email stays valid."""
     digest_daily_hour: int = 17
@@ -104,10 +118,40 @@ def _threshold(key: str, value: Any) -> int | None:
 
 
 def _secret(key: str, value: Any) -> str:
+    """A secret, unless it is short or a placeholder that anyone may have read."""
     text = str(value)
-    if len(text) < 16:
-        raise ConfigurationError(f"Setting 'kinto.{key}' must be at least 16 characters long")
-    return text
+    if len(text) < MIN_SECRET_LENGTH:
+        problem = f"must be at least {MIN_SECRET_LENGTH} characters long"
+    elif text in PLACEHOLDER_SECRETS or "changeme" in re.sub(r"[\W_]", "", text.lower()):
+        problem = "is a placeholder that signs links for anyone who read it"
+    else:
+        return text
+    raise ConfigurationError(
+        f"Setting 'kinto.{key}' {problem}: set a long random value, for example from the"
+        f" environment (KINTO_{key.replace('.', '_').upper()})"
+    )
+
+
+def _prefixes(key: str, value: Any) -> tuple[str, ...]:
+    prefixes = tuple(p.removesuffix(":") for p in aslist(str(value)))
+    for prefix in prefixes:
+        if not _PRINCIPAL_PREFIX.match(prefix):
+            raise ConfigurationError(
+                f"Setting 'kinto.{key}' must list principal prefixes such as 'ldap',"
+                f" not {prefix!r}"
+            )
+    return prefixes
+
+
+def _accounts_prove_addresses(settings: Mapping[str, Any]) -> bool:
+    """Whether Kinto's accounts plugin makes users prove the address they are named by.
+
+    Its account validation (``kinto.account_validation``, Kinto 13.1 to 19) mailed a
+    link that a new account had to follow before it could log in; later Kintos create
+    accounts of any name.
+    """
+    available = hasattr(accounts, "ACCOUNT_VALIDATION_CACHE_KEY")
+    return available and _boolean("kinto.account_validation", settings.get("account_validation"))
 
 
 def _boolean(key: str, value: Any) -> bool:
@@ -171,6 +215,7 @@ _PARSERS = {
     "worker": lambda key, value: _boolean(f"kinto.{key}", value),
     "stalled_timeout": _positive(float, "number"),
     "secret": _secret,
+    "verified_principals": _prefixes,
     "link_max_age": _positive(float, "number"),
     "digest_daily_hour": _ranged(0, 23),
     "digest_weekly_day": _ranged(0, 6),
@@ -201,9 +246,19 @@ def parse_settings(settings: Mapping[str, Any]) -> EmailerSettings:
         if not fallback:
             raise ConfigurationError(
                 "Setting 'kinto.emailer.secret' is needed to sign the unsubscribe links of"
-                " emails (or set 'kinto.userid_hmac_secret', used when it is absent)"
+                " emails (or set 'kinto.userid_hmac_secret', used when it is absent, for"
+                " example from the environment: KINTO_USERID_HMAC_SECRET)"
             )
-        values["secret"] = str(fallback)
+        values["secret"] = _secret("userid_hmac_secret", fallback)
+    if "account" in values.get("verified_principals", ()) and not _accounts_prove_addresses(
+        settings
+    ):
+        raise ConfigurationError(
+            "Setting 'kinto.emailer.verified_principals' lists 'account', but Kinto's"
+            " accounts do not prove an address: anyone may create the account of any"
+            " address. It needs Kinto's account validation (kinto.account_validation = true),"
+            " which Kinto 20 removed."
+        )
     values["debug"] = _boolean("mail.debug_mailer", settings.get("mail.debug_mailer", False))
     if settings.get("mail.top_level_directory"):
         values["debug_directory"] = str(settings["mail.top_level_directory"])

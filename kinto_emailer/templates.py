@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kinto_emailer.errors import InvalidHook, RenderError
+from kinto_emailer.headers import header_value
 
 
 SCALAR_PLACEHOLDERS = (
@@ -73,7 +74,6 @@ _SPEC = re.compile(
 )
 _FIELD_NAME = re.compile(r"\A(?P<name>[^.\[\]]*)(?P<keys>(?:\[[^\]]+\])*)\Z")
 _FIELD_KEY = re.compile(r"\[([^\]]+)\]")
-_LINE_BREAKS = re.compile(r"[\s\x00-\x1f\x7f\x85\u2028\u2029]+")
 _TRUNCATED = " [...]"
 
 
@@ -208,11 +208,6 @@ def render(template: str, context: Mapping[str, Any], limit: int = MAX_BODY_LENG
     return _clip("".join(output), limit)
 
 
-def flatten(text: str) -> str:
-    """One header line: every run of white space or control characters becomes one space."""
-    return _LINE_BREAKS.sub(" ", text).strip()
-
-
 def render_line(template: str, context: Mapping[str, Any]) -> str:
-    """Render a header value: one line, at most :data:`MAX_LINE_LENGTH` characters."""
-    return _clip(flatten(render(template, context)), MAX_LINE_LENGTH)
+    """Render a header value (:func:`header_value`), at most :data:`MAX_LINE_LENGTH` long."""
+    return _clip(header_value(render(template, context)), MAX_LINE_LENGTH)

@@ -188,7 +188,12 @@ def preferences_post(request: Request) -> Response:
 
 
 def _address(request: Request) -> str:
-    """The email address of the authenticated user; 401 or 403 otherwise."""
+    """The email address of the authenticated user; 401 or 403 otherwise.
+
+    Only user ids of the principal prefixes in ``kinto.emailer.verified_principals``
+    are taken as addresses: elsewhere anyone may be named after anyone's address (an
+    account ``reviewer@example.com`` of Kinto's accounts plugin, say).
+    """
     # Authenticating sets the policy's name, that prefixed_userid needs.
     userid = request.prefixed_userid if request.authenticated_userid else None
     if userid is None:
@@ -197,7 +202,14 @@ def _address(request: Request) -> str:
             errno=ERRORS.MISSING_AUTH_TOKEN,
             message="Please authenticate yourself to use this endpoint.",
         )
-    candidate = userid.split(":", 1)[-1]
+    prefix, _, candidate = userid.partition(":")
+    if prefix not in request.registry.emailer_settings.verified_principals:
+        raise http_error(
+            HTTPForbidden(),
+            errno=ERRORS.FORBIDDEN,
+            message="This server cannot tell that your user id is your email address: manage"
+            " your email preferences through the links at the end of the emails.",
+        )
     try:
         return recipients.parse_mailbox(candidate).addr_spec.lower()
     except ValueError as e:

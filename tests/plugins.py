@@ -4,7 +4,9 @@
 plugin's check would. ``review`` fires review events shaped like those of Kinto's
 signer, from a before-commit hook as the signer does, and subscribes
 ``kinto_emailer.send_notification`` to them as the signer does. ``recording_metrics``
-keeps the counts sent to Kinto's metrics.
+keeps the counts sent to Kinto's metrics. ``ForwardedEmailPolicy`` authenticates as
+Kinto does behind a proxy that proved the user's address (oauth2-proxy's
+``X-Forwarded-Email``).
 """
 
 from typing import Any
@@ -12,7 +14,10 @@ from typing import Any
 import transaction
 from kinto.core.events import ResourceChanged
 from kinto.core.metrics import IMetricsService, NoOpMetricsService
+from pyramid.authentication import CallbackAuthenticationPolicy
 from pyramid.config import Configurator
+from pyramid.interfaces import IAuthenticationPolicy
+from zope.interface import implementer
 
 from kinto_emailer import send_notification
 
@@ -96,3 +101,17 @@ class RecordingMetrics(NoOpMetricsService):
 
 def recording_metrics(config: Configurator) -> None:
     config.registry.registerUtility(RecordingMetrics(), IMetricsService)
+
+
+@implementer(IAuthenticationPolicy)
+class ForwardedEmailPolicy(CallbackAuthenticationPolicy):
+    """The user id is the address that the proxy in front of Kinto proved."""
+
+    def unauthenticated_userid(self, request: Any) -> str | None:
+        return request.headers.get("X-Forwarded-Email")
+
+    def remember(self, request: Any, userid: Any, **kw: Any) -> list:
+        return []
+
+    def forget(self, request: Any) -> list:
+        return []

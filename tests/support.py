@@ -172,7 +172,7 @@ def app_settings(smtp_port: int, **extra: Any) -> dict:
         "permission_backend": "kinto.core.permission.memory",
         "includes": "kinto_emailer",
         "multiauth.policies": "basicauth",
-        "userid_hmac_secret": "test-secret",
+        "userid_hmac_secret": "a secret for the tests only",
         "bucket_create_principals": "system.Authenticated",
         "mail.host": "127.0.0.1",
         "mail.port": str(smtp_port),

@@ -5,6 +5,7 @@ import logging
 import psycopg
 
 import tests.test_bounds as bounds
+import tests.test_headers as headers
 import tests.test_plugin as plugin
 import tests.test_preferences as preferences
 import tests.test_transactions as transactions
@@ -32,6 +33,11 @@ class HookResolutionTest(PostgreSQL, plugin.HookResolutionTest):
 
 @skip_unless_postgresql
 class GroupRecipientsTest(PostgreSQL, plugin.GroupRecipientsTest):
+    pass
+
+
+@skip_unless_postgresql
+class HeaderInjectionTest(PostgreSQL, headers.HeaderInjectionTest):
     pass
 
 
@@ -90,6 +96,11 @@ class UnsubscribeTest(PostgreSQL, preferences.UnsubscribeTest):
 
 @skip_unless_postgresql
 class PreferencesPageTest(PostgreSQL, preferences.PreferencesPageTest):
+    pass
+
+
+@skip_unless_postgresql
+class PreferencesApiTest(PostgreSQL, preferences.PreferencesApiTest):
     pass
 
 

@@ -185,7 +185,7 @@ class LockedTest(RecipientTest):
 
 
 class AccountsTest(RecipientTest):
-    """Kinto accounts named by email addresses."""
+    """Kinto accounts named by email addresses: anyone may create one, for any address."""
 
     extra_settings = {
         **RecipientTest.extra_settings,
@@ -202,11 +202,38 @@ class AccountsTest(RecipientTest):
         token = base64.b64encode(f"{name}:{password}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
 
+    def test_a_user_id_does_not_prove_an_address(self):
+        self.create("r1")
+        # Not a.example.com's owner: whoever first created an account of that name.
+        squatter = self.account("a@example.com")
+        for method, body in (("get", None), ("patch_json", {"data": {"scopes": {}}})):
+            with self.subTest(method):
+                call = getattr(self.app, method)
+                args = ("/emailer/preferences",) + ((body,) if body else ())
+                response = call(*args, headers=squatter, status=403)
+                self.assertIn("links at the end of the emails", response.json["message"])
+        self.sink.clear()
+        self.assertEqual(self.recipients_of(self.create("r2")), ["a@example.com", "b@example.com"])
 
-class PreferencesApiTest(AccountsTest):
+
+class VerifiedTest(RecipientTest):
+    """Users authenticated by a proxy that proved their address (declared verified)."""
+
+    extra_settings = {
+        **RecipientTest.extra_settings,
+        "multiauth.policies": "proxy basicauth",
+        "multiauth.policy.proxy.use": "tests.plugins.ForwardedEmailPolicy",
+        "emailer.verified_principals": "proxy",
+    }
+
+    def user(self, address):
+        return {"X-Forwarded-Email": address}
+
+
+class PreferencesApiTest(VerifiedTest):
     def test_users_see_and_change_only_their_own_preferences(self):
-        alice = self.account("a@example.com")
-        bob = self.account("b@example.com")
+        alice = self.user("a@example.com")
+        bob = self.user("B@example.com")
         self.create("r1")
         scopes = self.app.get("/emailer/preferences", headers=alice).json["data"]["scopes"]
         self.assertEqual(scopes["/buckets/b"]["cadence"], "immediate")
@@ -222,10 +249,14 @@ class PreferencesApiTest(AccountsTest):
         self.assertEqual(self.recipients_of(self.create("r2")), ["b@example.com"])
 
     def test_errors(self):
-        alice = self.account("a@example.com")
+        alice = self.user("a@example.com")
         self.create("r1")
         self.app.get("/emailer/preferences", status=401)
-        self.app.get("/emailer/preferences", headers=self.headers, status=403)
+        # Basic auth is not declared verified; a verified user id must be an address.
+        response = self.app.get("/emailer/preferences", headers=self.headers, status=403)
+        self.assertIn("links at the end of the emails", response.json["message"])
+        response = self.app.get("/emailer/preferences", headers=self.user("alice"), status=403)
+        self.assertIn("email address", response.json["message"])
         cases = [
             ({"/buckets/b": "hourly"}, "data.scopes./buckets/b"),
             ({"/buckets/other": "off"}, "data.scopes./buckets/other"),
@@ -238,11 +269,11 @@ class PreferencesApiTest(AccountsTest):
                 self.assertEqual(response.json["details"][0]["name"], name)
 
 
-class LockedApiTest(AccountsTest):
+class LockedApiTest(VerifiedTest):
     hook = {**HOOK, "non_editable": True}
 
     def test_a_locked_scope_cannot_be_changed(self):
-        alice = self.account("a@example.com")
+        alice = self.user("a@example.com")
         self.create("r1")
         body = {"data": {"scopes": {"/buckets/b": "off"}}}
         response = self.app.patch_json("/emailer/preferences", body, headers=alice, status=400)

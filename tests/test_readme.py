@@ -30,7 +30,11 @@ def table_rows() -> dict[str, str]:
 
 
 # What an empty list setting means, as the table says it.
-EMPTY_LISTS = {"allowed_domains": "(any domain)", "allowed_senders": "(none)"}
+EMPTY_LISTS = {
+    "allowed_domains": "(any domain)",
+    "allowed_senders": "(none)",
+    "verified_principals": "(none)",
+}
 # The sender of the README's configuration examples.
 SETTINGS = settings.EmailerSettings(default_sender="Kinto <kinto@example.com>")
 

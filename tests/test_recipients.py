@@ -1,5 +1,6 @@
 """Addresses and group URIs."""
 
+import base64
 import unittest
 
 from hypothesis import given
@@ -7,6 +8,7 @@ from hypothesis import strategies as st
 
 from kinto_emailer import recipients
 from kinto_emailer.errors import InvalidHook
+from tests.test_headers import CONTROL, header_texts
 
 
 class ParseMailboxTest(unittest.TestCase):
@@ -38,7 +40,26 @@ class ParseMailboxTest(unittest.TestCase):
             with self.subTest(text=text), self.assertRaises(ValueError):
                 recipients.parse_mailbox(text)
 
-    @given(st.text())
+    def test_what_encoded_words_hide_is_checked(self):
+        for text in (
+            "=?utf-8?q?Eve=0D=0ABcc:_x@evil.com?= <a@example.com>",
+            '"=?utf-8?q?Eve=0D=0ABcc:_x@evil.com?=" <a@example.com>',
+            "=?utf-8?q?Eve=00?= <a@example.com>",
+            "=?utf-8?b?RXZlwoU=?= <a@example.com>",
+            "=?utf-8?q?a=0D=0A?=@example.com",
+            "=?utf-8?q?a?=@example.com",
+        ):
+            with self.subTest(text=text), self.assertRaises(ValueError):
+                recipients.parse_mailbox(text)
+
+    def test_an_encoded_word_in_an_encoded_word_is_not_decoded_again(self):
+        inner = "=?utf-8?q?Eve=0D=0ABcc:_x@evil.com?="
+        text = "=?utf-8?b?" + base64.b64encode(inner.encode()).decode() + "?= <a@example.com>"
+        mailbox = recipients.parse_mailbox(text)
+        self.assertEqual(mailbox.display_name, "= ?utf-8?q?Eve=0D=0ABcc:_x@evil.com?=")
+        self.assertEqual(recipients.parse_mailbox(str(mailbox)), mailbox)
+
+    @given(st.text() | header_texts.map(lambda name: f"{name} <a@example.com>"))
     def test_parser_never_crashes(self, text):
         try:
             mailbox = recipients.parse_mailbox(text)
@@ -46,6 +67,9 @@ class ParseMailboxTest(unittest.TestCase):
             return
         self.assertNotRegex(str(mailbox), r"[\r\n]")
         self.assertEqual(mailbox.addr_spec.count("@"), 1)
+        self.assertNotRegex(mailbox.display_name + mailbox.addr_spec, CONTROL)
+        self.assertNotIn("=?", str(mailbox))
+        self.assertEqual(recipients.parse_mailbox(str(mailbox)), mailbox)
 
 
 class ExpandTest(unittest.TestCase):

@@ -1,15 +1,29 @@
 """Settings are parsed once at startup; a bad one stops Kinto, naming the key."""
 
+import os
+import re
 import unittest
+from unittest import mock
 
 from kinto import main as kinto_main
+from kinto.plugins import accounts
 from pyramid.exceptions import ConfigurationError
+from pyramid.paster import get_appsettings
 
 from kinto_emailer.settings import EmailerSettings, parse_settings
 from tests.support import app_settings
 
 
 SECRET = {"userid_hmac_secret": "a secret of Kinto's"}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = ("kinto.ini", "postgresql.ini")
+# A value, but not one taken from elsewhere ($VARIABLE, "$(command)").
+SECRET_IN_INI = r"(?:hmac_secret|emailer\.secret)[ \t]*=[ \t]*([^\s$`'\"][^\n]*)"
+SECRET_IN_SHELL = r"_SECRET=([^\s$`'\"]\S*)"
+SHIPPED = [
+    os.path.join(ROOT, name)
+    for name in ("README.rst", "Makefile", "config/kinto.ini", "config/postgresql.ini")
+]
 
 
 class ParseSettingsTest(unittest.TestCase):
@@ -40,7 +54,8 @@ class ParseSettingsTest(unittest.TestCase):
                 "emailer.digest_daily_hour": "6",
                 "emailer.digest_weekly_day": 4,
                 "emailer.group_threshold": "20",
-                "userid_hmac_secret": "s",
+                "emailer.verified_principals": "ldap fxa:",
+                "userid_hmac_secret": "a secret of Kinto's",
             }
         )
         self.assertEqual(settings.allowed_domains, ("example.com", "example.org"))
@@ -54,6 +69,7 @@ class ParseSettingsTest(unittest.TestCase):
         self.assertEqual(settings.default_sender, "a@example.com")
         self.assertEqual((settings.digest_daily_hour, settings.digest_weekly_day), (6, 4))
         self.assertEqual(settings.group_threshold, 20)
+        self.assertEqual(settings.verified_principals, ("ldap", "fxa"))
         self.assertIsNone(
             parse_settings({**SECRET, "emailer.group_threshold": "off"}).group_threshold
         )
@@ -75,12 +91,116 @@ class ParseSettingsTest(unittest.TestCase):
             ({"emailer.digest_weekly_day": "monday"}, "'kinto.emailer.digest_weekly_day'"),
             ({"emailer.group_threshold": "many"}, "'kinto.emailer.group_threshold'"),
             ({"emailer.secret": "short"}, "'kinto.emailer.secret'"),
+            ({"emailer.verified_principals": "ldap a:b"}, "'kinto.emailer.verified_principals'"),
+            ({"emailer.verified_principals": "account"}, "'kinto.emailer.verified_principals'"),
         ]
         for settings, message in cases:
             with self.subTest(settings=settings):
                 with self.assertRaises(ConfigurationError) as cm:
                     parse_settings({**SECRET, **settings})
                 self.assertIn(message, str(cm.exception))
+
+
+class SecretTest(unittest.TestCase):
+    """Placeholders, from shipped files or not, sign no link."""
+
+    def test_placeholders_and_short_secrets_are_refused(self):
+        placeholders = (
+            "change-me-to-a-long-random-string",
+            "make-run-local-secret-change-me",
+            "at least sixteen characters",
+            "please CHANGE_ME 0123456789",
+            "Changeme0123456789",
+            "fifteen chars!!",
+        )
+        for secret in placeholders:
+            for key, settings in [
+                ("kinto.emailer.secret", {**SECRET, "emailer.secret": secret}),
+                ("kinto.userid_hmac_secret", {"userid_hmac_secret": secret}),
+            ]:
+                with (
+                    self.subTest(key=key, secret=secret),
+                    self.assertRaises(ConfigurationError) as cm,
+                ):
+                    parse_settings(settings)
+                self.assertIn(f"'{key}'", str(cm.exception))
+        # Kinto's own secret is not ours to check when the links have their own.
+        settings = {"userid_hmac_secret": "short", "emailer.secret": "a long random secret"}
+        self.assertEqual(parse_settings(settings).secret, "a long random secret")
+
+    def test_no_shipped_file_holds_a_usable_secret(self):
+        values = []
+        for path in SHIPPED:
+            with open(path) as f:
+                text = f.read()
+            values += re.findall(SECRET_IN_INI, text) + re.findall(SECRET_IN_SHELL, text)
+        for value in values:
+            with self.subTest(value), self.assertRaises(ConfigurationError):
+                parse_settings({"emailer.secret": value})
+
+
+class VerifiedPrincipalsTest(unittest.TestCase):
+    """``account`` proves an address only where Kinto's account validation is on."""
+
+    def test_account_needs_account_validation(self):
+        settings = {**SECRET, "emailer.verified_principals": "account ldap"}
+        for validation in (False, True):
+            with self.subTest(validation=validation), self.assertRaises(ConfigurationError) as cm:
+                parse_settings({**settings, "account_validation": validation})
+            self.assertIn("'kinto.emailer.verified_principals'", str(cm.exception))
+            self.assertIn("kinto.account_validation", str(cm.exception))
+        # A Kinto whose accounts plugin validates addresses (13.1 to 19).
+        with mock.patch.object(accounts, "ACCOUNT_VALIDATION_CACHE_KEY", "x", create=True):
+            with self.assertRaises(ConfigurationError):
+                parse_settings(settings)
+            verified = parse_settings({**settings, "account_validation": True})
+        self.assertEqual(verified.verified_principals, ("account", "ldap"))
+
+
+class ConfigFilesTest(unittest.TestCase):
+    """The shipped ini files are safe to copy: no open doors, no secret in them."""
+
+    def settings(self, name):
+        settings = get_appsettings(os.path.join(ROOT, "config", name))
+        return {k.removeprefix("kinto."): v for k, v in settings.items()}
+
+    def start(self, name, **environ):
+        memory = {
+            f"{backend}_{what}": f"kinto.core.{backend}.memory" if what == "backend" else ""
+            for backend in ("storage", "permission")
+            for what in ("backend", "url")
+        }
+        # The secret that a developer's shell may hold is not in the way.
+        clean = {k: v for k, v in os.environ.items() if "SECRET" not in k}
+        with mock.patch.dict(os.environ, {**clean, **environ}, clear=True):
+            return kinto_main({}, **{**self.settings(name), **memory})
+
+    def test_nobody_anonymous_creates_buckets_or_accounts(self):
+        for name in CONFIGS:
+            with self.subTest(name):
+                settings = self.settings(name)
+                for key in ("bucket_create_principals", "account_create_principals"):
+                    self.assertNotIn("system.Everyone", settings.get(key, ""), key)
+        # Basic auth takes any user and password: accounts only, for production.
+        self.assertEqual(self.settings("postgresql.ini")["multiauth.policies"], "account")
+
+    def test_the_secret_comes_from_the_environment(self):
+        for name in CONFIGS:
+            with self.subTest(name):
+                settings = self.settings(name)
+                self.assertNotIn("userid_hmac_secret", settings)
+                self.assertNotIn("emailer.secret", settings)
+                with self.assertRaises(ConfigurationError) as cm:
+                    self.start(name)
+                self.assertIn("'kinto.userid_hmac_secret'", str(cm.exception))
+                with self.assertRaises(ConfigurationError) as cm:
+                    self.start(name, KINTO_USERID_HMAC_SECRET="change-me-please-1234")
+                self.assertIn("'kinto.userid_hmac_secret'", str(cm.exception))
+                app = self.start(name, KINTO_USERID_HMAC_SECRET="a long random value, really")
+                self.assertEqual(
+                    app.registry.emailer_settings.secret, "a long random value, really"
+                )
+                app.registry.emailer_delivery.close(timeout=5)
 
 
 class StartupTest(unittest.TestCase):
