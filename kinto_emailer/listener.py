@@ -154,7 +154,8 @@ def base_context(event: Any) -> dict[str, Any]:
         user_id=payload.get("user_id"),
         bucket_id=payload.get("bucket_id"),
         collection_id=payload.get("collection_id"),
-        root_url=request.route_url("hello"),
+        # From the configuration: a request's Host header is its sender's to choose.
+        root_url=request.registry.emailer_settings.public_url,
         client_address=request.client_addr,
         user_agent=request.user_agent,
         timestamp=payload.get("timestamp"),

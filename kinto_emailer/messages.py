@@ -95,7 +95,10 @@ class Draft:
 
 
 def with_links(draft: Draft, secret: str, scopes: tuple[str, ...]) -> Draft:
-    """``draft`` with its signed links, for mail that came from ``scopes``."""
+    """``draft`` with its signed links, for mail that came from ``scopes``; without a
+    public URL (``draft.root_url``), none."""
+    if not draft.root_url:
+        return draft
     unsubscribe, preferences = _links(
         draft.root_url, secret, draft.recipient.addr_spec, scopes, draft.created.date()
     )

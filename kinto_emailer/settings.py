@@ -1,14 +1,18 @@
 """The plugin's own settings (``kinto.emailer.*`` in the ini), parsed once at startup."""
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from pyramid.exceptions import ConfigurationError
 from pyramid.settings import aslist
 
 from kinto_emailer.recipients import parse_mailbox
 
+
+logger = logging.getLogger(__name__)
 
 Number = TypeVar("Number", int, float)
 
@@ -39,6 +43,9 @@ class EmailerSettings:
     """Signs the links of unsubscribe and preference pages (else ``userid_hmac_secret``)."""
     link_max_age: float = 90 * 24 * 3600.0
     """Seconds a link of an email stays valid."""
+    public_url: str = ""
+    """The API root that the links of emails and ``{root_url}`` use, ending with ``/``
+    (else from Kinto's ``http_scheme`` and ``http_host``); empty: emails have no links."""
     digest_daily_hour: int = 17
     """UTC hour when daily (and weekly) digests are sent."""
     digest_weekly_day: int = 0
@@ -100,6 +107,49 @@ def _secret(key: str, value: Any) -> str:
     return text
 
 
+def _is_root_url(text: str) -> bool:
+    """Whether ``text`` is an absolute http(s) URL fit for a header and a line of text."""
+    # Links stand in a header (List-Unsubscribe: <URL>) and in the text of every email.
+    if any(c.isspace() or not c.isprintable() or c in '<>"' for c in text):
+        return False
+    try:
+        parts = urlsplit(text)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # Not a number as the port, or bad brackets.
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and port_ok
+        and not (parts.query or parts.fragment or parts.username is not None)
+    )
+
+
+def _public_url(key: str, value: Any) -> str:
+    text = str(value).strip()
+    if text and not _is_root_url(text):
+        raise ConfigurationError(
+            f"Setting 'kinto.{key}' must be the API's root URL, such as"
+            f" 'https://kinto.example.com/v1/', not {value!r}"
+        )
+    return text if not text or text.endswith("/") else f"{text}/"
+
+
+def _kinto_url(settings: Mapping[str, Any]) -> str:
+    """The root URL from Kinto's ``http_scheme`` and ``http_host``; empty without a host."""
+    host = settings.get("http_host")
+    if not host:
+        return ""
+    # Kinto's route prefix: the major version of its HTTP API.
+    version = str(settings.get("http_api_version") or "1").split(".")[0]
+    url = f"{settings.get('http_scheme') or 'http'}://{host}/v{version}/"
+    if not _is_root_url(url) or urlsplit(url).path != f"/v{version}/":
+        raise ConfigurationError(
+            f"Settings 'kinto.http_scheme' and 'kinto.http_host' make no URL: {url!r}"
+        )
+    return url
+
+
 def _boolean(key: str, value: Any) -> bool:
     text = str(value).strip().lower()
     if text in _TRUE:
@@ -140,6 +190,7 @@ _PARSERS = {
     "stalled_timeout": _positive(float, "number"),
     "secret": _secret,
     "link_max_age": _positive(float, "number"),
+    "public_url": _public_url,
     "digest_daily_hour": _ranged(0, 23),
     "digest_weekly_day": _ranged(0, 6),
     "digest_max_items": _positive(int, "integer"),
@@ -172,6 +223,13 @@ def parse_settings(settings: Mapping[str, Any]) -> EmailerSettings:
                 " emails (or set 'kinto.userid_hmac_secret', used when it is absent)"
             )
         values["secret"] = str(fallback)
+    values["public_url"] = values.get("public_url") or _kinto_url(settings)
+    if not values["public_url"]:
+        logger.warning(
+            "Emails will have no unsubscribe or preferences links, and {root_url} will be"
+            " empty: set 'kinto.emailer.public_url' (or 'kinto.http_scheme' and"
+            " 'kinto.http_host') to the server's public address"
+        )
     values["debug"] = _boolean("mail.debug_mailer", settings.get("mail.debug_mailer", False))
     if settings.get("mail.top_level_directory"):
         values["debug_directory"] = str(settings["mail.top_level_directory"])

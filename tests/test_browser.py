@@ -1,9 +1,10 @@
 """The recipient pages (unsubscribe, preferences) in a real headless Chromium.
 
-The Kinto app of :class:`EmailerWebTest` is served over real HTTP on 127.0.0.1 and records
-are created through that server, so the links of the emails point at it and the browser
-follows them as a recipient would. Needs Debian's ``chromium`` and ``chromium-driver``
-(``.ci/run`` installs them): elsewhere the tests are skipped, in CI they fail.
+The Kinto app of :class:`EmailerWebTest` is served over real HTTP on 127.0.0.1, on the
+port that its ``kinto.emailer.public_url`` names, so the links of the emails point at it
+and the browser follows them as a recipient would. Needs Debian's ``chromium`` and
+``chromium-driver`` (``.ci/run`` installs them): elsewhere the tests are skipped, in CI
+they fail.
 """
 
 import os
@@ -31,7 +32,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.support import IN_CI, EmailerWebTest, Received
+from tests.support import IN_CI, EmailerWebTest, Received, free_port
 
 
 CHROMIUM = "/usr/bin/chromium"
@@ -104,13 +105,22 @@ class Links:
 class BrowserTest(EmailerWebTest):
     driver: WebDriver
     server: WSGIServer
+    port: int
     base_url: str
+
+    @classmethod
+    def get_app_settings(cls, extras: dict | None = None) -> dict:
+        public_url = {"emailer.public_url": f"http://127.0.0.1:{cls.port}/v1/"}
+        return super().get_app_settings({**public_url, **(extras or {})})
 
     @classmethod
     def setUpClass(cls) -> None:
         if MISSING:
             # Only reached in CI, where a browser test that skips would hide a broken install.
             raise RuntimeError(f"CI=true but {', '.join(MISSING)} missing: run `{INSTALL}`")
+        # Known before the app starts: its public URL, that the links of emails use.
+        cls.port = free_port()
+        cls.base_url = f"http://127.0.0.1:{cls.port}"
         super().setUpClass()
         profile = tempfile.mkdtemp(prefix="kinto-emailer-chromium-")
         cls.addClassCleanup(shutil.rmtree, profile, ignore_errors=True)
@@ -121,11 +131,10 @@ class BrowserTest(EmailerWebTest):
         super().setUp()
         # The very app that self.app tests, served over HTTP for the browser.
         self.server = make_server(
-            "127.0.0.1", 0, self.app.app, ThreadingWSGIServer, handler_class=QuietHandler
+            "127.0.0.1", self.port, self.app.app, ThreadingWSGIServer, handler_class=QuietHandler
         )
         thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         thread.start()
-        self.base_url = f"http://127.0.0.1:{self.server.server_port}"
         self.app.put_json("/buckets/b", headers=self.headers)
         self.app.put_json("/buckets/b/collections/c", headers=self.headers)
 
@@ -137,7 +146,7 @@ class BrowserTest(EmailerWebTest):
     # Emails.
 
     def create_record_over_http(self, uri: str = "/buckets/b/collections/c/records") -> Any:
-        """Through the HTTP server: the links of the emails are built from its address."""
+        """Through the HTTP server, as a client of the server would."""
         response = requests.post(
             f"{self.base_url}/v1{uri}", json={"data": {}}, headers=self.headers, timeout=WAIT
         )

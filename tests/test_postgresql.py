@@ -4,6 +4,7 @@ import logging
 
 import psycopg
 
+import tests.test_links as links
 import tests.test_plugin as plugin
 import tests.test_preferences as preferences
 import tests.test_transactions as transactions
@@ -89,6 +90,16 @@ class UnsubscribeTest(PostgreSQL, preferences.UnsubscribeTest):
 
 @skip_unless_postgresql
 class PreferencesPageTest(PostgreSQL, preferences.PreferencesPageTest):
+    pass
+
+
+@skip_unless_postgresql
+class PublicUrlTest(PostgreSQL, links.PublicUrlTest):
+    pass
+
+
+@skip_unless_postgresql
+class NoLinksTest(PostgreSQL, links.NoLinksTest):
     pass
 
 
