@@ -18,7 +18,7 @@ from kinto_emailer import hooks, messages, recipients, templates
 from kinto_emailer.digests import DigestStore, Entry
 from kinto_emailer.errors import RenderError
 from kinto_emailer.hooks import Hook
-from kinto_emailer.preferences import PreferenceStore, Scope, Scopes
+from kinto_emailer.preferences import Preferences, PreferenceStore, Scope
 from kinto_emailer.recipients import Mailbox
 from kinto_emailer.settings import EmailerSettings
 
@@ -359,12 +359,13 @@ def notices_for_change(
 
 
 def route(
-    notices: list[Notice], storage: Any, settings: EmailerSettings, known: dict[str, Scopes]
+    notices: list[Notice], storage: Any, settings: EmailerSettings, known: dict[str, Preferences]
 ) -> list[messages.Draft]:
     """Apply preferences: mail to send now; digest entries kept; mail turned off dropped.
 
     ``known`` holds the preferences read so far, by address. What each recipient gets
-    from each scope is recorded on the way, for their page.
+    from each scope is recorded on the way, for their page. An address that stopped all
+    mail gets none but that of locked hooks, from any scope, known to it yet or not.
     """
     if not notices:
         return []
@@ -373,27 +374,36 @@ def route(
     missing = addresses - known.keys()
     if missing:
         found = store.read_many(missing)
-        known.update({address: found.get(address, {}) for address in missing})
+        known.update({address: found.get(address, Preferences()) for address in missing})
     changed: set[str] = set()
     digests = DigestStore(storage)
     immediate = []
     for notice in notices:
         address = notice.draft.recipient.addr_spec.lower()
-        scopes = known[address]
+        preferences = known[address]
+        scopes = preferences.scopes
         stored = scopes.get(notice.scope)
         choice = stored.choice if stored else None
-        current = Scope(notice.hook.cadence, notice.hook.locked, choice)
+        locked = notice.hook.locked
+        current = Scope(notice.hook.cadence, locked, choice)
         if stored != current:
             scopes[notice.scope] = current
             changed.add(address)
         cadence = current.cadence
+        if preferences.suppressed and not locked:
+            continue
         if cadence == "immediate":
-            immediate.append(messages.with_links(notice.draft, settings.secret, (notice.scope,)))
+            # Mail that cannot be turned off offers no unsubscribe link.
+            immediate.append(
+                messages.with_links(
+                    notice.draft, settings.secret, (notice.scope,), unsubscribe=not locked
+                )
+            )
         elif cadence != "off":
             collection = notice.draft.uri
             if "/records/" in collection:
                 collection = collection.rsplit("/", 2)[0]
-            digests.add(cadence, Entry(notice.draft, notice.scope, collection))
+            digests.add(cadence, Entry(notice.draft, notice.scope, collection, locked))
     # Always in the same order: two senders writing the same addresses cannot deadlock.
     for address in sorted(changed):
         store.write(address, known[address])
@@ -407,7 +417,7 @@ def drafts_for_changes(
 
     A change that cannot be worked on is logged and skipped: the others still mail.
     """
-    known: dict[str, Scopes] = {}
+    known: dict[str, Preferences] = {}
     drafts = []
     for change in changes:
         try:
