@@ -53,18 +53,22 @@ class Entry:
     draft: messages.Draft
     scope: str
     collection: str
+    locked: bool = False
+    """Of a ``non_editable`` hook: its digest offers no unsubscribe link."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "draft": self.draft.to_json(),
             "scope": self.scope,
             "collection": self.collection,
+            "locked": self.locked,
             "created_at": self.draft.created.timestamp(),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Entry":
-        return cls(messages.Draft.from_json(data["draft"]), data["scope"], data["collection"])
+        draft = messages.Draft.from_json(data["draft"])
+        return cls(draft, data["scope"], data["collection"], data.get("locked", False))
 
 
 def index_parent(cadence: str) -> str:
@@ -182,7 +186,9 @@ def digest_draft(
         created=end,
     )
     scopes = tuple(dict.fromkeys(e.scope for e in entries))
-    return messages.with_links(draft, settings.secret, scopes)
+    # Its one-click unsubscribe could not stop the mail of locked hooks: none then.
+    unsubscribe = not any(e.locked for e in entries)
+    return messages.with_links(draft, settings.secret, scopes, unsubscribe)
 
 
 def send_digests(

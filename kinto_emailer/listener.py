@@ -7,7 +7,7 @@ sends the mail (:func:`drafts_for_changes`): the write never waits for them.
 
 import functools
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,7 @@ from kinto_emailer import hooks, messages, quotas, recipients, templates
 from kinto_emailer.digests import DigestStore, Entry
 from kinto_emailer.errors import RenderError
 from kinto_emailer.hooks import Hook
-from kinto_emailer.preferences import PreferenceStore, Scope, Scopes
+from kinto_emailer.preferences import Preferences, PreferenceStore, Scope
 from kinto_emailer.quotas import Tally
 from kinto_emailer.recipients import Mailbox
 from kinto_emailer.settings import EmailerSettings
@@ -156,7 +156,8 @@ def base_context(event: Any) -> dict[str, Any]:
         user_id=payload.get("user_id"),
         bucket_id=payload.get("bucket_id"),
         collection_id=payload.get("collection_id"),
-        root_url=request.route_url("hello"),
+        # From the configuration: a request's Host header is its sender's to choose.
+        root_url=request.registry.emailer_settings.public_url,
         client_address=request.client_addr,
         user_agent=request.user_agent,
         timestamp=payload.get("timestamp"),
@@ -381,13 +382,25 @@ def notices_for_change(
         yield Notice(draft, scope, hook)
 
 
+Bound = Callable[[list[Notice]], list[bool]]
+"""Whether each notice, in order, is within the bounds of mail (see :mod:`.quotas`)."""
+
+
 def route(
-    notices: list[Notice], storage: Any, settings: EmailerSettings, known: dict[str, Scopes]
+    notices: list[Notice],
+    storage: Any,
+    settings: EmailerSettings,
+    known: dict[str, Preferences],
+    bound: Bound,
 ) -> list[messages.Draft]:
-    """Apply preferences: mail to send now; digest entries kept; mail turned off dropped.
+    """Apply preferences, then bounds: mail to send now; digest entries kept; mail turned
+    off, or over a bound, dropped.
 
     ``known`` holds the preferences read so far, by address. What each recipient gets
-    from each scope is recorded on the way, for their page.
+    from each scope is recorded on the way, for their page. An address that stopped all
+    mail gets none but that of locked hooks, from any scope, known to it yet or not.
+    Mail a recipient turned off counts against no bound: a stranger's hooks cannot use
+    up the hourly mail of someone who unsubscribed from them.
     """
     if not notices:
         return []
@@ -396,45 +409,56 @@ def route(
     missing = addresses - known.keys()
     if missing:
         found = store.read_many(missing)
-        known.update({address: found.get(address, {}) for address in missing})
+        known.update({address: found.get(address, Preferences()) for address in missing})
     changed: set[str] = set()
-    digests = DigestStore(storage)
-    immediate = []
+    wanted: list[tuple[Notice, str]] = []
     for notice in notices:
         address = notice.draft.recipient.addr_spec.lower()
-        scopes = known[address]
+        preferences = known[address]
+        scopes = preferences.scopes
         stored = scopes.get(notice.scope)
         choice = stored.choice if stored else None
-        current = Scope(notice.hook.cadence, notice.hook.locked, choice)
+        locked = notice.hook.locked
+        current = Scope(notice.hook.cadence, locked, choice)
         if stored != current:
             scopes[notice.scope] = current
             changed.add(address)
-        cadence = current.cadence
+        if current.cadence != "off" and not (preferences.suppressed and not locked):
+            wanted.append((notice, current.cadence))
+    digests = DigestStore(storage)
+    immediate = []
+    within = bound([notice for notice, _ in wanted])
+    for (notice, cadence), admitted in zip(wanted, within, strict=True):
+        locked = notice.hook.locked
+        if not admitted:
+            continue
         if cadence == "immediate":
-            immediate.append(messages.with_links(notice.draft, settings.secret, (notice.scope,)))
-        elif cadence != "off":
+            # Mail that cannot be turned off offers no unsubscribe link.
+            immediate.append(
+                messages.with_links(
+                    notice.draft, settings.secret, (notice.scope,), unsubscribe=not locked
+                )
+            )
+        else:
             collection = notice.draft.uri
             if "/records/" in collection:
                 collection = collection.rsplit("/", 2)[0]
-            digests.add(cadence, Entry(notice.draft, notice.scope, collection))
+            digests.add(cadence, Entry(notice.draft, notice.scope, collection, locked))
     # Always in the same order: two senders writing the same addresses cannot deadlock.
     for address in sorted(changed):
         store.write(address, known[address])
     return immediate
 
 
-def within_bounds(
-    notices: list[Notice], change: Change, settings: EmailerSettings, tally: Tally
-) -> list[Notice]:
-    """The notices of ``change`` that its bucket's and recipients' bounds let through."""
-    admitted = quotas.admit(
+def bound_of(change: Change, settings: EmailerSettings, tally: Tally) -> Bound:
+    """The bounds of ``change``'s mail: per change, per bucket and per recipient an hour."""
+    return lambda notices: quotas.admit(
         [n.draft.recipient.addr_spec for n in notices],
         change["base"]["bucket_id"],
         datetime.fromisoformat(change["made_at"]),
         settings,
         tally,
     )
-    return [notice for notice, ok in zip(notices, admitted, strict=True) if ok]
 
 
 def drafts_for_changes(
@@ -445,13 +469,12 @@ def drafts_for_changes(
     ``tally`` keeps the hourly usage of the bounds. A change that cannot be worked on is
     logged and skipped: the others still mail.
     """
-    known: dict[str, Scopes] = {}
+    known: dict[str, Preferences] = {}
     drafts = []
     for change in changes:
         try:
             notices = list(notices_for_change(change, storage, settings))
-            notices = within_bounds(notices, change, settings, tally)
-            drafts += route(notices, storage, settings, known)
+            drafts += route(notices, storage, settings, known, bound_of(change, settings, tally))
         except Exception:
             base = change["base"]
             logger.exception(

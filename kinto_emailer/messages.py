@@ -3,7 +3,7 @@
 import functools
 import hashlib
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -96,30 +96,37 @@ class Draft:
         )
 
 
-def with_links(draft: Draft, secret: str, scopes: tuple[str, ...]) -> Draft:
-    """``draft`` with its signed links, for mail that came from ``scopes``."""
-    unsubscribe, preferences = _links(
-        draft.root_url, secret, draft.recipient.addr_spec, scopes, draft.created.date()
+def with_links(
+    draft: Draft, secret: str, scopes: tuple[str, ...], unsubscribe: bool = True
+) -> Draft:
+    """``draft`` with its signed links, for mail that came from ``scopes``.
+
+    Without ``unsubscribe`` (mail that recipients cannot turn off), the preferences link
+    only. Without a public URL (``draft.root_url``), no links.
+    """
+    if not draft.root_url:
+        return draft
+    token = _token(secret, draft.recipient.addr_spec, scopes, draft.created.timestamp())
+    pages = f"{draft.root_url}emailer/"
+    return replace(
+        draft,
+        unsubscribe_url=f"{pages}unsubscribe?token={token}" if unsubscribe else "",
+        preferences_url=f"{pages}page?token={token}",
     )
-    return replace(draft, unsubscribe_url=unsubscribe, preferences_url=preferences)
 
 
 @functools.lru_cache(maxsize=256)
-def _links(
-    root_url: str, secret: str, address: str, scopes: tuple[str, ...], day: date
-) -> tuple[str, str]:
-    # Issued at the start of the mail's day (UTC): the many mails of a busy day share
-    # their links, signed once.
-    issued = datetime.combine(day, time.min, UTC).timestamp()
-    token = quote(tokens.sign(secret, address, scopes, issued))
-    return f"{root_url}emailer/unsubscribe?token={token}", f"{root_url}emailer/page?token={token}"
+def _token(secret: str, address: str, scopes: tuple[str, ...], issued: float) -> str:
+    # Issued at the mail's own time, which the mails of one change share: a batch's
+    # mails to one recipient are signed once.
+    return quote(tokens.sign(secret, address, scopes, issued))
 
 
 def footer(draft: Draft) -> str:
-    return (
-        f"\n-- \nChoose which emails you get: {draft.preferences_url}\n"
-        f"Unsubscribe: {draft.unsubscribe_url}\n"
-    )
+    lines = [f"Choose which emails you get: {draft.preferences_url}"]
+    if draft.unsubscribe_url:
+        lines.append(f"Unsubscribe: {draft.unsubscribe_url}")
+    return "\n-- \n" + "\n".join(lines) + "\n"
 
 
 def set_header(message: EmailMessage, name: str, value: str | Mailbox) -> None:
@@ -151,6 +158,7 @@ def build(draft: Draft) -> Outgoing:
     if draft.unsubscribe_url:
         set_header(message, "List-Unsubscribe", f"<{draft.unsubscribe_url}>")
         set_header(message, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+    if draft.preferences_url:
         body = body.rstrip("\n") + "\n" + footer(draft)
     message.set_content(body, charset="utf-8")
     return Outgoing(draft.sender.addr_spec, draft.recipient.addr_spec, message)

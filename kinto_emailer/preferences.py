@@ -3,12 +3,13 @@
 One object per address (resource ``emailer-preferences``), so that every Kinto node and
 worker sees the same choices, on PostgreSQL as on the memory backend. For each scope
 (the bucket or collection holding the hooks) that mailed the address, it keeps the
-hooks' cadence, whether the hooks lock it, and the recipient's own choice, if any.
+hooks' cadence, whether the hooks lock it, and the recipient's own choice, if any; and
+whether the address stopped all mail from the server (``suppressed``).
 """
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kinto.core.storage import Filter
@@ -51,6 +52,26 @@ class Scope:
 Scopes = dict[str, Scope]
 
 
+@dataclass(frozen=True)
+class Preferences:
+    """Everything one address chose."""
+
+    scopes: Scopes = field(default_factory=dict)
+    suppressed: bool = False
+    """No mail at all but that of locked hooks, from any scope, known yet or not."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scopes": {uri: scope.to_json() for uri, scope in self.scopes.items()},
+            "suppressed": self.suppressed,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Preferences":
+        scopes = {uri: Scope.from_json(s) for uri, s in data["scopes"].items()}
+        return cls(scopes, bool(data.get("suppressed", False)))
+
+
 def object_id(address: str) -> str:
     """The id of an address's object: addresses are not valid Kinto ids."""
     return hashlib.sha256(address.lower().encode()).hexdigest()[:32]
@@ -60,13 +81,19 @@ class LockedScope(ValueError):
     """The hooks of this scope do not let recipients change what they get."""
 
 
-def choose(scopes: Scopes, scope: str, choice: str | None) -> Scopes:
-    """``scopes`` with ``choice`` for ``scope``; LockedScope or ValueError if not allowed."""
+def choose(scopes: Scopes, scope: str, choice: str | None, known: bool = True) -> Scopes:
+    """``scopes`` with ``choice`` for ``scope``; LockedScope or ValueError if not allowed.
+
+    A scope not in ``scopes`` is a KeyError, unless ``known`` is False: a signed link
+    names it (it did mail the address, whatever storage lost since).
+    """
     if choice is not None and choice not in CHOICES:
         raise ValueError(f"{choice!r} is not one of {', '.join(CHOICES)}")
     current = scopes.get(scope)
     if current is None:
-        raise KeyError(scope)
+        if known:
+            raise KeyError(scope)
+        current = Scope()
     if current.locked:
         raise LockedScope(scope)
     return {**scopes, scope: replace(current, choice=choice)}
@@ -78,8 +105,8 @@ class PreferenceStore:
     def __init__(self, storage: Any) -> None:
         self.storage = storage
 
-    def read_many(self, addresses: Iterable[str]) -> dict[str, Scopes]:
-        """The scopes of each address that has any, in one query."""
+    def read_many(self, addresses: Iterable[str]) -> dict[str, Preferences]:
+        """The preferences of each address that has any, in one query."""
         ids = [object_id(a) for a in addresses]
         if len(ids) == 1:
             # The usual case, and a plain lookup: cheaper than a filtered listing.
@@ -95,19 +122,13 @@ class PreferenceStore:
                 parent_id=PARENT,
                 filters=[Filter("id", ids, COMPARISON.IN)],
             )
-        return {
-            obj["email"]: {uri: Scope.from_json(s) for uri, s in obj["scopes"].items()}
-            for obj in objects
-        }
+        return {obj["email"]: Preferences.from_json(obj) for obj in objects}
 
-    def read(self, address: str) -> Scopes:
-        return self.read_many([address]).get(address.lower(), {})
+    def read(self, address: str) -> Preferences:
+        return self.read_many([address]).get(address.lower(), Preferences())
 
-    def write(self, address: str, scopes: Scopes) -> None:
-        obj = {
-            "email": address.lower(),
-            "scopes": {uri: scope.to_json() for uri, scope in scopes.items()},
-        }
+    def write(self, address: str, preferences: Preferences) -> None:
+        obj = {"email": address.lower(), **preferences.to_json()}
         self.storage.update(
             resource_name=RESOURCE, parent_id=PARENT, object_id=object_id(address), obj=obj
         )

@@ -1,9 +1,11 @@
 """The plugin's own settings (``kinto.emailer.*`` in the ini), parsed once at startup."""
 
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from kinto.plugins import accounts
 from pyramid.exceptions import ConfigurationError
@@ -11,6 +13,8 @@ from pyramid.settings import aslist
 
 from kinto_emailer.recipients import parse_mailbox
 
+
+logger = logging.getLogger(__name__)
 
 Number = TypeVar("Number", int, float)
 
@@ -63,6 +67,9 @@ class EmailerSettings:
     """Principal prefixes whose user ids are addresses their users proved they own."""
     link_max_age: float = 90 * 24 * 3600.0
     """Seconds a link of an email stays valid."""
+    public_url: str = ""
+    """The API root that the links of emails and ``{root_url}`` use, ending with ``/``
+    (else from Kinto's ``http_scheme`` and ``http_host``); empty: emails have no links."""
     digest_daily_hour: int = 17
     """UTC hour when daily (and weekly) digests are sent."""
     digest_weekly_day: int = 0
@@ -154,6 +161,49 @@ def _accounts_prove_addresses(settings: Mapping[str, Any]) -> bool:
     return available and _boolean("kinto.account_validation", settings.get("account_validation"))
 
 
+def _is_root_url(text: str) -> bool:
+    """Whether ``text`` is an absolute http(s) URL fit for a header and a line of text."""
+    # Links stand in a header (List-Unsubscribe: <URL>) and in the text of every email.
+    if any(c.isspace() or not c.isprintable() or c in '<>"' for c in text):
+        return False
+    try:
+        parts = urlsplit(text)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # Not a number as the port, or bad brackets.
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and port_ok
+        and not (parts.query or parts.fragment or parts.username is not None)
+    )
+
+
+def _public_url(key: str, value: Any) -> str:
+    text = str(value).strip()
+    if text and not _is_root_url(text):
+        raise ConfigurationError(
+            f"Setting 'kinto.{key}' must be the API's root URL, such as"
+            f" 'https://kinto.example.com/v1/', not {value!r}"
+        )
+    return text if not text or text.endswith("/") else f"{text}/"
+
+
+def _kinto_url(settings: Mapping[str, Any]) -> str:
+    """The root URL from Kinto's ``http_scheme`` and ``http_host``; empty without a host."""
+    host = settings.get("http_host")
+    if not host:
+        return ""
+    # Kinto's route prefix: the major version of its HTTP API.
+    version = str(settings.get("http_api_version") or "1").split(".")[0]
+    url = f"{settings.get('http_scheme') or 'http'}://{host}/v{version}/"
+    if not _is_root_url(url) or urlsplit(url).path != f"/v{version}/":
+        raise ConfigurationError(
+            f"Settings 'kinto.http_scheme' and 'kinto.http_host' make no URL: {url!r}"
+        )
+    return url
+
+
 def _boolean(key: str, value: Any) -> bool:
     text = str(value).strip().lower()
     if text in _TRUE:
@@ -217,6 +267,7 @@ _PARSERS = {
     "secret": _secret,
     "verified_principals": _prefixes,
     "link_max_age": _positive(float, "number"),
+    "public_url": _public_url,
     "digest_daily_hour": _ranged(0, 23),
     "digest_weekly_day": _ranged(0, 6),
     "digest_max_items": _positive(int, "integer"),
@@ -258,6 +309,13 @@ def parse_settings(settings: Mapping[str, Any]) -> EmailerSettings:
             " accounts do not prove an address: anyone may create the account of any"
             " address. It needs Kinto's account validation (kinto.account_validation = true),"
             " which Kinto 20 removed."
+        )
+    values["public_url"] = values.get("public_url") or _kinto_url(settings)
+    if not values["public_url"]:
+        logger.warning(
+            "Emails will have no unsubscribe or preferences links, and {root_url} will be"
+            " empty: set 'kinto.emailer.public_url' (or 'kinto.http_scheme' and"
+            " 'kinto.http_host') to the server's public address"
         )
     values["debug"] = _boolean("mail.debug_mailer", settings.get("mail.debug_mailer", False))
     if settings.get("mail.top_level_directory"):

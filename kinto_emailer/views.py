@@ -1,15 +1,19 @@
 """What recipients see: one-click unsubscribe, a preferences page, and the same
 preferences through the API for Kinto users whose principal is an email address.
 
-The pages need no login: their links carry a signed token (:mod:`kinto_emailer.tokens`).
-A ``GET`` never changes anything (mail scanners follow links); a ``POST`` does.
+The pages need no login: their links carry a signed token (:mod:`kinto_emailer.tokens`),
+which shows and changes the scopes it names only, and, on every page, whether all mail
+to its address is stopped. A ``GET`` never changes anything (mail scanners follow
+links); a ``POST`` does exactly what its button says.
 """
 
 import html
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from kinto.core.errors import ERRORS, http_error, raise_invalid
+from pyramid.events import NewRequest
 from pyramid.httpexceptions import HTTPForbidden, HTTPSeeOther, HTTPUnauthorized
 from pyramid.request import Request
 from pyramid.response import Response
@@ -20,11 +24,22 @@ from kinto_emailer.errors import InvalidLink
 from kinto_emailer.preferences import (
     CHOICES,
     LockedScope,
+    Preferences,
     PreferenceStore,
     Scope,
-    Scopes,
     choose,
 )
+
+
+PAGES = {
+    "emailer-unsubscribe": "/emailer/unsubscribe",
+    "emailer-page": "/emailer/page",
+    "emailer-suppress": "/emailer/suppress",
+}
+"""The routes of the pages, whose links carry a token."""
+
+STOP_ALL = "Stop all mail from this server to me"
+RESUME = "Receive mail from this server again"
 
 
 LABELS = {
@@ -86,49 +101,117 @@ def invalid_link_view(exc: InvalidLink, request: Request) -> Response:
 
 
 def _link(request: Request, route: str, **query: str) -> str:
-    return request.route_url(route, _query=query)
+    """A page of the same link: its token, the other pages' only way in."""
+    return request.route_url(route, _query={"token": request.params["token"], **query})
+
+
+def _form(action: str, button: str, **fields: str) -> str:
+    hidden = "".join(
+        f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
+        for name, value in fields.items()
+    )
+    return (
+        f'<form method="post" action="{html.escape(action)}">{hidden}'
+        f'<button type="submit">{html.escape(button)}</button></form>'
+    )
+
+
+def _scope_list(scopes: Iterable[str]) -> str:
+    return "<ul>" + "".join(f"<li>{html.escape(scope)}</li>" for scope in scopes) + "</ul>"
+
+
+def _all_mail(request: Request, suppressed: bool) -> str:
+    """The section of every page that stops, or resumes, all mail to the address."""
+    action = _link(request, "emailer-suppress")
+    if suppressed:
+        text = (
+            "<p>You stopped all mail from this server to this address: you get only"
+            " the mail that cannot be turned off.</p>"
+        )
+        form = _form(action, RESUME, suppressed="false")
+    else:
+        text = (
+            "<p>Stop every email from this server to this address, from wherever it"
+            " comes, now and later, except the mail that cannot be turned off.</p>"
+        )
+        form = _form(action, STOP_ALL, suppressed="true")
+    return (
+        '<section aria-labelledby="all-mail"><h2 id="all-mail">All mail from this server</h2>'
+        f"{text}{form}</section>"
+    )
+
+
+def _locked(preferences: Preferences, scopes: Iterable[str]) -> list[str]:
+    return [scope for scope in scopes if preferences.scopes.get(scope, Scope()).locked]
 
 
 def unsubscribe_get(request: Request) -> Response:
     grant = _grant(request)
-    action = html.escape(_link(request, "emailer-unsubscribe", token=request.params["token"]))
-    scopes = "".join(f"<li>{html.escape(scope)}</li>" for scope in grant.scopes)
-    content = (
-        f"<p>Stop the emails sent to <strong>{html.escape(grant.recipient)}</strong> by:</p>"
-        f"<ul>{scopes}</ul>"
-        f'<form method="post" action="{action}">'
-        '<button type="submit">Unsubscribe</button>'
-        "</form>"
-    )
-    return page("Unsubscribe", content)
+    preferences = PreferenceStore(request.registry.storage).read(grant.recipient)
+    locked = _locked(preferences, grant.scopes)
+    stoppable = [scope for scope in grant.scopes if scope not in locked]
+    recipient = f"<strong>{html.escape(grant.recipient)}</strong>"
+    content = ""
+    if stoppable:
+        content += (
+            f"<p>Stop the emails sent to {recipient} by:</p>{_scope_list(stoppable)}"
+            f"{_form(_link(request, 'emailer-unsubscribe'), 'Unsubscribe')}"
+        )
+    if locked:
+        content += (
+            f"<p>The emails sent to {recipient} by these places cannot be turned off:</p>"
+            f"{_scope_list(locked)}"
+        )
+    return page("Unsubscribe", content + _all_mail(request, preferences.suppressed))
 
 
 def unsubscribe_post(request: Request) -> Response:
-    """RFC 8058 one-click unsubscribe, and the button of the page: 200 and done."""
+    """RFC 8058 one-click unsubscribe, and the button of the page: the link's scopes off.
+
+    200 when they are all off; 409 when some cannot be (locked), saying which.
+    """
     grant = _grant(request)
     store = PreferenceStore(request.registry.storage)
-    scopes = store.read(grant.recipient)
+    preferences = store.read(grant.recipient)
+    scopes = preferences.scopes
     locked = []
     for scope in grant.scopes:
         try:
-            scopes = choose(scopes, scope, "off")
+            scopes = choose(scopes, scope, "off", known=False)
         except LockedScope:
             locked.append(scope)
-        except KeyError:
-            continue  # Never mailed from there, or forgotten since: nothing to stop.
-    store.write(grant.recipient, scopes)
-    preferences = html.escape(_link(request, "emailer-page", token=request.params["token"]))
-    content = (
-        f"<p><strong>{html.escape(grant.recipient)}</strong> will get no more emails from "
-        f"{', '.join(html.escape(s) for s in grant.scopes if s not in locked)}.</p>"
-    )
+    store.write(grant.recipient, replace(preferences, scopes=scopes))
+    stopped = [scope for scope in grant.scopes if scope not in locked]
+    recipient = f"<strong>{html.escape(grant.recipient)}</strong>"
+    content = ""
+    if stopped:
+        content += f"<p>{recipient} will get no more emails from:</p>{_scope_list(stopped)}"
     if locked:
         content += (
-            "<p>The emails of "
-            f"{', '.join(html.escape(s) for s in locked)} cannot be turned off.</p>"
+            f"<p>The emails to {recipient} from these places cannot be turned off, and"
+            f" will go on:</p>{_scope_list(locked)}"
         )
-    content += f'<p><a href="{preferences}">Choose which emails you get</a></p>'
-    return page("You are unsubscribed", content)
+    content += (
+        f'<p><a href="{html.escape(_link(request, "emailer-page"))}">'
+        "Choose which emails you get</a></p>"
+        f"{_all_mail(request, preferences.suppressed)}"
+    )
+    if not locked:
+        return page("You are unsubscribed", content)
+    title = "Some emails cannot be turned off" if stopped else "These emails cannot be turned off"
+    return page(title, content, status=409)
+
+
+def suppress_post(request: Request) -> Response:
+    """Stop (``suppressed=true``) or resume (``false``) all mail to the link's address."""
+    grant = _grant(request)
+    value = request.POST.get("suppressed")
+    if value not in ("true", "false"):
+        return page("This form was not understood", "<p>Nothing was changed.</p>", 400)
+    store = PreferenceStore(request.registry.storage)
+    preferences = store.read(grant.recipient)
+    store.write(grant.recipient, replace(preferences, suppressed=value == "true"))
+    return HTTPSeeOther(_link(request, "emailer-page", saved="1"))
 
 
 def _fieldset(index: int, uri: str, scope: Scope) -> str:
@@ -152,25 +235,20 @@ def _fieldset(index: int, uri: str, scope: Scope) -> str:
 
 
 def preferences_get(request: Request) -> Response:
+    """The link's own scopes (never the address's others), and the stop-all section."""
     grant = _grant(request)
-    scopes = PreferenceStore(request.registry.storage).read(grant.recipient)
-    token = request.params["token"]
-    action = html.escape(_link(request, "emailer-page", token=token))
+    preferences = PreferenceStore(request.registry.storage).read(grant.recipient)
     status = '<p role="status">Your choices are saved.</p>' if request.params.get("saved") else ""
-    if not scopes:
-        body = "<p>No email is sent to this address at the moment.</p>"
-    else:
-        fieldsets = "".join(
-            _fieldset(index, uri, scope)
-            for index, (uri, scope) in enumerate(sorted(scopes.items()))
-        )
-        body = (
-            f'<form method="post" action="{action}">{fieldsets}'
-            '<button type="submit">Save</button></form>'
-        )
+    fieldsets = "".join(
+        _fieldset(index, uri, preferences.scopes.get(uri, Scope()))
+        for index, uri in enumerate(grant.scopes)
+    )
     content = (
-        f"{status}<p>The emails sent to <strong>{html.escape(grant.recipient)}</strong>,"
-        " by where they come from:</p>" + body
+        f"{status}<p>The emails sent to <strong>{html.escape(grant.recipient)}</strong>"
+        " from the places of this link:</p>"
+        f'<form method="post" action="{html.escape(_link(request, "emailer-page"))}">'
+        f'{fieldsets}<button type="submit">Save</button></form>'
+        f"{_all_mail(request, preferences.suppressed)}"
     )
     return page("Your email preferences", content)
 
@@ -178,13 +256,16 @@ def preferences_get(request: Request) -> Response:
 def preferences_post(request: Request) -> Response:
     grant = _grant(request)
     store = PreferenceStore(request.registry.storage)
-    scopes = store.read(grant.recipient)
-    for uri, scope in scopes.items():
+    preferences = store.read(grant.recipient)
+    scopes = preferences.scopes
+    for uri in grant.scopes:
+        scope = scopes.get(uri, Scope())
         choice = request.POST.get(uri)
         if choice in CHOICES and not scope.locked:
-            scopes = choose(scopes, uri, None if choice == scope.default else choice)
-    store.write(grant.recipient, scopes)
-    return HTTPSeeOther(_link(request, "emailer-page", token=request.params["token"], saved="1"))
+            choice = None if choice == scope.default else choice
+            scopes = choose(scopes, uri, choice, known=False)
+    store.write(grant.recipient, replace(preferences, scopes=scopes))
+    return HTTPSeeOther(_link(request, "emailer-page", saved="1"))
 
 
 def _address(request: Request) -> str:
@@ -220,14 +301,15 @@ def _address(request: Request) -> str:
         ) from e
 
 
-def _as_json(address: str, scopes: Scopes) -> dict[str, Any]:
+def _as_json(address: str, preferences: Preferences) -> dict[str, Any]:
     return {
         "data": {
             "email": address,
             "scopes": {
                 uri: {**scope.to_json(), "cadence": scope.cadence}
-                for uri, scope in sorted(scopes.items())
+                for uri, scope in sorted(preferences.scopes.items())
             },
+            "suppressed": preferences.suppressed,
         }
     }
 
@@ -238,16 +320,24 @@ def api_get(request: Request) -> dict[str, Any]:
 
 
 def api_patch(request: Request) -> dict[str, Any]:
-    """``{"data": {"scopes": {URI: "immediate" | "daily" | "weekly" | "off" | null}}}``."""
+    """``{"data": {"scopes": {URI: "immediate" | "daily" | "weekly" | "off" | null},
+    "suppressed": true | false}}``, either or both."""
     address = _address(request)
     store = PreferenceStore(request.registry.storage)
-    scopes = store.read(address)
+    preferences = store.read(address)
     try:
-        changes = request.json_body["data"]["scopes"]
+        data = request.json_body["data"]
     except (ValueError, KeyError, TypeError):
-        changes = None
+        data = None
+    if not isinstance(data, Mapping) or not {"scopes", "suppressed"} & data.keys():
+        raise_invalid(request, name="data", description="An object with scopes or suppressed.")
+    changes = data.get("scopes", {})
     if not isinstance(changes, Mapping):
         raise_invalid(request, name="data.scopes", description="An object of scope URIs.")
+    suppressed = data.get("suppressed", preferences.suppressed)
+    if not isinstance(suppressed, bool):
+        raise_invalid(request, name="data.suppressed", description="true or false.")
+    scopes = preferences.scopes
     for uri, choice in changes.items():
         name = f"data.scopes.{uri}"
         try:
@@ -258,18 +348,30 @@ def api_patch(request: Request) -> dict[str, Any]:
             raise_invalid(request, name=name, description="No email comes from this scope.")
         except ValueError as e:
             raise_invalid(request, name=name, description=str(e))
-    store.write(address, scopes)
-    return _as_json(address, scopes)
+    preferences = Preferences(scopes, suppressed)
+    store.write(address, preferences)
+    return _as_json(address, preferences)
+
+
+def redact_tokens(event: NewRequest) -> None:
+    """Kinto logs the query string of every request: never the token of a page's link."""
+    request = event.request
+    # Any path ending so: Kinto's redirections (no version prefix, a trailing slash) too.
+    if not request.path_info.rstrip("/").endswith(tuple(PAGES.values())):
+        return
+    querystring = request.log_context().get("querystring")
+    if querystring and "token" in querystring:
+        request.log_context(querystring={**querystring, "token": "[redacted]"})
 
 
 def includeme(config: Any) -> None:
-    config.add_route("emailer-unsubscribe", "/emailer/unsubscribe")
-    config.add_route("emailer-page", "/emailer/page")
-    config.add_route("emailer-preferences", "/emailer/preferences")
+    for route, path in {**PAGES, "emailer-preferences": "/emailer/preferences"}.items():
+        config.add_route(route, path)
     public = {"permission": NO_PERMISSION_REQUIRED}
     for route, method, view in [
         ("emailer-unsubscribe", "GET", unsubscribe_get),
         ("emailer-unsubscribe", "POST", unsubscribe_post),
+        ("emailer-suppress", "POST", suppress_post),
         ("emailer-page", "GET", preferences_get),
         ("emailer-page", "POST", preferences_post),
     ]:
@@ -283,3 +385,5 @@ def includeme(config: Any) -> None:
             **public,
         )
     config.add_view(invalid_link_view, context=InvalidLink, **public)
+    # After Kinto's own subscriber, that puts the query string in the log context.
+    config.add_subscriber(redact_tokens, NewRequest)

@@ -173,6 +173,8 @@ def app_settings(smtp_port: int, **extra: Any) -> dict:
         "includes": "kinto_emailer",
         "multiauth.policies": "basicauth",
         "userid_hmac_secret": "a secret for the tests only",
+        # Where the links of emails point: webtest's requests go to http://localhost.
+        "emailer.public_url": "http://localhost/v1/",
         "bucket_create_principals": "system.Authenticated",
         "mail.host": "127.0.0.1",
         "mail.port": str(smtp_port),

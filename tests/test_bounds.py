@@ -9,6 +9,7 @@ import transaction
 from kinto_emailer import hooks, listener, quotas
 from kinto_emailer.settings import EmailerSettings
 from tests.support import EmailerWebTest
+from tests.test_preferences import links
 
 
 HOOK = {"template": "{uri}", "recipients": ["a@example.com"], "resource_name": "record"}
@@ -124,6 +125,27 @@ class BoundsTest(EmailerWebTest):
         recipients = [m.rcpt_tos[0] for m in self.mails()]
         self.assertEqual(recipients.count("a@example.com"), 3)
         self.assertEqual(recipients.count("o@example.com"), 2)
+        self.assertEqual(self.limited(), 1)
+
+    def test_mail_turned_off_counts_against_no_bound(self):
+        # A stranger's bucket mails a@ until a@ unsubscribes from it...
+        self.put_hooks("/buckets/b2", HOOK)
+        self.create_record("/buckets/b2/collections/c/records")
+        [mail] = self.mails()
+        unsubscribe, _ = links(mail)
+        self.app.post(
+            unsubscribe.removeprefix("/v1"),
+            "List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        for _ in range(3):
+            self.create_record("/buckets/b2/collections/c/records")
+        # ... and its writes since then leave a@ its hourly mail from elsewhere.
+        self.put_hooks("/buckets/b", HOOK)
+        self.sink.clear()
+        for _ in range(3):
+            self.create_record(RECORDS)
+        self.assertEqual(len(self.mails()), 2)
         self.assertEqual(self.limited(), 1)
 
     def test_a_sender_the_operator_does_not_allow_is_refused_on_save(self):

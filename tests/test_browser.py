@@ -1,9 +1,10 @@
 """The recipient pages (unsubscribe, preferences) in a real headless Chromium.
 
-The Kinto app of :class:`EmailerWebTest` is served over real HTTP on 127.0.0.1 and records
-are created through that server, so the links of the emails point at it and the browser
-follows them as a recipient would. Needs Debian's ``chromium`` and ``chromium-driver``
-(``.ci/run`` installs them): elsewhere the tests are skipped, in CI they fail.
+The Kinto app of :class:`EmailerWebTest` is served over real HTTP on 127.0.0.1, on the
+port that its ``kinto.emailer.public_url`` names, so the links of the emails point at it
+and the browser follows them as a recipient would. Needs Debian's ``chromium`` and
+``chromium-driver`` (``.ci/run`` installs them): elsewhere the tests are skipped, in CI
+they fail.
 """
 
 import os
@@ -31,7 +32,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.support import IN_CI, EmailerWebTest, Received
+from kinto_emailer.views import RESUME, STOP_ALL
+from tests.support import IN_CI, EmailerWebTest, Received, free_port
 
 
 CHROMIUM = "/usr/bin/chromium"
@@ -57,10 +59,11 @@ A = "a@example.com"
 B = "b@example.com"
 HOOK = {"template": "{uri}", "recipients": [A, B], "resource_name": "record"}
 
-# The text body ends with this footer; whether the URLs stand in angle brackets is left open.
+# The text body ends with this footer (no unsubscribe link for mail that cannot be turned
+# off); whether the URLs stand in angle brackets is left open.
 FOOTER = re.compile(
     r"\n-- \nChoose which emails you get: <?(?P<page>\S+?)>?\n"
-    r"Unsubscribe: <?(?P<unsubscribe>\S+?)>?\n\Z"
+    r"(?:Unsubscribe: <?(?P<unsubscribe>\S+?)>?\n)?\Z"
 )
 
 
@@ -97,20 +100,29 @@ def needs_chromium(cls: type) -> type:
 @dataclass(frozen=True)
 class Links:
     page: str
-    unsubscribe: str
+    unsubscribe: str | None
 
 
 @needs_chromium
 class BrowserTest(EmailerWebTest):
     driver: WebDriver
     server: WSGIServer
+    port: int
     base_url: str
+
+    @classmethod
+    def get_app_settings(cls, extras: dict | None = None) -> dict:
+        public_url = {"emailer.public_url": f"http://127.0.0.1:{cls.port}/v1/"}
+        return super().get_app_settings({**public_url, **(extras or {})})
 
     @classmethod
     def setUpClass(cls) -> None:
         if MISSING:
             # Only reached in CI, where a browser test that skips would hide a broken install.
             raise RuntimeError(f"CI=true but {', '.join(MISSING)} missing: run `{INSTALL}`")
+        # Known before the app starts: its public URL, that the links of emails use.
+        cls.port = free_port()
+        cls.base_url = f"http://127.0.0.1:{cls.port}"
         super().setUpClass()
         profile = tempfile.mkdtemp(prefix="kinto-emailer-chromium-")
         cls.addClassCleanup(shutil.rmtree, profile, ignore_errors=True)
@@ -121,11 +133,10 @@ class BrowserTest(EmailerWebTest):
         super().setUp()
         # The very app that self.app tests, served over HTTP for the browser.
         self.server = make_server(
-            "127.0.0.1", 0, self.app.app, ThreadingWSGIServer, handler_class=QuietHandler
+            "127.0.0.1", self.port, self.app.app, ThreadingWSGIServer, handler_class=QuietHandler
         )
         thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         thread.start()
-        self.base_url = f"http://127.0.0.1:{self.server.server_port}"
         self.app.put_json("/buckets/b", headers=self.headers)
         self.app.put_json("/buckets/b/collections/c", headers=self.headers)
 
@@ -137,7 +148,7 @@ class BrowserTest(EmailerWebTest):
     # Emails.
 
     def create_record_over_http(self, uri: str = "/buckets/b/collections/c/records") -> Any:
-        """Through the HTTP server: the links of the emails are built from its address."""
+        """Through the HTTP server, as a client of the server would."""
         response = requests.post(
             f"{self.base_url}/v1{uri}", json={"data": {}}, headers=self.headers, timeout=WAIT
         )
@@ -161,6 +172,10 @@ class BrowserTest(EmailerWebTest):
         assert match is not None
         links = Links(match["page"], match["unsubscribe"])
         self.assertTrue(links.page.startswith(f"{self.base_url}/v1/emailer/page?token="), links)
+        if links.unsubscribe is None:
+            self.assertIsNone(mail.message["List-Unsubscribe"])
+            self.assertIsNone(mail.message["List-Unsubscribe-Post"])
+            return links
         self.assertTrue(
             links.unsubscribe.startswith(f"{self.base_url}/v1/emailer/unsubscribe?token="), links
         )
@@ -195,19 +210,33 @@ class BrowserTest(EmailerWebTest):
         except Exception as e:
             raise AssertionError(f"{message}; page:\n{self.driver.page_source}") from e
 
-    def post_form(self) -> WebElement:
-        forms = [
+    def post_forms(self) -> list[WebElement]:
+        return [
             f
             for f in self.driver.find_elements(By.TAG_NAME, "form")
             if (f.get_attribute("method") or "").lower() == "post"
         ]
-        self.assertEqual(len(forms), 1, self.driver.page_source)
-        return forms[0]
 
-    def submit_button(self) -> WebElement:
-        buttons = self.post_form().find_elements(By.CSS_SELECTOR, 'button[type="submit"]')
-        self.assertEqual(len(buttons), 1, self.driver.page_source)
-        return buttons[0]
+    def button(self, text: str) -> WebElement:
+        """The one submit button saying ``text``, in a POST form of its own."""
+        found = [
+            (form, button)
+            for form in self.post_forms()
+            for button in form.find_elements(By.CSS_SELECTOR, 'button[type="submit"]')
+            if text in button.text
+        ]
+        self.assertEqual(len(found), 1, f"buttons {text!r}: {self.driver.page_source}")
+        form, button = found[0]
+        others = form.find_elements(By.CSS_SELECTOR, 'button[type="submit"]')
+        self.assertEqual(others, [button], "a form with several submit buttons")
+        return button
+
+    def buttons(self) -> list[str]:
+        return [
+            b.text
+            for f in self.post_forms()
+            for b in f.find_elements(By.CSS_SELECTOR, 'button[type="submit"]')
+        ]
 
     def h1(self) -> str:
         return self.driver.find_element(By.TAG_NAME, "h1").text
@@ -261,21 +290,41 @@ class UnsubscribePageTest(BrowserTest):
 
     def test_get_changes_nothing_and_the_button_unsubscribes(self):
         links = self.links_of_first_mail()
+        assert links.unsubscribe is not None
 
         self.open(links.unsubscribe)
         self.assertEqual(self.driver.find_element(By.TAG_NAME, "html").get_attribute("lang"), "en")
-        button = self.submit_button()
-        self.assertIn("Unsubscribe", button.text)
+        self.assertEqual(self.buttons(), ["Unsubscribe", STOP_ALL])
         # Mail scanners and link previews fetch links: a GET must not unsubscribe.
         self.assertEqual(self.recipients_of_next_record(), {A, B})
 
-        self.submit_button().click()
+        self.button("Unsubscribe").click()
         self.until(lambda d: "unsubscribed" in self.h1().lower(), "no 'unsubscribed' <h1>")
         self.assertEqual(self.navigation()["status"], 200)
         hrefs = [a.get_attribute("href") for a in self.driver.find_elements(By.TAG_NAME, "a")]
         self.assertIn(links.page, hrefs)
 
         self.assertEqual(self.recipients_of_next_record(), {B})
+
+    def test_stop_all_mail_and_undo(self):
+        links = self.links_of_first_mail()
+        assert links.unsubscribe is not None
+        self.open(links.unsubscribe)
+        self.button(STOP_ALL).click()
+        self.until(lambda d: RESUME in self.buttons(), f"no {RESUME!r} button")
+        self.assertEqual(urlsplit(self.driver.current_url).path, "/v1/emailer/page")
+        self.assertEqual(self.navigation(), {"status": 200, "redirects": 1})
+        self.assertEqual(self.recipients_of_next_record(), {B})
+        # From every bucket, even one that never mailed this address yet.
+        self.app.put_json("/buckets/b2", headers=self.headers)
+        self.app.put_json("/buckets/b2/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b2", HOOK)
+        self.create_record_over_http("/buckets/b2/collections/c/records")
+        self.assertEqual({rcpt for mail in self.mails() for rcpt in mail.rcpt_tos}, {B})
+
+        self.button(RESUME).click()
+        self.until(lambda d: STOP_ALL in self.buttons(), f"no {STOP_ALL!r} button")
+        self.assertEqual(self.recipients_of_next_record(), {A, B})
 
     def test_list_unsubscribe_header_as_sent(self):
         self.create_record_over_http()
@@ -295,7 +344,6 @@ class PreferencesPageTest(BrowserTest):
         self.open(links.page)
         self.assertEqual(self.driver.find_element(By.TAG_NAME, "html").get_attribute("lang"), "en")
         self.assertTrue(self.h1())
-        self.post_form()
         radios = self.radios("/buckets/b")
         legend = self.fieldset(radios["off"]).find_element(By.TAG_NAME, "legend")
         self.assertIn("/buckets/b", legend.text)
@@ -304,9 +352,7 @@ class PreferencesPageTest(BrowserTest):
         # A click on the label, as a person does, must select its radio.
         self.label_of(radios["off"]).click()
         self.assertTrue(radios["off"].is_selected())
-        save = self.submit_button()
-        self.assertIn("Save", save.text)
-        save.click()
+        self.button("Save").click()
 
         self.until(
             lambda d: any(
@@ -322,9 +368,29 @@ class PreferencesPageTest(BrowserTest):
 
         self.assertEqual(self.recipients_of_next_record(), {B})
 
+    def test_a_link_shows_only_the_places_its_email_came_from(self):
+        self.put_hooks("/buckets/b", HOOK)
+        self.app.put_json("/buckets/b/collections/d", headers=self.headers)
+        self.put_hooks("/buckets/b/collections/d", HOOK)
+        # The address gets mail from there too.
+        self.create_record_over_http("/buckets/b/collections/d/records")
+        self.assertEqual(len(self.mails()), 2)
+        self.sink.clear()
+        links = self.links_of_first_mail()
+
+        self.open(links.page)
+        names = {
+            r.get_attribute("name")
+            for r in self.driver.find_elements(By.CSS_SELECTOR, 'input[type="radio"]')
+        }
+        self.assertEqual(names, {"/buckets/b"})
+        self.assertEqual(self.buttons(), ["Save", STOP_ALL])
+
     def test_a_non_editable_hook_is_locked(self):
         self.put_hooks("/buckets/b/collections/c", {**HOOK, "non_editable": True})
         links = self.links_of_first_mail()
+        # Nothing to unsubscribe from: the email has no such link, nor header.
+        self.assertIsNone(links.unsubscribe)
 
         self.open(links.page)
         scope = "/buckets/b/collections/c"
@@ -353,10 +419,21 @@ class AccessibilityTest(BrowserTest):
         width = self.driver.execute_script("return getComputedStyle(document.body).maxWidth")
         self.assertNotEqual(width, "none")
 
+    def assert_stop_all_is_labelled(self) -> None:
+        # Its own region, named by its heading: a screen reader lists it among landmarks.
+        section = self.driver.execute_script(
+            "return arguments[0].closest('section')", self.button(STOP_ALL)
+        )
+        self.assertIsNotNone(section, "the stop-all button is outside any <section>")
+        heading = self.driver.find_element(By.ID, section.get_attribute("aria-labelledby"))
+        self.assertEqual(heading.tag_name, "h2")
+        self.assertTrue(heading.text.strip())
+
     def test_preferences_page(self):
         self.open(self.mail_links.page)
         self.assert_language()
         self.assert_styled()
+        self.assert_stop_all_is_labelled()
         radios = self.driver.find_elements(By.CSS_SELECTOR, 'input[type="radio"]')
         self.assertTrue(radios)
         for radio in radios:
@@ -366,8 +443,7 @@ class AccessibilityTest(BrowserTest):
                 # Radios of one scope are a group: a screen reader announces its legend.
                 self.fieldset(radio).find_element(By.TAG_NAME, "legend")
 
-        save = self.submit_button()
-        self.tab_to(save)
+        self.tab_to(self.button("Save"))
         # Reached, and usable: ENTER on the focused button saves.
         ActionChains(self.driver).send_keys(Keys.ENTER).perform()
         self.until(
@@ -375,10 +451,22 @@ class AccessibilityTest(BrowserTest):
             "ENTER on Save showed no role=status element",
         )
 
+        self.tab_to(self.button(STOP_ALL))
+        ActionChains(self.driver).send_keys(Keys.ENTER).perform()
+        self.until(lambda d: RESUME in self.buttons(), f"ENTER on {STOP_ALL!r} did nothing")
+        self.assertEqual(self.recipients_of_next_record(), {B})
+        self.tab_to(self.button(RESUME))
+        ActionChains(self.driver).send_keys(Keys.ENTER).perform()
+        self.until(lambda d: STOP_ALL in self.buttons(), f"ENTER on {RESUME!r} did nothing")
+        self.assertEqual(self.recipients_of_next_record(), {A, B})
+
     def test_unsubscribe_page(self):
+        assert self.mail_links.unsubscribe is not None
         self.open(self.mail_links.unsubscribe)
         self.assert_language()
         self.assert_styled()
-        self.tab_to(self.submit_button())
-        # Only reached: pressing it would unsubscribe, which the other test covers.
+        self.assert_stop_all_is_labelled()
+        self.tab_to(self.button("Unsubscribe"))
+        self.tab_to(self.button(STOP_ALL))
+        # Only reached: pressing them would change what is sent, which other tests cover.
         self.assertEqual(self.recipients_of_next_record(), {A, B})

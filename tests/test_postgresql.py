@@ -6,6 +6,7 @@ import psycopg
 
 import tests.test_bounds as bounds
 import tests.test_headers as headers
+import tests.test_links as links
 import tests.test_plugin as plugin
 import tests.test_preferences as preferences
 import tests.test_transactions as transactions
@@ -100,7 +101,47 @@ class PreferencesPageTest(PostgreSQL, preferences.PreferencesPageTest):
 
 
 @skip_unless_postgresql
+class LockedTest(PostgreSQL, preferences.LockedTest):
+    pass
+
+
+@skip_unless_postgresql
+class TokenScopeTest(PostgreSQL, preferences.TokenScopeTest):
+    pass
+
+
+@skip_unless_postgresql
+class TokenLifetimeTest(PostgreSQL, preferences.TokenLifetimeTest):
+    pass
+
+
+@skip_unless_postgresql
+class TokenLogTest(PostgreSQL, preferences.TokenLogTest):
+    pass
+
+
+@skip_unless_postgresql
+class SuppressionTest(PostgreSQL, preferences.SuppressionTest):
+    pass
+
+
+@skip_unless_postgresql
 class PreferencesApiTest(PostgreSQL, preferences.PreferencesApiTest):
+    pass
+
+
+@skip_unless_postgresql
+class PublicUrlTest(PostgreSQL, links.PublicUrlTest):
+    pass
+
+
+@skip_unless_postgresql
+class NoLinksTest(PostgreSQL, links.NoLinksTest):
+    pass
+
+
+@skip_unless_postgresql
+class LockedDigestTest(PostgreSQL, preferences.LockedDigestTest):
     pass
 
 

@@ -1,13 +1,17 @@
 """Recipients in control: signed links, one-click unsubscribe, preferences, digests, grouping."""
 
 import base64
+import html
+import logging
+import re
 import time
 import unittest
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
-from kinto_emailer import digests, send_digests, tokens
+from kinto_emailer import digests, messages, send_digests, tokens
 from kinto_emailer.errors import InvalidLink
+from kinto_emailer.recipients import parse_mailbox
 from kinto_emailer.settings import EmailerSettings
 from tests.support import EmailerWebTest
 
@@ -20,6 +24,8 @@ HOOK = {
     "resource_name": "record",
 }
 RECORDS = "/buckets/b/collections/c/records"
+STOP_ALL = "Stop all mail from this server to me"
+RESUME = "Receive mail from this server again"
 
 
 class TokenTest(unittest.TestCase):
@@ -47,6 +53,20 @@ class TokenTest(unittest.TestCase):
             tokens.verify(SECRET, self.token, max_age=60, now=time.time() + 61)
         self.assertTrue(cm.exception.expired)
 
+    def test_a_link_lasts_link_max_age_from_its_mail(self):
+        created = datetime(2026, 11, 25, 23, 59, 30, tzinfo=UTC)
+        mailbox = parse_mailbox("a@example.com")
+        draft = messages.Draft(
+            mailbox, mailbox, "s", "b", "/buckets/b", "https://k.example/v1/", "key", created
+        )
+        url = messages.with_links(draft, SECRET, ("/buckets/b",)).preferences_url
+        token = parse_qs(urlsplit(url).query)["token"][0]
+        sent = created.timestamp()
+        tokens.verify(SECRET, token, max_age=60, now=sent + 59)
+        with self.assertRaises(InvalidLink) as cm:
+            tokens.verify(SECRET, token, max_age=60, now=sent + 61)
+        self.assertTrue(cm.exception.expired)
+
 
 class WindowTest(unittest.TestCase):
     settings = EmailerSettings(digest_daily_hour=17, digest_weekly_day=0)
@@ -68,13 +88,31 @@ class WindowTest(unittest.TestCase):
                 self.assertEqual(digests.window_end(moment, cadence, self.settings), expected)
 
 
+def app_path(url):
+    return urlsplit(url)._replace(scheme="", netloc="").geturl()
+
+
 def links(mail):
     """The unsubscribe and preferences links of a received mail, as app paths."""
     unsubscribe = mail.message["List-Unsubscribe"].strip("<>")
     preferences = mail.text.split("Choose which emails you get: ", 1)[1].split()[0]
-    return tuple(
-        urlsplit(u)._replace(scheme="", netloc="").geturl() for u in (unsubscribe, preferences)
-    )
+    return app_path(unsubscribe), app_path(preferences)
+
+
+def token_of(url):
+    return parse_qs(urlsplit(url).query)["token"][0]
+
+
+def forms(page):
+    """The POST forms of a page: {button text: (action as an app path, hidden fields)}."""
+    found = {}
+    for action, inside in re.findall(
+        r'<form method="post" action="([^"]*)">(.*?)</form>', page, re.S
+    ):
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', inside))
+        button = re.search(r"<button[^>]*>(.*?)</button>", inside, re.S)[1]
+        found[html.unescape(button)] = (app_path(html.unescape(action)), fields)
+    return found
 
 
 class RecipientTest(EmailerWebTest):
@@ -135,6 +173,19 @@ class UnsubscribeTest(RecipientTest):
         self.sink.clear()
         self.assertEqual(self.recipients_of(self.create("r4")), ["b@example.com"])
 
+    def test_one_click_stops_the_scopes_of_its_mail_only(self):
+        self.app.put_json("/buckets/b2", headers=self.headers)
+        self.app.put_json("/buckets/b2/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b2", self.hook)
+        mail = next(m for m in self.create("r1") if m.rcpt_tos == ["a@example.com"])
+        unsubscribe, _ = links(mail)
+        self.assertIn("You are unsubscribed", self.post(unsubscribe).text)
+        self.sink.clear()
+        self.assertEqual(self.recipients_of(self.create("r2")), ["b@example.com"])
+        self.sink.clear()
+        self.app.put_json("/buckets/b2/collections/c/records/r2", headers=self.headers)
+        self.assertEqual(self.recipients_of(self.mails()), ["a@example.com", "b@example.com"])
+
     def test_bad_links_are_refused_and_change_nothing(self):
         [mail, _] = self.create("r1")
         unsubscribe, _ = links(mail)
@@ -172,16 +223,141 @@ class PreferencesPageTest(RecipientTest):
 class LockedTest(RecipientTest):
     hook = {**HOOK, "non_editable": True}
 
-    def test_locked_mail_cannot_be_turned_off(self):
+    def test_locked_mail_offers_no_unsubscribe(self):
         [mail, _] = self.create("r1")
-        unsubscribe, preferences = links(mail)
-        page = self.page(preferences).text
+        self.assertIsNone(mail.message["List-Unsubscribe"])
+        self.assertIsNone(mail.message["List-Unsubscribe-Post"])
+        self.assertNotIn("Unsubscribe", mail.text)
+        preferences = mail.text.split("Choose which emails you get: ", 1)[1].split()[0]
+        page = self.page(app_path(preferences)).text
         self.assertIn("locked", page)
         self.assertIn("disabled", page)
-        self.assertIn("cannot be turned off", self.post(unsubscribe).text)
-        self.post(preferences, {"/buckets/b": "off"}, status=303)
+        self.post(app_path(preferences), {"/buckets/b": "off"}, status=303)
         self.sink.clear()
         self.assertEqual(self.recipients_of(self.create("r2")), ["a@example.com", "b@example.com"])
+
+    def test_an_unsubscribe_link_of_locked_mail_says_it_changed_nothing(self):
+        self.create("r1")
+        # An email sent before its hook was locked.
+        token = tokens.sign(SECRET, "a@example.com", ("/buckets/b",), time.time())
+        page = self.page(f"/emailer/unsubscribe?token={token}").text
+        self.assertIn("cannot be turned off", page)
+        self.assertEqual(list(forms(page)), [STOP_ALL])
+        response = self.post(f"/emailer/unsubscribe?token={token}", status=409)
+        self.assertNotIn("unsubscribed", response.text)
+        self.assertIn("cannot be turned off", response.text)
+        self.sink.clear()
+        self.assertEqual(self.recipients_of(self.create("r2")), ["a@example.com", "b@example.com"])
+
+
+class TokenScopeTest(RecipientTest):
+    hook = {**HOOK, "recipients": ["a@example.com"]}
+
+    def setUp(self):
+        super().setUp()
+        self.app.put_json("/buckets/b/collections/d", headers=self.headers)
+        # Two scopes: the collection d has hooks of its own.
+        self.put_hooks("/buckets/b/collections/d", self.hook)
+
+    def test_a_link_shows_and_changes_only_its_own_scopes(self):
+        [mail] = self.create("r1")
+        unsubscribe, preferences = links(mail)
+        self.app.put_json("/buckets/b/collections/d/records/r1", headers=self.headers)
+        self.assertEqual(len(self.mails()), 2)
+        page = self.page(preferences).text
+        self.assertIn("<legend>/buckets/b</legend>", page)
+        self.assertNotIn("/buckets/b/collections/d", page)
+        self.post(preferences, {"/buckets/b": "off", "/buckets/b/collections/d": "off"}, 303)
+        self.sink.clear()
+        self.create("r2")
+        self.app.put_json("/buckets/b/collections/d/records/r2", headers=self.headers)
+        [mail] = self.mails()
+        self.assertEqual(mail.body, "/buckets/b/collections/d/records/r2")
+
+
+class TokenLifetimeTest(RecipientTest):
+    extra_settings = {**RecipientTest.extra_settings, "emailer.link_max_age": "30"}
+
+    def test_a_link_works_for_link_max_age_from_its_own_mail(self):
+        [mail, _] = self.create("r1")
+        _, preferences = links(mail)
+        issued = tokens.verify(SECRET, token_of(preferences), max_age=30).issued
+        self.assertAlmostEqual(issued, time.time(), delta=5)
+        self.assertIn("<legend>/buckets/b</legend>", self.page(preferences).text)
+
+
+class TokenLogTest(RecipientTest):
+    def test_tokens_are_not_in_kintos_request_logs(self):
+        mails = self.create("r1")
+        mail = next(m for m in mails if m.rcpt_tos == ["a@example.com"])
+        unsubscribe, preferences = links(mail)
+        token = token_of(preferences)
+        with self.assertLogs("request.summary", logging.INFO) as logs:
+            self.page(unsubscribe)
+            self.page(preferences + "&saved=1")
+            self.post(preferences, {"/buckets/b": "daily"}, status=303)
+            self.post(unsubscribe)
+            suppress, fields = forms(self.page(preferences).text)[STOP_ALL]
+            self.post(suppress, fields, status=303)
+            self.app.put(unsubscribe.removeprefix("/v1"), status=404)
+            self.app.get(f"/emailer/page/?token={token}", status=307)
+        self.assertEqual(len(logs.records), 8)
+        for record in logs.records:
+            self.assertNotIn(token, repr(vars(record)))
+            self.assertEqual(record.querystring["token"], "[redacted]")
+        self.assertEqual(logs.records[1].querystring["saved"], "1")
+
+
+class SuppressionTest(RecipientTest):
+    """Stop all mail to an address, from every bucket, but for locked hooks."""
+
+    def setUp(self):
+        super().setUp()
+        for bucket in ("b2", "b3"):
+            self.app.put_json(f"/buckets/{bucket}", headers=self.headers)
+            self.app.put_json(f"/buckets/{bucket}/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b3", {**self.hook, "non_editable": True})
+
+    def create_in(self, bucket, record_id):
+        self.sink.clear()
+        self.app.put_json(
+            f"/buckets/{bucket}/collections/c/records/{record_id}", headers=self.headers
+        )
+        return self.recipients_of(self.mails())
+
+    def test_stop_all_from_either_page_and_undo(self):
+        mail = next(m for m in self.create("r1") if m.rcpt_tos == ["a@example.com"])
+        unsubscribe, preferences = links(mail)
+        for page in (unsubscribe, preferences):
+            with self.subTest(page=page):
+                stop, fields = forms(self.page(page).text)[STOP_ALL]
+                response = self.post(stop, fields, status=303)
+                after = self.page(app_path(response.headers["Location"])).text
+                self.assertIn("Your choices are saved", after)
+                self.assertIn(RESUME, forms(after))
+                self.assertNotIn(STOP_ALL, forms(after))
+                self.assertEqual(self.create_in("b", "r2"), ["b@example.com"])
+                # A bucket that never mailed the address before: its hooks obey too.
+                self.put_hooks("/buckets/b2", self.hook)
+                self.assertEqual(self.create_in("b2", "r2"), ["b@example.com"])
+                # Locked mail goes on.
+                self.assertEqual(self.create_in("b3", "r2"), ["a@example.com", "b@example.com"])
+
+                resume, fields = forms(self.page(page).text)[RESUME]
+                self.post(resume, fields, status=303)
+                self.assertEqual(self.create_in("b", "r3"), ["a@example.com", "b@example.com"])
+                self.assertEqual(self.create_in("b2", "r3"), ["a@example.com", "b@example.com"])
+                self.put_hooks("/buckets/b2")
+
+    def test_the_main_button_stops_only_the_scopes_of_the_link(self):
+        mail = next(m for m in self.create("r1") if m.rcpt_tos == ["a@example.com"])
+        unsubscribe, _ = links(mail)
+        page = forms(self.page(unsubscribe).text)
+        self.assertEqual(page["Unsubscribe"][0], unsubscribe)
+        self.assertNotEqual(page[STOP_ALL][0], unsubscribe)
+        self.post(unsubscribe)
+        self.put_hooks("/buckets/b2", self.hook)
+        self.assertEqual(self.create_in("b2", "r2"), ["a@example.com", "b@example.com"])
 
 
 class AccountsTest(RecipientTest):
@@ -248,6 +424,30 @@ class PreferencesApiTest(VerifiedTest):
         self.sink.clear()
         self.assertEqual(self.recipients_of(self.create("r2")), ["b@example.com"])
 
+    def test_stop_all_and_undo(self):
+        alice = self.user("a@example.com")
+        self.create("r1")
+        self.assertIs(
+            self.app.get("/emailer/preferences", headers=alice).json["data"]["suppressed"], False
+        )
+        body = {"data": {"suppressed": True}}
+        changed = self.app.patch_json("/emailer/preferences", body, headers=alice).json["data"]
+        self.assertIs(changed["suppressed"], True)
+        self.app.put_json("/buckets/b2", headers=self.headers)
+        self.app.put_json("/buckets/b2/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b2", self.hook)
+        self.sink.clear()
+        self.create("r2")
+        self.app.put_json("/buckets/b2/collections/c/records/r2", headers=self.headers)
+        self.assertEqual(self.recipients_of(self.mails()), ["b@example.com", "b@example.com"])
+        self.assertIs(
+            self.app.get("/emailer/preferences", headers=alice).json["data"]["suppressed"], True
+        )
+        body = {"data": {"suppressed": False}}
+        self.app.patch_json("/emailer/preferences", body, headers=alice)
+        self.sink.clear()
+        self.assertEqual(self.recipients_of(self.create("r3")), ["a@example.com", "b@example.com"])
+
     def test_errors(self):
         alice = self.user("a@example.com")
         self.create("r1")
@@ -258,13 +458,16 @@ class PreferencesApiTest(VerifiedTest):
         response = self.app.get("/emailer/preferences", headers=self.user("alice"), status=403)
         self.assertIn("email address", response.json["message"])
         cases = [
-            ({"/buckets/b": "hourly"}, "data.scopes./buckets/b"),
-            ({"/buckets/other": "off"}, "data.scopes./buckets/other"),
+            ({"scopes": {"/buckets/b": "hourly"}}, "data.scopes./buckets/b"),
+            ({"scopes": {"/buckets/other": "off"}}, "data.scopes./buckets/other"),
+            ({"scopes": ["/buckets/b"]}, "data.scopes"),
+            ({"suppressed": "yes"}, "data.suppressed"),
+            ({}, "data"),
         ]
-        for scopes, name in cases:
+        for data, name in cases:
             with self.subTest(name):
                 response = self.app.patch_json(
-                    "/emailer/preferences", {"data": {"scopes": scopes}}, headers=alice, status=400
+                    "/emailer/preferences", {"data": data}, headers=alice, status=400
                 )
                 self.assertEqual(response.json["details"][0]["name"], name)
 
@@ -316,6 +519,18 @@ class DigestTest(RecipientTest):
         self.assertIn("and 3 more", digest.body)
         self.assertIn("records/r5", digest.body)
         self.assertNotIn("records/r1", digest.body)
+
+
+class LockedDigestTest(RecipientTest):
+    hook = {**HOOK, "cadence": "daily", "non_editable": True, "recipients": ["a@example.com"]}
+
+    def test_a_digest_of_locked_mail_offers_no_unsubscribe(self):
+        self.create("r1")
+        _, [digest] = self.send(datetime.now(UTC) + timedelta(days=1))
+        self.assertIsNone(digest.message["List-Unsubscribe"])
+        self.assertIsNone(digest.message["List-Unsubscribe-Post"])
+        self.assertNotIn("Unsubscribe", digest.text)
+        self.assertIn("Choose which emails you get: http://localhost/v1/emailer/page", digest.text)
 
 
 class WeeklyDigestTest(RecipientTest):

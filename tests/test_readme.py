@@ -72,14 +72,19 @@ class ReadmeTest(unittest.TestCase):
         debug = {"mail.debug_mailer", "mail.top_level_directory"}
         self.assertEqual(documented, ours | mailer | debug)
         defaults = settings.EmailerSettings()
+        # Settings whose default is another setting's value.
+        fallbacks = {
+            "secret": "(``kinto.userid_hmac_secret``)",
+            "public_url": "(``kinto.http_scheme``, ``kinto.http_host``)",
+        }
         for name in settings._PARSERS:
             value = getattr(defaults, name)
-            if isinstance(value, bool):
+            if name in fallbacks:
+                expected = fallbacks[name]
+            elif isinstance(value, bool):
                 expected = f"``{str(value).lower()}``"
             elif value is None:
                 expected = "(off)"
-            elif isinstance(value, str):
-                expected = "(``kinto.userid_hmac_secret``)"
             elif isinstance(value, tuple):
                 expected = " ".join(f"{v:g}" for v in value)
                 expected = f"``{expected}``" if value else EMPTY_LISTS[name]
