@@ -168,6 +168,21 @@ class BoundsTest(EmailerWebTest):
         [summary] = self.mails()
         self.assertIn("2 records created", summary.message["Subject"])
 
+    def test_an_address_no_smtp_server_takes_stops_no_other_mail(self):
+        # Group members are not checked on save: any principal may be one.
+        self.app.put_json(
+            "/buckets/b/groups/g",
+            {"data": {"members": ["account:victim@ex\u00e4mple.com", "account:m@example.com"]}},
+            headers=self.headers,
+        )
+        self.put_hooks("/buckets/b", {**HOOK, "recipients": ["/buckets/b/groups/g"]})
+        self.put_hooks("/buckets/b2", {**HOOK, "recipients": ["z@example.com"]})
+        self.create_record(RECORDS)
+        self.create_record("/buckets/b2/collections/c/records")
+        self.assertEqual(
+            sorted(m.rcpt_tos[0] for m in self.mails()), ["m@example.com", "z@example.com"]
+        )
+
 
 class HooksOnUseTest(unittest.TestCase):
     def test_a_stored_threshold_above_the_operator_s_is_lowered(self):
