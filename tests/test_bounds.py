@@ -126,6 +126,16 @@ class BoundsTest(EmailerWebTest):
         self.assertEqual(recipients.count("o@example.com"), 2)
         self.assertEqual(self.limited(), 1)
 
+    def test_subaddresses_count_against_their_mailbox_s_bound(self):
+        # a+1@ and a+2@ reach the inbox of a@: named apart, they would get twice the bound.
+        self.put_hooks(
+            "/buckets/b", {**HOOK, "recipients": ["a+1@example.com", "A+2@example.com"]}
+        )
+        self.create_record(RECORDS)
+        self.create_record(RECORDS)
+        self.assertEqual(len(self.mails()), 3)
+        self.assertEqual(self.limited(), 1)
+
     def test_a_sender_the_operator_does_not_allow_is_refused_on_save(self):
         path = "data.kinto-emailer.hooks.0.sender"
         for sender in ("PayPal Security <security@paypal.com>", "news@example.net"):
