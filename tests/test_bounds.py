@@ -152,6 +152,20 @@ class BoundsTest(EmailerWebTest):
             with self.subTest(sender=sender):
                 self.put_hooks("/buckets/b", {**HOOK, "sender": sender})
 
+    def test_any_data_in_the_sender_s_name_keeps_the_mail(self):
+        # Else a record writer silences the hook for their own change with a comma.
+        self.put_hooks(
+            "/buckets/b", {**HOOK, "sender": "{new[name]} via Kinto <news@example.com>"}
+        )
+        for name in ("Smith, John", 'O"Brien (Dr.) <x@evil.org>'):
+            self.create_record(RECORDS, {"name": name})
+        mails = self.mails()
+        self.assertEqual([m.mail_from for m in mails], ["news@example.com"] * 2)
+        self.assertEqual(
+            sorted(m.message["From"].addresses[0].display_name for m in mails),
+            sorted(f"{name} via Kinto" for name in ("Smith, John", 'O"Brien (Dr.) <x@evil.org>')),
+        )
+
     def test_a_stored_sender_not_allowed_mails_from_the_default_sender(self):
         self.store_unchecked("b", {**HOOK, "sender": "PayPal <security@paypal.com>"})
         # Warned once per process: forget what other tests made it say.
