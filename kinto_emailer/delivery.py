@@ -138,6 +138,11 @@ class SMTPTransport:
                 # The server refused this one message; the connection is still good.
                 self._reset()
                 return Failure(str(e), is_permanent(e))
+            except UnicodeEncodeError as e:
+                # An address SMTP cannot carry without SMTPUTF8 (a member's IDN domain): this
+                # message never goes, and must not stop the others.
+                self._reset()
+                return Failure(f"address not ASCII: {e}", permanent=True)
             except smtplib.SMTPServerDisconnected as e:
                 self.close()
                 if not kept:

@@ -18,6 +18,7 @@ from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto_emailer import hooks, messages, quotas, recipients, templates
 from kinto_emailer.digests import DigestStore, Entry
 from kinto_emailer.errors import RenderError
+from kinto_emailer.headers import header_value
 from kinto_emailer.hooks import Hook
 from kinto_emailer.preferences import Preferences, PreferenceStore, Scope
 from kinto_emailer.quotas import Tally
@@ -200,14 +201,32 @@ def _refused_sender(scope: str, address: str) -> None:
     )
 
 
+def _hook_sender(sender: str, context: Mapping[str, Any]) -> Mailbox | None:
+    """A hook's sender for one object; None if it renders empty.
+
+    Only the name holds placeholders (checked on save): it is rendered on its own, so that
+    data (``Smith, John``) is a name and never breaks the address apart.
+    """
+    try:
+        address = recipients.parse_mailbox(templates.render_line(sender, {}))
+    except ValueError:
+        address = None  # Stored before the check: placeholders in the address too.
+    if address is not None and "<" in sender:
+        name = templates.render_line(sender[: sender.rindex("<")], context).strip('" ')
+        return Mailbox(header_value(name), address.addr_spec)
+    text = templates.render_line(sender, context)
+    if not text:
+        return None
+    try:
+        return recipients.parse_mailbox(text)
+    except ValueError as e:
+        raise RenderError(f"sender: {e}") from e
+
+
 def _sender(hook: Hook, context: Mapping[str, Any], settings: EmailerSettings) -> Mailbox:
     """The hook's sender if the operator allows it, else ``mail.default_sender``."""
-    sender_text = templates.render_line(hook.sender, context) if hook.sender else None
-    if sender_text:
-        try:
-            mailbox = recipients.parse_mailbox(sender_text)
-        except ValueError as e:
-            raise RenderError(f"sender: {e}") from e
+    mailbox = _hook_sender(hook.sender, context) if hook.sender else None
+    if mailbox is not None:
         if recipients.sender_allowed(mailbox, settings.default_sender, settings.allowed_senders):
             return mailbox
         _refused_sender(f"/buckets/{context['bucket_id']}", mailbox.addr_spec)

@@ -82,7 +82,9 @@ def bucket_key(bucket_id: str) -> str:
 
 
 def recipient_key(address: str) -> str:
-    return f"recipient:{address.lower()}"
+    """The mailbox ``address`` reaches: ``a+tag@example.com`` (a subaddress) is ``a@``'s."""
+    local, _, domain = address.lower().rpartition("@")
+    return f"recipient:{local.split('+', 1)[0] or local}@{domain}"
 
 
 _SETTING = {

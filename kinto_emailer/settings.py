@@ -1,6 +1,7 @@
 """The plugin's own settings (``kinto.emailer.*`` in the ini), parsed once at startup."""
 
 import logging
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -275,14 +276,30 @@ _PARSERS = {
 }
 
 
-def parse_settings(settings: Mapping[str, Any]) -> EmailerSettings:
+def _from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``KINTO_EMAILER_<NAME>`` variables, as ``emailer.<name>`` keys.
+
+    Kinto reads the environment only for keys its ini file or defaults hold: without
+    this, a variable for a key left out of the file (the bounds, commented in the
+    shipped files) would be silently ignored.
+    """
+    return {
+        f"{PREFIX}{name}": environ[variable]
+        for name in _PARSERS
+        if (variable := f"KINTO_EMAILER_{name.upper()}") in environ
+    }
+
+
+def parse_settings(
+    settings: Mapping[str, Any], environ: Mapping[str, str] = os.environ
+) -> EmailerSettings:
     """Read ``emailer.*`` and the ``mail.*`` keys the plugin itself uses.
 
     Unknown ``emailer.*`` keys are rejected so that a typo does not silently fall back
     to a default.
     """
     values: dict[str, Any] = {}
-    for key, raw in settings.items():
+    for key, raw in {**_from_environment(environ), **settings}.items():
         if not key.startswith(PREFIX):
             continue
         name = key[len(PREFIX) :]

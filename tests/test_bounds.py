@@ -148,6 +148,16 @@ class BoundsTest(EmailerWebTest):
         self.assertEqual(len(self.mails()), 2)
         self.assertEqual(self.limited(), 1)
 
+    def test_subaddresses_count_against_their_mailbox_s_bound(self):
+        # a+1@ and a+2@ reach the inbox of a@: named apart, they would get twice the bound.
+        self.put_hooks(
+            "/buckets/b", {**HOOK, "recipients": ["a+1@example.com", "A+2@example.com"]}
+        )
+        self.create_record(RECORDS)
+        self.create_record(RECORDS)
+        self.assertEqual(len(self.mails()), 3)
+        self.assertEqual(self.limited(), 1)
+
     def test_a_sender_the_operator_does_not_allow_is_refused_on_save(self):
         path = "data.kinto-emailer.hooks.0.sender"
         for sender in ("PayPal Security <security@paypal.com>", "news@example.net"):
@@ -163,6 +173,20 @@ class BoundsTest(EmailerWebTest):
         ):
             with self.subTest(sender=sender):
                 self.put_hooks("/buckets/b", {**HOOK, "sender": sender})
+
+    def test_any_data_in_the_sender_s_name_keeps_the_mail(self):
+        # Else a record writer silences the hook for their own change with a comma.
+        self.put_hooks(
+            "/buckets/b", {**HOOK, "sender": "{new[name]} via Kinto <news@example.com>"}
+        )
+        for name in ("Smith, John", 'O"Brien (Dr.) <x@evil.org>'):
+            self.create_record(RECORDS, {"name": name})
+        mails = self.mails()
+        self.assertEqual([m.mail_from for m in mails], ["news@example.com"] * 2)
+        self.assertEqual(
+            sorted(m.message["From"].addresses[0].display_name for m in mails),
+            sorted(f"{name} via Kinto" for name in ("Smith, John", 'O"Brien (Dr.) <x@evil.org>')),
+        )
 
     def test_a_stored_sender_not_allowed_mails_from_the_default_sender(self):
         self.store_unchecked("b", {**HOOK, "sender": "PayPal <security@paypal.com>"})
@@ -189,6 +213,21 @@ class BoundsTest(EmailerWebTest):
         self.app.post_json("/batch", {"requests": requests}, headers=self.headers)
         [summary] = self.mails()
         self.assertIn("2 records created", summary.message["Subject"])
+
+    def test_an_address_no_smtp_server_takes_stops_no_other_mail(self):
+        # Group members are not checked on save: any principal may be one.
+        self.app.put_json(
+            "/buckets/b/groups/g",
+            {"data": {"members": ["account:victim@ex\u00e4mple.com", "account:m@example.com"]}},
+            headers=self.headers,
+        )
+        self.put_hooks("/buckets/b", {**HOOK, "recipients": ["/buckets/b/groups/g"]})
+        self.put_hooks("/buckets/b2", {**HOOK, "recipients": ["z@example.com"]})
+        self.create_record(RECORDS)
+        self.create_record("/buckets/b2/collections/c/records")
+        self.assertEqual(
+            sorted(m.rcpt_tos[0] for m in self.mails()), ["m@example.com", "z@example.com"]
+        )
 
 
 class HooksOnUseTest(unittest.TestCase):

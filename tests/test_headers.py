@@ -6,7 +6,6 @@ Python 3.11's folder writes decoded line breaks out raw: record data such as
 """
 
 import base64
-import logging
 import re
 import unittest
 from email import message_from_bytes, policy
@@ -197,17 +196,16 @@ class HeaderInjectionTest(EmailerWebTest):
             "/buckets/b",
             {**HOOK, "sender": "{new[title]} <kinto@example.com>", "subject": "New"},
         )
-        with self.assertLogs("kinto_emailer", logging.ERROR) as logs:
-            self.create_record(RECORDS, {"title": INJECTION})
-            self.assertEqual(self.mails(), [])
-        self.assertIn("sender", logs.output[0])
-        for name in ("nested, q", "nested, b"):
+        # Data is only ever the sender's name: the mail goes, with nothing decoded.
+        for name, payload in PAYLOADS.items():
             with self.subTest(name):
                 self.sink.clear()
-                record = self.create_record(RECORDS, {"title": PAYLOADS[name]}).json["data"]
+                record = self.create_record(RECORDS, {"title": payload}).json["data"]
                 [mail] = self.mails()
                 self.assert_one_safe_mail(mail, f"{RECORDS}/{record['id']}")
-                self.assertNotRegex(mail.message["From"].addresses[0].display_name, CONTROL)
+                [sender] = mail.message["From"].addresses
+                self.assertNotRegex(sender.display_name, CONTROL)
+                self.assertEqual(sender.addr_spec, "kinto@example.com")
 
     def test_display_names_of_recipients(self):
         bad = f"{INJECTION} <a@example.com>"

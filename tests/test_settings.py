@@ -1,10 +1,12 @@
 """Settings are parsed once at startup; a bad one stops Kinto, naming the key."""
 
+import base64
 import os
 import re
 import unittest
 from unittest import mock
 
+import webtest
 from kinto import main as kinto_main
 from kinto.plugins import accounts
 from pyramid.exceptions import ConfigurationError
@@ -201,6 +203,24 @@ class ConfigFilesTest(unittest.TestCase):
                     app.registry.emailer_settings.secret, "a long random value, really"
                 )
                 app.registry.emailer_delivery.close(timeout=5)
+
+    def test_the_environment_sets_a_key_left_out_of_the_file(self):
+        # Both files leave the bounds out (commented): the README's variables still count.
+        app = self.start(
+            "kinto.ini",
+            KINTO_USERID_HMAC_SECRET="a long random value, really",
+            KINTO_EMAILER_MAX_HOOKS="1",
+        )
+        try:
+            hook = {"template": "{uri}", "recipients": ["a@example.com"]}
+            body = {"data": {"kinto-emailer": {"hooks": [hook, hook]}}}
+            headers = {"Authorization": "Basic " + base64.b64encode(b"alice:s").decode()}
+            response = webtest.TestApp(app).put_json(
+                "/v1/buckets/b", body, headers=headers, status=400
+            )
+            self.assertIn("kinto.emailer.max_hooks", response.json["message"])
+        finally:
+            app.registry.emailer_delivery.close(timeout=5)
 
 
 class StartupTest(unittest.TestCase):
