@@ -100,6 +100,23 @@ class ValidationTest(EmailerWebTest):
             ("action", "modify", "not one of create"),
             ("event", "kinto.core.events.AfterResourceChange", "not one of"),
             ("collection_id", "^(unclosed", "Invalid regular expression"),
+            # RE2 reads repeat counts up to 1000; Python's re overflowed on this one.
+            ("event", "^a{99999999999}", "repeat counts are at most 1000"),
+            ("record_id", "^a{1001}", "repeat counts are at most 1000"),
+            ("record_id", "^a{01}", "repeat counts are at most 1000"),
+            ("record_id", "^a{,5}", "repeat counts are at most 1000"),
+            ("record_id", "^(a{100}){100}", "Invalid regular expression"),
+            # What RE2 does not do: no engine without backtracking can.
+            ("id", "^(a)\\1", "Invalid regular expression"),
+            ("id", "^a(?=b)", "Invalid regular expression"),
+            ("id", "^(?<!a)b", "Invalid regular expression"),
+            ("id", "^a\\Z", "Invalid regular expression"),
+            ("collection_id", "^(?!(unclosed)", "Invalid regular expression"),
+            ("collection_id", "^(?!a(?!b))", "Invalid regular expression"),
+            ("collection_id", "^" + "a" * 200, "at most 200 characters"),
+            # Short, but a program too large to match a long id quickly.
+            ("record_id", "^(?:a?){999}a{999}", "too large"),
+            ("record_id", "^\\pL{1,100}", "too large"),
         ]
         for field, value, message in cases:
             with self.subTest(field=field):
@@ -141,6 +158,8 @@ class ValidationTest(EmailerWebTest):
             "recipients": ["/buckets/{bucket_id}/groups/{collection_id}-reviewers"],
             "event": "^kinto_remote_settings",
             "action": "update",
+            "collection_id": "^(?!drafts$)(?![)])[a-z]{1,100}",
+            "record_id": "^" + "r" * 199,
         }
         self.put_hooks("/buckets/b", hook)
         stored = self.app.get("/buckets/b", headers=self.headers).json["data"]
