@@ -81,6 +81,7 @@ class RegexFilterTest(EmailerWebTest):
                     {**HOOK, "record_id": "^(a)\\1"},
                     {**HOOK, "event": "^a{99999999999}"},
                     {**HOOK, "record_id": "^(?:a?){999}a{999}"},
+                    {**HOOK, "template": "{timestamp:c}"},
                     {**HOOK, "record_id": "^r", "recipients": ["b@example.com"]},
                 ]
             },
@@ -102,6 +103,7 @@ class RegexFilterTest(EmailerWebTest):
             "hooks.0.record_id",
             "hooks.1.event",
             "hooks.2.record_id",
+            "hooks.3.template",
         ):
             self.assertIn(f"data.kinto-emailer.{path}", output)
 

@@ -39,6 +39,14 @@ class ValidationTest(EmailerWebTest):
             "{settings[userid_hmac_secret]}": "is not allowed",
             "{new}": "needs one to 3 fields",
             "{id:%%%}": "invalid format spec",
+            # Specs that cannot format the placeholder's type, whatever the event.
+            "{timestamp:c}": "cannot format {timestamp:c}",
+            "{changes_count:c}": "cannot format {changes_count:c}",
+            "{timestamp:s}": "cannot format {timestamp:s}",
+            "{id:d}": "cannot format {id:d}",
+            "{user_id:+}": "cannot format {user_id:+}",
+            "{new[n]:.2f}": "cannot format {new[n]:.2f}",
+            "{old[a][b]:x}": "cannot format {old[a][b]:x}",
         }
         for template, message in cases.items():
             with self.subTest(template=template):
