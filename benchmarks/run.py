@@ -7,6 +7,7 @@ server (aiosmtpd, started here) and, for the PostgreSQL rows, the server on
 
 import collections
 import contextlib
+import itertools
 import json
 import os
 import smtplib
@@ -28,7 +29,7 @@ from kinto import main as kinto_main
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from kinto_emailer import digests, jobs, messages, send_digests  # noqa: E402
+from kinto_emailer import digests, hooks, jobs, messages, send_digests  # noqa: E402
 from kinto_emailer.preferences import object_id  # noqa: E402
 from kinto_emailer.recipients import parse_mailbox  # noqa: E402
 from kinto_emailer.settings import EmailerSettings  # noqa: E402
@@ -52,6 +53,10 @@ HOOK = {"template": "{action}d {uri}: {new[title]}", "recipients": ["a@example.c
 RECORD = {"data": {"title": "benchmark"}}
 FLOOR = {"listener": "does nothing"}
 """Instead of a hook: Kinto with an empty listener of the same events, not the plugin."""
+SLOWEST_FILTER = "^(?:(?:a?){33}){15}z"
+"""The slowest of the filters tried within the README's bounds, on ids of a's: 993 RE2
+instructions, whose states grow with each "a" until RE2 leaves its DFA for its NFA
+(``^(a+)+$``, hours with a backtracking engine, takes microseconds)."""
 
 
 def records(bucket: str) -> str:
@@ -220,6 +225,66 @@ def write_rows(sink: SMTPSink, slow_sink: SMTPSink, postgresql: bool) -> list[tu
     if postgresql:
         empty_queue()  # Recorded, not worked out: the delivery rows start from an empty queue.
     return rows
+
+
+def long_ids() -> Callable[[], str]:
+    """A new 500-character id at each call, of a's but for its end: no DFA state is reused."""
+    numbers = itertools.count()
+    return lambda: f"{'a' * 490}-{next(numbers):09d}"
+
+
+def filter_rows(sink: SMTPSink) -> list[tuple]:
+    """The slowest accepted regular expression against an exact filter, on 500-character ids.
+
+    Neither filter matches: what is measured is the write and the decision, without mail.
+    """
+    new_id = long_ids()
+    exact_value = new_id()
+    apps = {
+        "slowest": make_app(sink, {**HOOK, "record_id": SLOWEST_FILTER}, bucket="slowest"),
+        "exact": make_app(sink, {**HOOK, "record_id": exact_value}, bucket="exact"),
+    }
+
+    def create_and_decide(label: str) -> Callable[[], object]:
+        app = apps[label]
+
+        def action() -> None:
+            app.put_json(f"/v1{records(label)}/{new_id()}", RECORD, headers=HEADERS)
+            app.app.registry.emailer_delivery.join()
+
+        return action
+
+    slowest, exact = compare({label: (apps[label], create_and_decide(label)) for label in apps})
+    close(*apps.values())
+    sink.clear()
+    matching = {
+        label: hooks.parse_filter("record_id", value, "data")
+        for label, value in (("slowest", SLOWEST_FILTER), ("exact", exact_value))
+    }
+    filter_seconds: dict[str, list[float]] = {label: [] for label in matching}
+    for _ in range(ROUNDS):
+        for label, one in matching.items():
+            value = (new_id(),)
+            started = time.perf_counter()
+            one.matches(value)
+            filter_seconds[label].append(time.perf_counter() - started)
+    slowest_filter, exact_filter = (statistics.median(s) for s in filter_seconds.values())
+    return [
+        (
+            f"one create with a 500-character id and its mail decided, slowest accepted filter"
+            f" {SLOWEST_FILTER} / exact filter (memory)",
+            "<= 10",
+            slowest,
+            exact,
+        ),
+        (
+            f"for reference: the filter alone, {slowest_filter * 1e6:.0f} us"
+            f" / {exact_filter * 1e6:.2f} us",
+            "",
+            slowest_filter,
+            exact_filter,
+        ),
+    ]
 
 
 def grouping_row(sink: SMTPSink, postgresql: bool) -> tuple:
@@ -578,6 +643,7 @@ def main() -> int:
     slow_sink = SMTPSink(delay=0.2).start()
     try:
         rows = write_rows(sink, slow_sink, postgresql=False)
+        rows += filter_rows(sink)
         rows.append(grouping_row(sink, postgresql=False))
         if postgresql_available(DATABASE):
             empty_database(sink)

@@ -12,9 +12,10 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import jsonschema
+import re2
 
 from kinto_emailer import recipients, templates
 from kinto_emailer.errors import InvalidHook, RenderError
@@ -78,12 +79,116 @@ SCHEMA: dict[str, Any] = {
 _VALIDATOR = jsonschema.Draft7Validator(SCHEMA)
 _HOOK_VALIDATOR = jsonschema.Draft7Validator(HOOK_SCHEMA)
 
+MAX_PATTERN_LENGTH = 200
+"""Characters of a filter's regular expression, ``^`` included."""
+MAX_PATTERN_PROGRAM = 1000
+"""Instructions of a filter's regular expressions once compiled by RE2: matching a value
+takes at worst a time proportional to this size times the value's length."""
+MAX_PATTERN_MEMORY = 256 * 1024
+"""Bytes RE2 may use for one regular expression, compiled and matching (its ``max_mem``)."""
+MAX_REPEAT = 1000
+"""Largest repeat count (``{n,m}``), RE2's own limit."""
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.max_mem = MAX_PATTERN_MEMORY
+# Only whether a value matches counts: no submatches to track, so RE2 keeps to its DFA.
+_RE2_OPTIONS.never_capture = True
+# Refused patterns are the editor's to hear about (a 400), not the server log's.
+_RE2_OPTIONS.log_errors = False
+_LOOKAHEAD = "(?!"
+# Digits in braces: RE2 reads a number it cannot take ({99999999999}, {01}, {,5}) as
+# literal text, where Python's re read a repeat count.
+_BRACES = re.compile(r"(?<!\\x)\{([0-9,]*)\}")
+_REPEAT = re.compile(r"(0|[1-9][0-9]*)(?:,(0|[1-9][0-9]*)?)?")
+
+
+class _Matcher(Protocol):
+    """What the plugin uses of a pattern compiled by RE2."""
+
+    @property
+    def programsize(self) -> int: ...
+
+    def match(self, text: bytes) -> object | None: ...
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A filter's regular expression, matched by RE2 from the start of the value, in
+    time linear in the value's length (RE2 never backtracks).
+
+    ``excluded`` holds the negative lookaheads that start the pattern, as in 4.x's
+    ``^(?!drafts$)``: RE2 has no lookarounds, so each is a pattern of its own that the
+    value must not match, which is what a lookahead at the start means.
+    """
+
+    required: _Matcher
+    excluded: tuple[_Matcher, ...] = ()
+
+    def match(self, value: str) -> bool:
+        # As UTF-8 bytes: RE2's own text, so nothing converts offsets back to characters.
+        text = value.encode(errors="surrogatepass")
+        return self.required.match(text) is not None and not any(
+            e.match(text) is not None for e in self.excluded
+        )
+
+
+def _re2(pattern: str) -> _Matcher:
+    """``pattern`` compiled to match from the start of a value."""
+    try:
+        return re2.compile(f"^{pattern}", _RE2_OPTIONS)  # type: ignore[no-any-return]
+    except re2.error as e:
+        raise ValueError(e.args[0].decode(errors="replace")) from e
+    except UnicodeEncodeError as e:
+        raise ValueError("not valid Unicode text") from e
+
+
+def _lookahead(text: str) -> tuple[_Matcher, str]:
+    """The lookahead that ``text`` (after its ``(?!``) starts with, compiled, and the rest.
+
+    Its body ends at the first ``)`` before which it compiles: it is then balanced, so
+    a later ``)`` would close nothing.
+    """
+    for end, character in enumerate(text):
+        if character != ")":
+            continue
+        try:
+            return _re2(text[:end]), text[end + 1 :]
+        except ValueError:
+            continue
+    _re2(f"(?:{text}")  # Raises RE2's own account of what is wrong.
+    raise ValueError(f"{_LOOKAHEAD}{text} is not closed")
+
+
+def compile_pattern(text: str) -> Pattern:
+    """Compile a filter's ``^...`` regular expression; ValueError says why it cannot be."""
+    if len(text) > MAX_PATTERN_LENGTH:
+        raise ValueError(f"at most {MAX_PATTERN_LENGTH} characters, not {len(text)}")
+    for braces in _BRACES.finditer(text):
+        counts = _REPEAT.fullmatch(braces[1])
+        if counts is None or any(int(c) > MAX_REPEAT for c in counts.groups() if c):
+            raise ValueError(
+                f"{braces[0]}: repeat counts are at most {MAX_REPEAT}, written {{n}}, {{n,}} "
+                "or {n,m}"
+            )
+    rest, excluded = text[1:], []
+    while rest.startswith(_LOOKAHEAD):
+        lookahead, rest = _lookahead(rest[len(_LOOKAHEAD) :])
+        excluded.append(lookahead)
+    required = _re2(rest)
+    size = sum(r.programsize for r in (required, *excluded))
+    if size > MAX_PATTERN_PROGRAM:
+        raise ValueError(
+            f"too large: RE2 compiles it to {size} instructions, at most "
+            f"{MAX_PATTERN_PROGRAM} (repeat counts multiply what they repeat)"
+        )
+    return Pattern(required, tuple(excluded))
+
 
 @dataclass(frozen=True)
 class Filter:
     field: str
     value: str
-    pattern: re.Pattern[str] | None
+    pattern: Pattern | None
 
     def matches(self, candidates: tuple[str, ...]) -> bool:
         """True when one of the event's values for this field matches."""
@@ -122,11 +227,12 @@ def _path(*parts: object) -> str:
     return ".".join(["data", METADATA_KEY, *(str(p) for p in parts)])
 
 
-def _filter(field: str, value: str, path: str) -> Filter:
+def parse_filter(field: str, value: str, path: str) -> Filter:
+    """One filter of a hook: an exact value, or a regular expression (``^...``)."""
     if value.startswith("^"):
         try:
-            return Filter(field, value, re.compile(value))
-        except re.error as e:
+            return Filter(field, value, compile_pattern(value))
+        except ValueError as e:
             raise InvalidHook(path, f"Invalid regular expression: {e}") from e
     allowed = _EXACT_VALUES.get(field)
     if allowed is not None and value not in allowed:
@@ -142,7 +248,9 @@ def parse_hook(
     raw: Mapping[str, Any], index: int, bucket_id: str, settings: EmailerSettings
 ) -> Hook:
     """Check one hook already validated against :data:`SCHEMA` and build it."""
-    filters = [_filter(f, raw[f], _path("hooks", index, f)) for f in FILTER_FIELDS if f in raw]
+    filters = [
+        parse_filter(f, raw[f], _path("hooks", index, f)) for f in FILTER_FIELDS if f in raw
+    ]
     if "event" not in raw:
         filters.append(Filter("event", RESOURCE_EVENTS[0], None))
 

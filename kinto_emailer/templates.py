@@ -39,6 +39,15 @@ SCALAR_PLACEHOLDERS = (
 REVIEW_PLACEHOLDERS = ("changes_count", "changes_size_bytes", "comment")
 """Extra payload keys of the review events of Kinto's signer (empty for other events)."""
 
+INTEGER_PLACEHOLDERS = ("timestamp", "changes_count", "changes_size_bytes")
+"""Placeholders whose values are integers; the others are text, and so are checked
+``{new[...]}`` and ``{old[...]}`` fields, whose values may be any JSON."""
+_SAMPLES: dict[type, tuple[object, ...]] = {
+    # -1 and a timestamp are out of the range of {:c}: the spec fails some values.
+    int: (0, -1, 1_700_000_000_000),
+    str: ("text",),
+}
+
 SETTINGS_KEYS = ("project_name", "project_version")
 """Server settings a template may show, as ``{settings[project_name]}``."""
 
@@ -90,6 +99,18 @@ class _Field:
     name: str
     keys: tuple[str, ...]
     spec: str
+    text_spec: str
+    """What of ``spec`` suits any text: the fallback for a value the spec cannot format."""
+
+
+def _text_spec(spec: re.Match[str]) -> str:
+    """Alignment, width and, unless the spec is numeric, precision: valid for any text."""
+    align = {"=": ">"}.get(spec["align"], spec["align"])
+    text = f"{spec['fill'] or ''}{align}" if align else ""
+    text += spec["width"] or ""
+    if spec["precision"] is not None and spec["type"] in (None, "s"):
+        text += f".{spec['precision']}"
+    return text
 
 
 def _check_field(field_name: str, spec: str, conversion: str | None) -> _Field:
@@ -130,7 +151,14 @@ def _check_field(field_name: str, spec: str, conversion: str | None) -> _Field:
             raise ValueError(
                 f"width and precision in {{{field_name}:{spec}}} are limited to {MAX_SPEC_NUMBER}"
             )
-    return _Field(first, tuple(keys), spec)
+    # The values of every event: a spec that fails one would fail at use, mailing nobody.
+    for sample in _SAMPLES[int if first in INTEGER_PLACEHOLDERS else str]:
+        try:
+            format(sample, spec)
+        except (ValueError, TypeError, OverflowError) as e:
+            kind = "an integer" if isinstance(sample, int) else "text"
+            raise ValueError(f"cannot format {{{field_name}:{spec}}}: {e} ({kind})") from e
+    return _Field(first, tuple(keys), spec, _text_spec(match))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -181,11 +209,20 @@ def _lookup(field: _Field, context: Mapping[str, Any]) -> Any:
     return value
 
 
+def _format(field: _Field, value: Any) -> str:
+    try:
+        return format(value, field.spec)
+    except (ValueError, TypeError, OverflowError):
+        # A value of another type than the check's (a number in {new[n]:.5}, a missing
+        # {changes_count:d}): its text, aligned and cut as the spec says.
+        return format(value if isinstance(value, str) else format(value), field.text_spec)
+
+
 def render(template: str, context: Mapping[str, Any], limit: int = MAX_BODY_LENGTH) -> str:
     """Render ``template``: missing values are empty, output is at most ``limit`` characters.
 
-    Raises :class:`RenderError` for a template that fails the checks (stored before they
-    existed) or whose format spec does not fit the value (``{id:d}``).
+    Raises :class:`RenderError` only for a template that fails the checks (stored before
+    they existed): whatever the values, a checked template renders.
     """
     try:
         pieces = parse(template)
@@ -197,10 +234,7 @@ def render(template: str, context: Mapping[str, Any], limit: int = MAX_BODY_LENG
         if isinstance(piece, str):
             text = piece
         else:
-            try:
-                text = format(_lookup(piece, context), piece.spec)
-            except (TypeError, ValueError) as e:
-                raise RenderError(f"cannot format {{{piece.name}:{piece.spec}}}: {e}") from e
+            text = _format(piece, _lookup(piece, context))
         output.append(text)
         size += len(text)
         if size > limit:

@@ -111,6 +111,8 @@ class EventsTest(EmailerWebTest):
                 "hooks": [
                     {**HOOK, "template": "{impacted_objects}"},
                     {**HOOK, "template": "{id:d}"},
+                    # Checked on save only once rendered: no address here.
+                    {**HOOK, "sender": "{id}"},
                     {**HOOK, "template": "{id}", "recipients": ["b@example.com"]},
                     {"template": "no recipients"},
                 ]
@@ -125,7 +127,7 @@ class EventsTest(EmailerWebTest):
             self.app.put_json("/buckets/b/collections/c1/records/r1", headers=self.headers)
             mails = self.mails()
         self.assertEqual([(m.rcpt_tos, m.body) for m in mails], [(["b@example.com"], "r1")])
-        self.assertEqual(len(logs.records), 3)
+        self.assertEqual(len(logs.records), 4)
         self.assertIn("/buckets/b/collections/c1/records/r1", "\n".join(logs.output))
 
 

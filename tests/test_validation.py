@@ -41,6 +41,14 @@ class ValidationTest(EmailerWebTest):
             "{settings[userid_hmac_secret]}": "is not allowed",
             "{new}": "needs one to 3 fields",
             "{id:%%%}": "invalid format spec",
+            # Specs that cannot format the placeholder's type, whatever the event.
+            "{timestamp:c}": "cannot format {timestamp:c}",
+            "{changes_count:c}": "cannot format {changes_count:c}",
+            "{timestamp:s}": "cannot format {timestamp:s}",
+            "{id:d}": "cannot format {id:d}",
+            "{user_id:+}": "cannot format {user_id:+}",
+            "{new[n]:.2f}": "cannot format {new[n]:.2f}",
+            "{old[a][b]:x}": "cannot format {old[a][b]:x}",
         }
         for template, message in cases.items():
             with self.subTest(template=template):
@@ -102,6 +110,23 @@ class ValidationTest(EmailerWebTest):
             ("action", "modify", "not one of create"),
             ("event", "kinto.core.events.AfterResourceChange", "not one of"),
             ("collection_id", "^(unclosed", "Invalid regular expression"),
+            # RE2 reads repeat counts up to 1000; Python's re overflowed on this one.
+            ("event", "^a{99999999999}", "repeat counts are at most 1000"),
+            ("record_id", "^a{1001}", "repeat counts are at most 1000"),
+            ("record_id", "^a{01}", "repeat counts are at most 1000"),
+            ("record_id", "^a{,5}", "repeat counts are at most 1000"),
+            ("record_id", "^(a{100}){100}", "Invalid regular expression"),
+            # What RE2 does not do: no engine without backtracking can.
+            ("id", "^(a)\\1", "Invalid regular expression"),
+            ("id", "^a(?=b)", "Invalid regular expression"),
+            ("id", "^(?<!a)b", "Invalid regular expression"),
+            ("id", "^a\\Z", "Invalid regular expression"),
+            ("collection_id", "^(?!(unclosed)", "Invalid regular expression"),
+            ("collection_id", "^(?!a(?!b))", "Invalid regular expression"),
+            ("collection_id", "^" + "a" * 200, "at most 200 characters"),
+            # Short, but a program too large to match a long id quickly.
+            ("record_id", "^(?:a?){999}a{999}", "too large"),
+            ("record_id", "^\\pL{1,100}", "too large"),
         ]
         for field, value, message in cases:
             with self.subTest(field=field):
@@ -143,6 +168,8 @@ class ValidationTest(EmailerWebTest):
             "recipients": ["/buckets/{bucket_id}/groups/{collection_id}-reviewers"],
             "event": "^kinto_remote_settings",
             "action": "update",
+            "collection_id": "^(?!drafts$)(?![)])[a-z]{1,100}",
+            "record_id": "^" + "r" * 199,
         }
         self.put_hooks("/buckets/b", hook)
         stored = self.app.get("/buckets/b", headers=self.headers).json["data"]
