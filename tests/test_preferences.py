@@ -250,6 +250,32 @@ class LockedTest(RecipientTest):
         self.assertEqual(self.recipients_of(self.create("r2")), ["a@example.com", "b@example.com"])
 
 
+class MixedScopeTest(RecipientTest):
+    """One bucket holds a locked hook and a hook that recipients may turn off."""
+
+    hook = {**HOOK, "recipients": ["a@example.com"], "action": "update"}
+
+    def setUp(self):
+        super().setUp()
+        locked = {**self.hook, "action": "create", "non_editable": True}
+        self.put_hooks("/buckets/b", self.hook, locked)
+
+    def test_the_unsubscribe_link_of_free_mail_works_whatever_mailed_last(self):
+        self.create("r1")
+        self.sink.clear()
+        [mail] = self.create("r1")
+        unsubscribe, preferences = links(mail)
+        # The locked hook mails last, before the recipient clicks.
+        self.sink.clear()
+        self.assertEqual(self.recipients_of(self.create("r2")), ["a@example.com"])
+        self.assertNotIn("disabled", self.page(preferences).text)
+        self.assertIn("You are unsubscribed", self.post(unsubscribe).text)
+        self.sink.clear()
+        self.assertEqual(self.create("r2"), [])
+        # Locked mail goes on.
+        self.assertEqual(self.recipients_of(self.create("r3")), ["a@example.com"])
+
+
 class TokenScopeTest(RecipientTest):
     hook = {**HOOK, "recipients": ["a@example.com"]}
 
@@ -273,6 +299,35 @@ class TokenScopeTest(RecipientTest):
         self.app.put_json("/buckets/b/collections/d/records/r2", headers=self.headers)
         [mail] = self.mails()
         self.assertEqual(mail.body, "/buckets/b/collections/d/records/r2")
+
+
+class KeptDigestTest(RecipientTest):
+    """Digest entries kept before their recipient turned the mail off."""
+
+    hook = {**HOOK, "cadence": "daily"}
+
+    def setUp(self):
+        super().setUp()
+        self.app.put_json("/buckets/l", headers=self.headers)
+        self.app.put_json("/buckets/l/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/l", {**self.hook, "non_editable": True})
+
+    def test_a_digest_leaves_out_what_its_recipient_turned_off_since(self):
+        self.create("r1", "r2")
+        self.app.put_json("/buckets/l/collections/c/records/r1", headers=self.headers)
+        self.assertEqual(self.mails(), [])
+        now = time.time()
+        a_token = tokens.sign(SECRET, "a@example.com", ("/buckets/b",), now)
+        self.post(f"/emailer/suppress?token={a_token}", {"suppressed": "true"}, status=303)
+        b_token = tokens.sign(SECRET, "b@example.com", ("/buckets/b",), now)
+        self.post(f"/emailer/unsubscribe?token={b_token}")
+        _, sent = self.send(datetime.now(UTC) + timedelta(days=1))
+        self.assertEqual(self.recipients_of(sent), ["a@example.com", "b@example.com"])
+        for mail in sent:
+            with self.subTest(recipient=mail.rcpt_tos):
+                self.assertEqual(mail.message["Subject"], "Daily digest: 1 change(s)")
+                self.assertIn("/buckets/l/collections/c/records/r1", mail.body)
+                self.assertNotIn("/buckets/b/", mail.body)
 
 
 class TokenLifetimeTest(RecipientTest):
