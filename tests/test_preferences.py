@@ -362,6 +362,23 @@ class TokenLogTest(RecipientTest):
             self.assertEqual(record.querystring["token"], "[redacted]")
         self.assertEqual(logs.records[1].querystring["saved"], "1")
 
+    def test_a_token_sent_elsewhere_is_not_logged_either(self):
+        token = tokens.sign(SECRET, "a@example.com", ("/buckets/b",), time.time())
+        with self.assertLogs("request.summary", logging.INFO) as logs:
+            # A link cut or mangled by a mail client, sent to the API, to any route.
+            self.app.get(f"/emailer/pagex?token={token}", status=404)
+            self.app.get(f"/emailer/page;x?token={token}", status=404)
+            self.app.get(f"/emailer/preferences?token={token}", status=401)
+            self.app.get(f"/buckets?token={token}", status=401)
+        self.assertEqual(len(logs.records), 4)
+        for record in logs.records:
+            self.assertNotIn(token, repr(vars(record)))
+
+    def test_a_bad_link_in_a_batch_is_its_own_error(self):
+        requests = [{"method": "GET", "path": "/emailer/page?token=forged"}]
+        response = self.app.post_json("/batch", {"requests": requests}, headers=self.headers)
+        self.assertEqual(response.json["responses"][0]["status"], 400)
+
 
 class SuppressionTest(RecipientTest):
     """Stop all mail to an address, from every bucket, but for locked hooks."""
