@@ -11,6 +11,7 @@ import html
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlencode
 
 from kinto.core.errors import ERRORS, http_error, raise_invalid
 from pyramid.events import NewRequest
@@ -112,8 +113,16 @@ def invalid_link_view(exc: InvalidLink, request: Request) -> HTTPException:
 
 
 def _link(request: Request, route: str, **query: str) -> str:
-    """A page of the same link: its token, the other pages' only way in."""
-    return request.route_url(route, _query={"token": request.params["token"], **query})
+    """A page of the same link: its token, the other pages' only way in.
+
+    On the public URL, as in the emails: never on the request's ``Host``, which whoever
+    sends the request chooses (a proxy or cache may keep what it answered).
+    """
+    arguments = {"token": request.params["token"], **query}
+    public_url = request.registry.emailer_settings.public_url
+    if not public_url:
+        return request.route_path(route, _query=arguments)
+    return f"{public_url}{PAGES[route].lstrip('/')}?{urlencode(arguments)}"
 
 
 def _form(action: str, button: str, **fields: str) -> str:

@@ -300,6 +300,19 @@ class TokenScopeTest(RecipientTest):
         [mail] = self.mails()
         self.assertEqual(mail.body, "/buckets/b/collections/d/records/r2")
 
+    def test_the_pages_link_to_the_public_url_whatever_the_host(self):
+        [mail] = self.create("r1")
+        unsubscribe, preferences = links(mail)
+        evil = {"Host": "evil.example"}
+        for url in (unsubscribe, preferences):
+            page = self.app.get(url.removeprefix("/v1"), headers=evil).text
+            self.assertNotIn("evil.example", page)
+            self.assertIn('action="http://localhost/v1/emailer/', page)
+        response = self.app.post(
+            preferences.removeprefix("/v1"), {"/buckets/b": "daily"}, headers=evil, status=303
+        )
+        self.assertTrue(response.headers["Location"].startswith("http://localhost/v1/emailer/"))
+
 
 class KeptDigestTest(RecipientTest):
     """Digest entries kept before their recipient turned the mail off."""
