@@ -116,15 +116,23 @@ class DigestStore:
             last = page[-1]["id"]
 
     def take(
-        self, cadence: str, recipient: str, before: datetime, limit: int
+        self,
+        cadence: str,
+        recipient: str,
+        before: datetime,
+        limit: int,
+        chosen: preferences.Preferences,
     ) -> tuple[list[Entry], int]:
         """The newest ``limit`` entries made before ``before``, and how many there were.
 
         All of them are deleted (with the current transaction); the recipient's index
-        object too, when nothing newer is left.
+        object too, when nothing newer is left. Entries of mail that the recipient
+        turned off since they were kept (``chosen``: all mail stopped, or their scope
+        off) are deleted first, unsent.
         """
         address = recipients.parse_mailbox(recipient).addr_spec.lower()
         parent = entries_parent(cadence, address)
+        self._forget_turned_off(parent, chosen)
         older = [Filter("created_at", before.timestamp(), COMPARISON.LT)]
         count = self.storage.count_all(resource_name=ENTRY, parent_id=parent, filters=older)
         newest = self.storage.list_all(
@@ -145,6 +153,17 @@ class DigestStore:
                 with_deleted=False,
             )
         return [Entry.from_json(obj) for obj in newest], count
+
+    def _forget_turned_off(self, parent: str, chosen: preferences.Preferences) -> None:
+        free = [Filter("locked", False, COMPARISON.EQ)]
+        off = [uri for uri, scope in chosen.scopes.items() if scope.choice == "off"]
+        if not chosen.suppressed and not off:
+            return
+        if not chosen.suppressed:
+            free.append(Filter("scope", off, COMPARISON.IN))
+        self.storage.delete_all(
+            resource_name=ENTRY, parent_id=parent, filters=free, with_deleted=False
+        )
 
 
 def link(entry: Entry) -> str:
@@ -204,9 +223,20 @@ def send_digests(
         end = window_end(at, cadence, settings)
         for page in store.recipients(cadence):
             with transaction.manager:
+                # As they are now: mail turned off since it was kept is not sent.
+                chosen = preferences.PreferenceStore(storage).read_many(
+                    recipients.parse_mailbox(r).addr_spec for r in page
+                )
                 drafts = []
                 for recipient in page:
-                    entries, total = store.take(cadence, recipient, end, settings.digest_max_items)
+                    address = recipients.parse_mailbox(recipient).addr_spec.lower()
+                    entries, total = store.take(
+                        cadence,
+                        recipient,
+                        end,
+                        settings.digest_max_items,
+                        chosen.get(address, preferences.Preferences()),
+                    )
                     if entries:
                         drafts.append(digest_draft(cadence, end, entries, total, settings))
                 schedule(drafts)

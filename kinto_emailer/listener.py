@@ -333,10 +333,13 @@ class Notice:
     draft: messages.Draft
     scope: str
     hook: Hook
+    scope_locked: bool = False
+    """Every hook of the scope is locked: its recipients can change none of its mail."""
 
 
-def _matches(change: Change, store: EventStore) -> list[tuple[str, Hook, dict[str, Any]]]:
-    """(scope, hook, object context) for every hook matching an object of ``change``."""
+def _matches(change: Change, store: EventStore) -> list[tuple[str, Hook, dict[str, Any], bool]]:
+    """(scope, hook, object context, whether all the scope's hooks are locked) for every
+    hook matching an object of ``change``."""
     names = tuple(change["names"])
     base = change["base"]
     matches = []
@@ -344,7 +347,8 @@ def _matches(change: Change, store: EventStore) -> list[tuple[str, Hook, dict[st
         context = object_context(base, impacted)
         facts = _facts(context, names)
         scope, scoped_hooks = store.hooks_for(context)
-        matches += [(scope, hook, context) for hook in scoped_hooks if hook.matches(facts)]
+        locked = all(hook.locked for hook in scoped_hooks)
+        matches += [(scope, hook, context, locked) for hook in scoped_hooks if hook.matches(facts)]
     return matches
 
 
@@ -363,7 +367,9 @@ def notices_for_change(
     per_recipient: dict[tuple[str, Hook, Mailbox], list[dict[str, Any]]] = {}
     # One message per address and object, however many hooks name the address.
     addressed: set[tuple[str, str]] = set()
-    for scope, hook, context in _matches(change, store):
+    locked_scopes: dict[str, bool] = {}
+    for scope, hook, context, scope_locked in _matches(change, store):
+        locked_scopes[scope] = scope_locked
         try:
             mailboxes = hook_mailboxes(hook, context, store)
         except RenderError as e:
@@ -391,14 +397,14 @@ def notices_for_change(
         except RenderError as e:
             logger.error("Skipping a hook for %s: %s", context["uri"], e)
             continue
-        yield from (Notice(draft, scope, hook) for draft in drafts)
+        yield from (Notice(draft, scope, hook, locked_scopes[scope]) for draft in drafts)
     for (scope, hook, mailbox), contexts in grouped.items():
         try:
             draft = summary_draft(hook, contexts, store, mailbox)
         except RenderError as e:
             logger.error("Skipping a summary of %s: %s", contexts[0]["uri"], e)
             continue
-        yield Notice(draft, scope, hook)
+        yield Notice(draft, scope, hook, locked_scopes[scope])
 
 
 Bound = Callable[[list[Notice]], list[bool]]
@@ -437,13 +443,16 @@ def route(
         scopes = preferences.scopes
         stored = scopes.get(notice.scope)
         choice = stored.choice if stored else None
-        locked = notice.hook.locked
-        current = Scope(notice.hook.cadence, locked, choice)
-        if stored != current:
-            scopes[notice.scope] = current
+        # The scope is locked for its page only when all its hooks are: a locked hook
+        # beside others must not take their unsubscribe link away.
+        recorded = Scope(notice.hook.cadence, notice.scope_locked, choice)
+        if stored != recorded:
+            scopes[notice.scope] = recorded
             changed.add(address)
-        if current.cadence != "off" and not (preferences.suppressed and not locked):
-            wanted.append((notice, current.cadence))
+        locked = notice.hook.locked
+        cadence = Scope(notice.hook.cadence, locked, choice).cadence
+        if cadence != "off" and not (preferences.suppressed and not locked):
+            wanted.append((notice, cadence))
     digests = DigestStore(storage)
     immediate = []
     within = bound([notice for notice, _ in wanted])

@@ -151,6 +151,20 @@ def _prefixes(key: str, value: Any) -> tuple[str, ...]:
     return prefixes
 
 
+def _accounts_prefixes(settings: Mapping[str, Any]) -> set[str]:
+    """The principal prefixes of Kinto's accounts: ``account``, or the name its policy has."""
+    prefixes = {"account"}
+    for key, value in settings.items():
+        name = key.removeprefix("multiauth.policy.").removesuffix(".use")
+        if (
+            name != key
+            and key.endswith(".use")
+            and str(value).startswith("kinto.plugins.accounts")
+        ):
+            prefixes.add(name.lower())
+    return prefixes
+
+
 def _accounts_prove_addresses(settings: Mapping[str, Any]) -> bool:
     """Whether Kinto's accounts plugin makes users prove the address they are named by.
 
@@ -318,14 +332,15 @@ def parse_settings(
                 " example from the environment: KINTO_USERID_HMAC_SECRET)"
             )
         values["secret"] = _secret("userid_hmac_secret", fallback)
-    if "account" in values.get("verified_principals", ()) and not _accounts_prove_addresses(
-        settings
-    ):
+    accounts_listed = sorted(
+        _accounts_prefixes(settings) & set(values.get("verified_principals", ()))
+    )
+    if accounts_listed and not _accounts_prove_addresses(settings):
         raise ConfigurationError(
-            "Setting 'kinto.emailer.verified_principals' lists 'account', but Kinto's"
-            " accounts do not prove an address: anyone may create the account of any"
-            " address. It needs Kinto's account validation (kinto.account_validation = true),"
-            " which Kinto 20 removed."
+            f"Setting 'kinto.emailer.verified_principals' lists {', '.join(accounts_listed)!r},"
+            " Kinto's accounts, which do not prove an address: anyone may create the account"
+            " of any address. It needs Kinto's account validation"
+            " (kinto.account_validation = true), which Kinto 20 removed."
         )
     values["public_url"] = values.get("public_url") or _kinto_url(settings)
     if not values["public_url"]:

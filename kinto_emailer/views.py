@@ -11,10 +11,18 @@ import html
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlencode
 
 from kinto.core.errors import ERRORS, http_error, raise_invalid
 from pyramid.events import NewRequest
-from pyramid.httpexceptions import HTTPForbidden, HTTPSeeOther, HTTPUnauthorized
+from pyramid.httpexceptions import (
+    HTTPBadRequest,
+    HTTPException,
+    HTTPForbidden,
+    HTTPGone,
+    HTTPSeeOther,
+    HTTPUnauthorized,
+)
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
@@ -94,15 +102,27 @@ def _grant(request: Request) -> tokens.Grant:
     return tokens.verify(settings.secret, request.params.get("token", ""), settings.link_max_age)
 
 
-def invalid_link_view(exc: InvalidLink, request: Request) -> Response:
+def invalid_link_view(exc: InvalidLink, request: Request) -> HTTPException:
     """A clear 4xx that changes nothing: 410 for an expired link, else 400."""
-    status = 410 if exc.expired else 400
-    return page("This link does not work", f"<p>{html.escape(str(exc))}</p>", status)
+    error = HTTPGone() if exc.expired else HTTPBadRequest()
+    text = page("This link does not work", f"<p>{html.escape(str(exc))}</p>", error.code)
+    # An HTTP error, not a plain response: Kinto's batch requests raise what they get.
+    error.headers.update(text.headers)
+    error.body = text.body
+    return error
 
 
 def _link(request: Request, route: str, **query: str) -> str:
-    """A page of the same link: its token, the other pages' only way in."""
-    return request.route_url(route, _query={"token": request.params["token"], **query})
+    """A page of the same link: its token, the other pages' only way in.
+
+    On the public URL, as in the emails: never on the request's ``Host``, which whoever
+    sends the request chooses (a proxy or cache may keep what it answered).
+    """
+    arguments = {"token": request.params["token"], **query}
+    public_url = request.registry.emailer_settings.public_url
+    if not public_url:
+        return request.route_path(route, _query=arguments)
+    return f"{public_url}{PAGES[route].lstrip('/')}?{urlencode(arguments)}"
 
 
 def _form(action: str, button: str, **fields: str) -> str:
@@ -354,11 +374,11 @@ def api_patch(request: Request) -> dict[str, Any]:
 
 
 def redact_tokens(event: NewRequest) -> None:
-    """Kinto logs the query string of every request: never the token of a page's link."""
+    """Kinto logs the query string of every request: never the token of a page's link.
+
+    On every path: a link that a mail client cut or mangled reaches other routes.
+    """
     request = event.request
-    # Any path ending so: Kinto's redirections (no version prefix, a trailing slash) too.
-    if not request.path_info.rstrip("/").endswith(tuple(PAGES.values())):
-        return
     querystring = request.log_context().get("querystring")
     if querystring and "token" in querystring:
         request.log_context(querystring={**querystring, "token": "[redacted]"})

@@ -106,6 +106,16 @@ class LockedTest(PostgreSQL, preferences.LockedTest):
 
 
 @skip_unless_postgresql
+class MixedScopeTest(PostgreSQL, preferences.MixedScopeTest):
+    pass
+
+
+@skip_unless_postgresql
+class KeptDigestTest(PostgreSQL, preferences.KeptDigestTest):
+    pass
+
+
+@skip_unless_postgresql
 class TokenScopeTest(PostgreSQL, preferences.TokenScopeTest):
     pass
 

@@ -250,6 +250,32 @@ class LockedTest(RecipientTest):
         self.assertEqual(self.recipients_of(self.create("r2")), ["a@example.com", "b@example.com"])
 
 
+class MixedScopeTest(RecipientTest):
+    """One bucket holds a locked hook and a hook that recipients may turn off."""
+
+    hook = {**HOOK, "recipients": ["a@example.com"], "action": "update"}
+
+    def setUp(self):
+        super().setUp()
+        locked = {**self.hook, "action": "create", "non_editable": True}
+        self.put_hooks("/buckets/b", self.hook, locked)
+
+    def test_the_unsubscribe_link_of_free_mail_works_whatever_mailed_last(self):
+        self.create("r1")
+        self.sink.clear()
+        [mail] = self.create("r1")
+        unsubscribe, preferences = links(mail)
+        # The locked hook mails last, before the recipient clicks.
+        self.sink.clear()
+        self.assertEqual(self.recipients_of(self.create("r2")), ["a@example.com"])
+        self.assertNotIn("disabled", self.page(preferences).text)
+        self.assertIn("You are unsubscribed", self.post(unsubscribe).text)
+        self.sink.clear()
+        self.assertEqual(self.create("r2"), [])
+        # Locked mail goes on.
+        self.assertEqual(self.recipients_of(self.create("r3")), ["a@example.com"])
+
+
 class TokenScopeTest(RecipientTest):
     hook = {**HOOK, "recipients": ["a@example.com"]}
 
@@ -273,6 +299,48 @@ class TokenScopeTest(RecipientTest):
         self.app.put_json("/buckets/b/collections/d/records/r2", headers=self.headers)
         [mail] = self.mails()
         self.assertEqual(mail.body, "/buckets/b/collections/d/records/r2")
+
+    def test_the_pages_link_to_the_public_url_whatever_the_host(self):
+        [mail] = self.create("r1")
+        unsubscribe, preferences = links(mail)
+        evil = {"Host": "evil.example"}
+        for url in (unsubscribe, preferences):
+            page = self.app.get(url.removeprefix("/v1"), headers=evil).text
+            self.assertNotIn("evil.example", page)
+            self.assertIn('action="http://localhost/v1/emailer/', page)
+        response = self.app.post(
+            preferences.removeprefix("/v1"), {"/buckets/b": "daily"}, headers=evil, status=303
+        )
+        self.assertTrue(response.headers["Location"].startswith("http://localhost/v1/emailer/"))
+
+
+class KeptDigestTest(RecipientTest):
+    """Digest entries kept before their recipient turned the mail off."""
+
+    hook = {**HOOK, "cadence": "daily"}
+
+    def setUp(self):
+        super().setUp()
+        self.app.put_json("/buckets/l", headers=self.headers)
+        self.app.put_json("/buckets/l/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/l", {**self.hook, "non_editable": True})
+
+    def test_a_digest_leaves_out_what_its_recipient_turned_off_since(self):
+        self.create("r1", "r2")
+        self.app.put_json("/buckets/l/collections/c/records/r1", headers=self.headers)
+        self.assertEqual(self.mails(), [])
+        now = time.time()
+        a_token = tokens.sign(SECRET, "a@example.com", ("/buckets/b",), now)
+        self.post(f"/emailer/suppress?token={a_token}", {"suppressed": "true"}, status=303)
+        b_token = tokens.sign(SECRET, "b@example.com", ("/buckets/b",), now)
+        self.post(f"/emailer/unsubscribe?token={b_token}")
+        _, sent = self.send(datetime.now(UTC) + timedelta(days=1))
+        self.assertEqual(self.recipients_of(sent), ["a@example.com", "b@example.com"])
+        for mail in sent:
+            with self.subTest(recipient=mail.rcpt_tos):
+                self.assertEqual(mail.message["Subject"], "Daily digest: 1 change(s)")
+                self.assertIn("/buckets/l/collections/c/records/r1", mail.body)
+                self.assertNotIn("/buckets/b/", mail.body)
 
 
 class TokenLifetimeTest(RecipientTest):
@@ -306,6 +374,23 @@ class TokenLogTest(RecipientTest):
             self.assertNotIn(token, repr(vars(record)))
             self.assertEqual(record.querystring["token"], "[redacted]")
         self.assertEqual(logs.records[1].querystring["saved"], "1")
+
+    def test_a_token_sent_elsewhere_is_not_logged_either(self):
+        token = tokens.sign(SECRET, "a@example.com", ("/buckets/b",), time.time())
+        with self.assertLogs("request.summary", logging.INFO) as logs:
+            # A link cut or mangled by a mail client, sent to the API, to any route.
+            self.app.get(f"/emailer/pagex?token={token}", status=404)
+            self.app.get(f"/emailer/page;x?token={token}", status=404)
+            self.app.get(f"/emailer/preferences?token={token}", status=401)
+            self.app.get(f"/buckets?token={token}", status=401)
+        self.assertEqual(len(logs.records), 4)
+        for record in logs.records:
+            self.assertNotIn(token, repr(vars(record)))
+
+    def test_a_bad_link_in_a_batch_is_its_own_error(self):
+        requests = [{"method": "GET", "path": "/emailer/page?token=forged"}]
+        response = self.app.post_json("/batch", {"requests": requests}, headers=self.headers)
+        self.assertEqual(response.json["responses"][0]["status"], 400)
 
 
 class SuppressionTest(RecipientTest):

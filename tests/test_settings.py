@@ -158,6 +158,17 @@ class VerifiedPrincipalsTest(unittest.TestCase):
             verified = parse_settings({**settings, "account_validation": True})
         self.assertEqual(verified.verified_principals, ("account", "ldap"))
 
+    def test_accounts_under_another_name_are_accounts(self):
+        settings = {
+            **SECRET,
+            "multiauth.policies": "ldap",
+            "multiauth.policy.ldap.use": "kinto.plugins.accounts.AccountsPolicy",
+            "emailer.verified_principals": "ldap",
+        }
+        with self.assertRaises(ConfigurationError) as cm:
+            parse_settings(settings)
+        self.assertIn("'ldap'", str(cm.exception))
+
 
 class ConfigFilesTest(unittest.TestCase):
     """The shipped ini files are safe to copy: no open doors, no secret in them."""
