@@ -55,10 +55,15 @@ Prepare = Callable[[list[Change], Tally], list[Draft]]
 
 @dataclass(frozen=True)
 class Failure:
-    """Why a message was not sent, and whether trying again may help."""
+    """Why a message was not sent, and whether trying again may help.
+
+    ``not_before``: the message was not even tried (the server is known to be down), and
+    is tried again no sooner than that many seconds; the attempt does not count.
+    """
 
     reason: str
     permanent: bool
+    not_before: float | None = None
 
 
 class Transport(Protocol):
@@ -77,15 +82,51 @@ def is_permanent(error: Exception) -> bool:
     return isinstance(code, int) and code >= 500
 
 
+class Breaker:
+    """Stops connecting to a server that did not answer, for a delay that doubles at each
+    failure in a row (from :attr:`FIRST` up to :attr:`LONGEST` seconds).
+
+    Without it, each message of a queue would wait ``smtp_timeout`` on a silent server.
+    """
+
+    FIRST = 1.0
+    LONGEST = 60.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.failures = 0
+        self.reason = ""
+        self._until = 0.0
+
+    def wait(self) -> float:
+        """Seconds before the server may be tried again; 0 when it may be now."""
+        return max(0.0, self._until - self.clock())
+
+    def trip(self, reason: str) -> float:
+        """The server did not answer: how long to leave it alone."""
+        self.failures += 1
+        self.reason = reason
+        delay = min(self.LONGEST, self.FIRST * 2 ** (self.failures - 1))
+        self._until = self.clock() + delay
+        return delay
+
+    def reset(self) -> None:
+        self.failures = 0
+        self._until = 0.0
+
+
 class SMTPTransport:
     """Talks SMTP with the ``mail.*`` settings of pyramid_mailer.
 
     The connection is kept between calls and opened again when the server dropped it.
+    When the server cannot be reached, the messages that follow are not tried until the
+    :class:`Breaker` lets a new connection through.
     """
 
     def __init__(self, mailer: Mailer, timeout: float) -> None:
         self.smtp = mailer.smtp_mailer
         self.timeout = timeout
+        self.breaker = Breaker()
         self._connection: smtplib.SMTP | None = None
         self._lock = threading.Lock()
 
@@ -123,12 +164,15 @@ class SMTPTransport:
     def _send(self, outgoing: Outgoing) -> Failure | None:
         while True:
             kept = self._connection is not None
+            if not kept and (wait := self.breaker.wait()):
+                return Failure(self.breaker.reason, permanent=False, not_before=wait)
             try:
                 if self._connection is None:
                     self._connection = self.connect()
                 self._connection.sendmail(
                     outgoing.sender, [outgoing.recipient], outgoing.as_bytes()
                 )
+                self.breaker.reset()
                 return None
             except (
                 smtplib.SMTPRecipientsRefused,
@@ -146,11 +190,25 @@ class SMTPTransport:
             except smtplib.SMTPServerDisconnected as e:
                 self.close()
                 if not kept:
-                    return Failure(str(e) or type(e).__name__, permanent=False)
+                    return self._unreachable(e)
                 # The server closed the connection kept since the last call: open another.
             except (OSError, smtplib.SMTPException) as e:
                 self.close()
-                return Failure(str(e) or type(e).__name__, is_permanent(e))
+                if is_permanent(e):
+                    return Failure(str(e) or type(e).__name__, permanent=True)
+                return self._unreachable(e)
+
+    def _unreachable(self, error: Exception) -> Failure:
+        reason = str(error) or type(error).__name__
+        delay = self.breaker.trip(reason)
+        logger.warning(
+            "The SMTP server %s:%s did not answer (%s): no new connection for %ss",
+            self.smtp.hostname,
+            self.smtp.port,
+            reason,
+            delay,
+        )
+        return Failure(reason, permanent=False)
 
     def _reset(self) -> None:
         try:
@@ -256,6 +314,11 @@ def attempt(
             outcomes.sent(job)
             continue
         job.last_error = failure.reason
+        if failure.not_before is not None:
+            # Not tried: waits for the server, without using up one of its attempts.
+            job.attempts -= 1
+            outcomes.retry(job, max([failure.not_before, *retry_delays[:1]]))
+            continue
         delay = next_delay(failure, job.attempts, retry_delays)
         if delay is None:
             logger.error(

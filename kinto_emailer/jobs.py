@@ -51,6 +51,11 @@ CLAIM_SIZE = 100
 CLAIM_SECONDS = 1.0
 PRUNE_EVERY = 60.0
 
+# The bucket of a message's object; digests (``/emailer/digests/...``) share one lane.
+_BUCKET_OF_URI = (
+    "CASE WHEN draft->>'uri' LIKE '/buckets/%' THEN split_part(draft->>'uri', '/', 3) ELSE '' END"
+)
+
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS kinto_emailer_changes (
     id BIGSERIAL PRIMARY KEY,
@@ -62,7 +67,16 @@ CREATE TABLE IF NOT EXISTS kinto_emailer_jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     due TIMESTAMPTZ NOT NULL DEFAULT statement_timestamp()
 );
-CREATE INDEX IF NOT EXISTS kinto_emailer_jobs_due ON kinto_emailer_jobs (due);
+-- The bucket of each change and message, for fair claims: generated, so that rows queued
+-- by an older version are filled in when the column is added.
+ALTER TABLE kinto_emailer_changes ADD COLUMN IF NOT EXISTS bucket TEXT
+    GENERATED ALWAYS AS (coalesce(change->'base'->>'bucket_id', '')) STORED;
+CREATE INDEX IF NOT EXISTS kinto_emailer_changes_bucket ON kinto_emailer_changes (bucket, id);
+ALTER TABLE kinto_emailer_jobs ADD COLUMN IF NOT EXISTS bucket TEXT
+    GENERATED ALWAYS AS ({_BUCKET_OF_URI}) STORED;
+CREATE INDEX IF NOT EXISTS kinto_emailer_jobs_bucket ON kinto_emailer_jobs (bucket, due);
+-- Replaced by the index above: claims that used it read the whole of a flooding bucket.
+DROP INDEX IF EXISTS kinto_emailer_jobs_due;
 CREATE OR REPLACE FUNCTION kinto_emailer_wake_workers() RETURNS trigger AS $$
 BEGIN
     PERFORM pg_notify('{CHANNEL}', '');
@@ -114,19 +128,54 @@ SELECT draft->>'key', draft, %(attempts)s, statement_timestamp() + make_interval
 """
 RECORD = "INSERT INTO kinto_emailer_changes (change) VALUES (%(change)s::jsonb)"
 INSTALLED = "SELECT to_regclass('kinto_emailer_changes') IS NOT NULL"
-CLAIM_CHANGES = """
-SELECT id, change FROM kinto_emailer_changes
- ORDER BY id
- LIMIT %(limit)s
-   FOR UPDATE SKIP LOCKED
+
+
+def fair_claim(table: str, columns: tuple[str, ...], order: str, ready: str) -> str:
+    """Claim up to ``%(limit)s`` rows of ``table``, shared between its buckets.
+
+    The buckets with rows ``ready`` are found by skipping through the ``(bucket, order)``
+    index (one probe per bucket, whatever the rows' number); the ``%(limit)s`` buckets
+    waiting longest each get an equal share of the claim, its oldest rows, and the rows
+    come interleaved: one of each bucket, then the second of each... A bucket with 100,000
+    messages queued takes one turn in each round, not the whole queue.
+
+    PostgreSQL cannot tell how few rows that reads (each share is known only when it
+    runs): claims are made with ``jit`` off, or it compiles them for longer (a second at
+    100,000 rows) than they take.
+    """
+    selected = ", ".join(f"claimed.{column}" for column in columns)
+    return f"""
+WITH RECURSIVE buckets AS (
+    (SELECT bucket FROM {table} ORDER BY bucket LIMIT 1)
+    UNION ALL
+    SELECT (SELECT bucket FROM {table} WHERE bucket > buckets.bucket ORDER BY bucket LIMIT 1)
+      FROM buckets WHERE buckets.bucket IS NOT NULL
+),
+waiting AS (
+    SELECT buckets.bucket, oldest.position FROM buckets, LATERAL (
+        SELECT {order} AS position FROM {table}
+         WHERE bucket = buckets.bucket AND {ready} ORDER BY {order} LIMIT 1
+    ) AS oldest
+     ORDER BY oldest.position
+     LIMIT %(limit)s
+),
+share AS (SELECT ceil(%(limit)s::numeric / greatest(count(*), 1))::int AS n FROM waiting)
+SELECT {selected} FROM waiting, share, LATERAL (
+    SELECT {", ".join(columns)}, {order} AS position FROM {table}
+     WHERE bucket = waiting.bucket AND {ready}
+     ORDER BY {order}
+     LIMIT share.n
+       FOR UPDATE SKIP LOCKED
+) AS claimed
+ ORDER BY row_number() OVER (PARTITION BY waiting.bucket ORDER BY claimed.position),
+          claimed.position
 """
-CLAIM = """
-SELECT key, draft, attempts FROM kinto_emailer_jobs
- WHERE due <= statement_timestamp()
- ORDER BY due
- LIMIT %(limit)s
-   FOR UPDATE SKIP LOCKED
-"""
+
+
+CLAIM_CHANGES = fair_claim("kinto_emailer_changes", ("id", "change"), "id", "true")
+CLAIM = fair_claim(
+    "kinto_emailer_jobs", ("key", "draft", "attempts"), "due", "due <= statement_timestamp()"
+)
 PRUNE = """
 DELETE FROM kinto_emailer_sent WHERE sent_at < now() - make_interval(secs => %(max_age)s)
 """
@@ -165,14 +214,18 @@ STATUS_NAMES = (
     "dropped",
     "limited",
 )
+# Without locking anything: a job claimed by a worker is a row locked by a transaction still
+# in progress. PostgreSQL writes the id of the transaction that locks a row in its xmax,
+# and every transaction in progress holds the lock of its own id (pg_locks).
 STATUS = """
 SELECT 'changes', count(*) FROM kinto_emailer_changes
 UNION ALL
 SELECT 'due', count(*) FROM kinto_emailer_jobs WHERE due <= statement_timestamp()
 UNION ALL
-SELECT 'queued', count(*) FROM (
-    SELECT 1 FROM kinto_emailer_jobs WHERE due <= statement_timestamp() FOR UPDATE SKIP LOCKED
-) AS unclaimed
+SELECT 'sending', count(*) FROM kinto_emailer_jobs
+ WHERE due <= statement_timestamp() AND xmax <> '0' AND xmax IN (
+    SELECT transactionid FROM pg_locks WHERE locktype = 'transactionid'
+ )
 UNION ALL
 SELECT 'scheduled', count(*) FROM kinto_emailer_jobs WHERE due > statement_timestamp()
 UNION ALL
@@ -253,7 +306,8 @@ class Worker:
             interval = max(1, int(self.settings.stalled_timeout / 6))
             self._claims.execute(
                 f"SET tcp_keepalives_idle = {idle}; SET tcp_keepalives_interval = {interval};"
-                " SET tcp_keepalives_count = 3"
+                " SET tcp_keepalives_count = 3;"
+                " SET jit = off"
             )
             self._claims.commit()
         if self._keys is None or self._keys.closed or self._sent is None:
@@ -523,6 +577,7 @@ class JobQueue:
         preferences of a change are stored with its removal, or not at all.
         """
         with transaction.manager:
+            self._execute("SET LOCAL jit = off", {})  # See fair_claim.
             rows = self._execute(CLAIM_CHANGES, {"limit": CLAIM_SIZE})
             if not rows:
                 return 0
@@ -619,5 +674,5 @@ class JobQueue:
         """Counts of messages, for ``kinto-emailer status``."""
         with psycopg.connect(self.dsn, autocommit=True) as connection:
             counts = dict(connection.execute(STATUS).fetchall())
-        counts["sending"] = counts["due"] - counts["queued"]
+        counts["queued"] = max(0, counts["due"] - counts["sending"])
         return {name: int(counts.get(name, 0)) for name in STATUS_NAMES}

@@ -114,6 +114,34 @@ class SMTPSink:
         return list(self.received)
 
 
+class SilentServer:
+    """A TCP server on ``port`` that accepts connections, counts them and never answers."""
+
+    def __init__(self, port: int) -> None:
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.listener.settimeout(0.1)
+        self.connections: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.connections.append(self.listener.accept()[0])
+            except TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
 def eventually(predicate: Any, timeout: float = 10.0) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` seconds passed."""
     deadline = time.monotonic() + timeout

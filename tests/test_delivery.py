@@ -6,7 +6,8 @@ import subprocess
 import sys
 import textwrap
 
-from tests.support import EmailerWebTest, SMTPSink, eventually
+from kinto_emailer.delivery import Breaker
+from tests.support import EmailerWebTest, SilentServer, SMTPSink, eventually
 
 
 HOOK = {"template": "{uri}", "recipients": ["a@example.com"], "resource_name": "record"}
@@ -134,6 +135,61 @@ class SMTPDownTest(EmailerWebTest):
         self.assertEqual(len(back.received), 1)
 
 
+class UnreachableServerTest(EmailerWebTest):
+    """A server that does not answer is left alone for a while, not waited on per message."""
+
+    extra_settings = {
+        "includes": "kinto_emailer tests.plugins.recording_metrics",
+        "emailer.retry_delays": "0.2 0.2",
+        "emailer.smtp_timeout": "1",
+    }
+
+    def setUp(self):
+        super().setUp()
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", HOOK)
+        self.sink.stop()
+        self.addCleanup(self.sink.restart)
+        self.retried = self.counted("retried")
+
+    def counted(self, name):
+        return self.registry.metrics.counts.get(f"plugins.emailer.{name}", 0)
+
+    def write(self, records):
+        requests = [
+            {"method": "PUT", "path": f"/buckets/b/collections/c/records/r{i}"}
+            for i in range(records)
+        ]
+        self.app.post_json("/batch", {"requests": requests}, headers=self.headers)
+
+    def all_retried(self, records):
+        return eventually(lambda: self.counted("retried") - self.retried >= records, timeout=20)
+
+    def comes_back(self, records):
+        self.sink.restart()
+        received = self.sink.wait_for(records, timeout=20)
+        self.assertEqual(len({m.body for m in received}), records)
+        self.assertEqual(self.counted("failed"), 0)
+
+    def test_a_silent_server_costs_one_timeout_not_one_per_message(self):
+        silent = SilentServer(self.sink.port)
+        self.addCleanup(silent.stop)
+        self.write(10)
+        self.assertTrue(self.all_retried(10))
+        self.assertEqual(len(silent.connections), 1)
+        silent.stop()
+        self.comes_back(10)
+
+    def test_a_stopped_server_is_not_tried_for_each_message(self):
+        with self.assertLogs("kinto_emailer.delivery", logging.WARNING) as logs:
+            self.write(10)
+            self.assertTrue(self.all_retried(10))
+        tries = [line for line in logs.output if "did not answer" in line]
+        self.assertEqual(len(tries), 1, logs.output)
+        self.comes_back(10)
+
+
 class MaxAgeTest(EmailerWebTest):
     extra_settings = {"emailer.retry_delays": "0.3", "emailer.max_age": "0.1"}
 
@@ -175,3 +231,14 @@ class DrainTest(EmailerWebTest):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         subprocess.run([sys.executable, "-c", script], cwd=root, check=True, capture_output=True)
         self.assertEqual(len(self.sink.received), 20)
+
+
+def test_the_breaker_waits_longer_at_each_failure_in_a_row_up_to_a_minute():
+    now = [0.0]
+    breaker = Breaker(clock=lambda: now[0])
+    delays = [breaker.trip("refused") for _ in range(8)]
+    assert delays == [1, 2, 4, 8, 16, 32, 60, 60]
+    now[0] = 59.5
+    assert breaker.wait() == 0.5
+    breaker.reset()
+    assert (breaker.wait(), breaker.trip("refused")) == (0, 1)

@@ -5,6 +5,7 @@ import logging
 import psycopg
 
 import tests.test_bounds as bounds
+import tests.test_delivery as delivery
 import tests.test_headers as headers
 import tests.test_links as links
 import tests.test_plugin as plugin
@@ -25,6 +26,11 @@ class PostgreSQL:
             settings[f"{backend}_backend"] = f"kinto.core.{backend}.postgresql"
             settings[f"{backend}_url"] = POSTGRESQL_URL
         return settings
+
+
+@skip_unless_postgresql
+class UnreachableServerTest(PostgreSQL, delivery.UnreachableServerTest):
+    pass
 
 
 @skip_unless_postgresql

@@ -155,6 +155,22 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
         self.assertEqual(self.queue.status()["queued"], 1)
         self.assertEqual(self.sink.received, [])
 
+    def test_status_counts_the_messages_a_worker_holds_without_locking_any(self):
+        self.create_records(3)
+        self.queue.expand_all()
+        with psycopg.connect(self.queue.dsn) as worker:
+            worker.execute("SELECT key FROM kinto_emailer_jobs LIMIT 1 FOR UPDATE").fetchall()
+            status = self.queue.status()
+            self.assertEqual((status["queued"], status["sending"]), (2, 1))
+            self.assertIn("sending    1", self.command("status"))
+            with psycopg.connect(self.queue.dsn) as connection:
+                # A row locked by a transaction keeps its id (xmax) after it ended.
+                (locked,) = connection.execute(
+                    "SELECT count(*) FROM kinto_emailer_jobs WHERE xmax <> '0'"
+                ).fetchone()
+            self.assertEqual(locked, 1)
+        self.assertEqual(self.queue.status()["queued"], 3)
+
     def test_mail_is_dated_when_its_change_was_made_not_when_worked_out(self):
         self.create_records(1)
         written = datetime.datetime.now(datetime.UTC)
