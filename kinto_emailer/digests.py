@@ -144,7 +144,15 @@ class DigestStore:
                 filters=[Filter("id", preferences.object_id(address), COMPARISON.EQ)],
                 with_deleted=False,
             )
-        return [Entry.from_json(obj) for obj in newest], count
+        return [entry for obj in newest if (entry := _load(obj, recipient))], count
+
+
+def _load(obj: dict[str, Any], recipient: str) -> Entry | None:
+    try:
+        return Entry.from_json(obj)
+    except Exception:  # Stored by an older version: the rest of the digest still goes.
+        logger.exception("Leaving out of %s's digest an entry that cannot be read", recipient)
+        return None
 
 
 def link(entry: Entry) -> str:
@@ -206,9 +214,14 @@ def send_digests(
             with transaction.manager:
                 drafts = []
                 for recipient in page:
-                    entries, total = store.take(cadence, recipient, end, settings.digest_max_items)
-                    if entries:
-                        drafts.append(digest_draft(cadence, end, entries, total, settings))
+                    try:
+                        entries, total = store.take(
+                            cadence, recipient, end, settings.digest_max_items
+                        )
+                        if entries:
+                            drafts.append(digest_draft(cadence, end, entries, total, settings))
+                    except Exception:  # One recipient's: the page's other digests go.
+                        logger.exception("Could not make the %s digest of %r", cadence, recipient)
                 schedule(drafts)
             sent += len(drafts)
     return sent
