@@ -131,6 +131,20 @@ class PoisonTest(PostgreSQL, EmailerWebTest):
         self.assertIn("not an address", failed["last_error"])
         self.assertEqual(self.queue.status()["failed"], 1)
 
+    def test_a_stored_message_without_a_time_zone_fails_alone(self):
+        draft = {**poison_draft("naive"), "recipient": "poison@example.com"}
+        draft["created"] = draft["created"][:19]
+        self.execute(
+            "INSERT INTO kinto_emailer_jobs (key, draft) VALUES (%s, %s)",
+            "naive",
+            json.dumps(draft),
+        )
+        self.create_record("/buckets/b/collections/c/records")
+        self.assertTrue(self.queue.join(10))
+        self.assertEqual([m.rcpt_tos for m in self.sink.received], [["a@example.com"]])
+        [failed] = self.queue.failed()
+        self.assertIn("time zone", failed["last_error"])
+
     def test_a_change_that_cannot_be_worked_out_fails_alone(self):
         self.execute("INSERT INTO kinto_emailer_changes (change) VALUES ('{}')")
         self.create_record("/buckets/b/collections/c/records")
