@@ -182,11 +182,6 @@ class SMTPTransport:
                 # The server refused this one message; the connection is still good.
                 self._reset()
                 return Failure(str(e), is_permanent(e))
-            except UnicodeEncodeError as e:
-                # An address SMTP cannot carry without SMTPUTF8 (a member's IDN domain): this
-                # message never goes, and must not stop the others.
-                self._reset()
-                return Failure(f"address not ASCII: {e}", permanent=True)
             except smtplib.SMTPServerDisconnected as e:
                 self.close()
                 if not kept:
@@ -197,6 +192,12 @@ class SMTPTransport:
                 if is_permanent(e):
                     return Failure(str(e) or type(e).__name__, permanent=True)
                 return self._unreachable(e)
+            except Exception as e:
+                # This message cannot be written out (smtplib raises UnicodeEncodeError
+                # and others): it never goes. The dialogue may have stopped midway: the
+                # next message starts on a new connection.
+                self.close()
+                return Failure(f"cannot send the message: {e!r}", permanent=True)
 
     def _unreachable(self, error: Exception) -> Failure:
         reason = str(error) or type(error).__name__
@@ -303,13 +304,12 @@ def attempt(
             continue
         job.attempts += 1
         try:
-            outgoing = build(draft)
-        except Exception as e:  # A bug: keep the message, and say why.
-            logger.exception("Cannot build the mail about %s", draft.uri)
-            job.last_error = f"cannot build the message: {e}"
+            failure = transport.send(build(draft))
+        except Exception as e:  # A bug of this one message: keep it, say why, go on.
+            logger.exception("Cannot build or send the mail about %s", draft.uri)
+            job.last_error = f"cannot build or send the message: {e!r}"
             outcomes.failed(job)
             continue
-        failure = transport.send(outgoing)
         if failure is None:
             outcomes.sent(job)
             continue

@@ -152,7 +152,15 @@ class DigestStore:
                 filters=[Filter("id", preferences.object_id(address), COMPARISON.EQ)],
                 with_deleted=False,
             )
-        return [Entry.from_json(obj) for obj in newest], count
+        return [entry for obj in newest if (entry := _load(obj, recipient))], count
+
+
+def _load(obj: dict[str, Any], recipient: str) -> Entry | None:
+    try:
+        return Entry.from_json(obj)
+    except Exception:  # Stored by an older version: the rest of the digest still goes.
+        logger.exception("Leaving out of %s's digest an entry that cannot be read", recipient)
+        return None
 
     def _forget_turned_off(self, parent: str, chosen: preferences.Preferences) -> None:
         free = [Filter("locked", False, COMPARISON.EQ)]
@@ -210,6 +218,15 @@ def digest_draft(
     return messages.with_links(draft, settings.secret, scopes, unsubscribe)
 
 
+def _address_of(recipient: str) -> str | None:
+    """The address of an indexed recipient; None, logged, for one that no longer parses."""
+    try:
+        return recipients.parse_mailbox(recipient).addr_spec.lower()
+    except ValueError as e:
+        logger.error("No digest for %r: %s", recipient, e)
+        return None
+
+
 def send_digests(
     storage: Any,
     settings: EmailerSettings,
@@ -223,22 +240,23 @@ def send_digests(
         end = window_end(at, cadence, settings)
         for page in store.recipients(cadence):
             with transaction.manager:
+                addresses = {r: address for r in page if (address := _address_of(r))}
                 # As they are now: mail turned off since it was kept is not sent.
-                chosen = preferences.PreferenceStore(storage).read_many(
-                    recipients.parse_mailbox(r).addr_spec for r in page
-                )
+                chosen = preferences.PreferenceStore(storage).read_many(addresses.values())
                 drafts = []
-                for recipient in page:
-                    address = recipients.parse_mailbox(recipient).addr_spec.lower()
-                    entries, total = store.take(
-                        cadence,
-                        recipient,
-                        end,
-                        settings.digest_max_items,
-                        chosen.get(address, preferences.Preferences()),
-                    )
-                    if entries:
-                        drafts.append(digest_draft(cadence, end, entries, total, settings))
+                for recipient, address in addresses.items():
+                    try:
+                        entries, total = store.take(
+                            cadence,
+                            recipient,
+                            end,
+                            settings.digest_max_items,
+                            chosen.get(address, preferences.Preferences()),
+                        )
+                        if entries:
+                            drafts.append(digest_draft(cadence, end, entries, total, settings))
+                    except Exception:  # One recipient's: the page's other digests go.
+                        logger.exception("Could not make the %s digest of %r", cadence, recipient)
                 schedule(drafts)
             sent += len(drafts)
     return sent

@@ -26,16 +26,15 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import psycopg.rows
-import psycopg.types.json
 import sqlalchemy
 import transaction
 
 from kinto_emailer.delivery import Counter, Job, Prepare, Transport, attempt
-from kinto_emailer.listener import Change
+from kinto_emailer.listener import Change, describe
 from kinto_emailer.messages import Draft
 from kinto_emailer.quotas import Usage
 from kinto_emailer.settings import EmailerSettings
@@ -126,8 +125,14 @@ SELECT draft->>'key', draft, %(attempts)s, statement_timestamp() + make_interval
   FROM jsonb_array_elements(%(drafts)s::jsonb) AS draft
     ON CONFLICT (key) DO NOTHING
 """
-RECORD = "INSERT INTO kinto_emailer_changes (change) VALUES (%(change)s::jsonb)"
-INSTALLED = "SELECT to_regclass('kinto_emailer_changes') IS NOT NULL"
+RECORD_SAVEPOINT = "kinto_emailer_record"
+RECORD_INSERT = "INSERT INTO kinto_emailer_changes (change) VALUES (%(change)s::jsonb)"
+# Three statements in one round trip (psycopg2 sends them as one query).
+RECORD = f"""
+SAVEPOINT {RECORD_SAVEPOINT};
+{RECORD_INSERT};
+RELEASE SAVEPOINT {RECORD_SAVEPOINT}
+"""
 
 
 def fair_claim(table: str, columns: tuple[str, ...], order: str, ready: str) -> str:
@@ -258,6 +263,32 @@ def defer(connection: Any, drafts: Sequence[Draft], attempts: int = 0, delay: fl
         )
 
 
+class Failed(NamedTuple):
+    """A row of ``kinto_emailer_failed``: a message given up, or a change that could not
+    be worked out, with why."""
+
+    key: str
+    draft: dict[str, Any]
+    attempts: int
+    last_error: str
+
+
+FAIL = """
+INSERT INTO kinto_emailer_failed (key, draft, attempts, last_error)
+SELECT f.key, f.draft, f.attempts, f.last_error
+  FROM jsonb_to_recordset(%(failed)s::jsonb)
+       AS f(key text, draft jsonb, attempts integer, last_error text)
+    ON CONFLICT (key) DO UPDATE
+   SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()
+"""
+
+
+def fail(connection: Any, failed: Sequence[Failed]) -> None:
+    """Keep ``failed`` in the failed list, on ``connection`` (psycopg2 or psycopg)."""
+    with connection.cursor() as cursor:
+        cursor.execute(FAIL, {"failed": json.dumps([f._asdict() for f in failed])})
+
+
 def conninfo(storage_url: str) -> str:
     """The libpq address of Kinto's storage URL (which may name a SQLAlchemy driver)."""
     url = sqlalchemy.engine.make_url(storage_url).set(drivername="postgresql")
@@ -383,26 +414,22 @@ class Worker:
                 if done and (stop.is_set() or time.monotonic() - started > CLAIM_SECONDS):
                     break  # Committing lets go of the rows not started.
                 done.append(key)
-                if key not in sent_keys:
+                if key in sent_keys:
+                    continue
+                try:
                     job = Job(Draft.from_json(draft), attempts)
-                    attempt([job], self.transport, settings.retry_delays, self.max_age, outcomes)
+                except Exception as e:  # Stored by an older version, or by hand.
+                    logger.error("Cannot load the queued mail %s: %r", key, e)
+                    outcomes.unloadable(key, draft, attempts, f"cannot load the message: {e!r}")
+                    continue
+                attempt([job], self.transport, settings.retry_delays, self.max_age, outcomes)
             sent.settle()  # The last key is stored before the claim ends.
             claims.execute("DELETE FROM kinto_emailer_jobs WHERE key = ANY(%s)", (done,))
             for delay, jobs in outcomes.retries.items():
                 for attempts, group in _by_attempts(jobs).items():
                     defer(claims, group, attempts, delay)
-            for job in outcomes.failures:
-                claims.execute(
-                    "INSERT INTO kinto_emailer_failed (key, draft, attempts, last_error)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET attempts ="
-                    " EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()",
-                    (
-                        job.draft.key,
-                        psycopg.types.json.Jsonb(job.draft.to_json()),
-                        job.attempts,
-                        job.last_error,
-                    ),
-                )
+            if outcomes.failures:
+                fail(claims, outcomes.failures)
             for name, n in outcomes.counts.items():
                 claims.execute(COUNT, (name, n))
         for name, n in outcomes.counts.items():
@@ -467,7 +494,7 @@ class _Outcomes:
         self.keys = sent
         self._count = count
         self.retries: dict[float, list[Job]] = {}
-        self.failures: list[Job] = []
+        self.failures: list[Failed] = []
         self.counts: dict[str, int] = {}
 
     def _add(self, name: str) -> None:
@@ -487,7 +514,10 @@ class _Outcomes:
         self._add("retried")
 
     def failed(self, job: Job) -> None:
-        self.failures.append(job)
+        self.unloadable(job.draft.key, job.draft.to_json(), job.attempts, job.last_error)
+
+    def unloadable(self, key: str, draft: dict[str, Any], attempts: int, error: str) -> None:
+        self.failures.append(Failed(key, draft, attempts, error))
         self._add("failed")
 
 
@@ -534,8 +564,6 @@ class JobQueue:
         self.transport = transport
         self.worker: WorkerThread | None = None
         self._count = count
-        # Checked at the first change, and at each one while the tables are missing.
-        self._installed = False
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -548,21 +576,34 @@ class JobQueue:
             cursor.execute(query, parameters)
             return cursor.fetchall() if cursor.description else []
 
+    @contextlib.contextmanager
+    def _savepoint(self, name: str) -> Iterator[None]:
+        """Statements whose failure rolls back only themselves, not Kinto's transaction."""
+        self._execute(f"SAVEPOINT {name}", {})
+        try:
+            yield
+        except BaseException:
+            self._execute(f"ROLLBACK TO SAVEPOINT {name}", {})
+            raise
+        self._execute(f"RELEASE SAVEPOINT {name}", {})
+
     def record(self, change: Change) -> None:
         """Take note of ``change`` in the current transaction of Kinto's storage.
 
-        Until the queue's tables exist, the change's mail is lost with an error, and the
-        client's write goes on (a failed statement would abort its transaction).
+        In a savepoint, in one round trip: if the note cannot be written (the queue's
+        tables are missing...), the change's mail is lost with an error, and the client's
+        write is kept (a failed statement would abort its transaction).
         """
-        if not self._installed:
-            (self._installed,) = self._execute(INSTALLED, {})[0]
-            if not self._installed:
-                logger.error(
-                    "No mail about %s: the mail queue's tables are missing (run kinto migrate)",
-                    change["base"]["bucket_id"],
-                )
-                return
-        self._execute(RECORD, {"change": json.dumps(change)})
+        try:
+            self._execute(RECORD, {"change": json.dumps(change)})
+        except Exception as e:
+            self._execute(f"ROLLBACK TO SAVEPOINT {RECORD_SAVEPOINT}", {})
+            logger.error(
+                "No mail about %s: it could not be noted (run kinto migrate if the mail"
+                " queue's tables are missing): %s",
+                describe(change),
+                e,
+            )
 
     def defer(self, drafts: list[Draft]) -> None:
         """Queue ``drafts`` in the current transaction of Kinto's storage."""
@@ -574,21 +615,48 @@ class JobQueue:
         """Turn up to :data:`CLAIM_SIZE` committed changes into messages; how many.
 
         In one transaction of Kinto's storage: the messages, digest entries and
-        preferences of a change are stored with its removal, or not at all.
+        preferences of a change are stored with its removal, or not at all. When they
+        cannot be worked out together, each change is on its own: one that fails alone
+        goes to the failed list, and the others mail.
         """
         with transaction.manager:
             self._execute("SET LOCAL jit = off", {})  # See fair_claim.
             rows = self._execute(CLAIM_CHANGES, {"limit": CLAIM_SIZE})
             if not rows:
                 return 0
-            drafts = self.prepare([change for _, change in rows], self)
-            if drafts:
-                self.defer(drafts)
-            self._execute(
-                "DELETE FROM kinto_emailer_changes WHERE id = ANY(%(ids)s)",
-                {"ids": [change_id for change_id, _ in rows]},
-            )
+            try:
+                with self._savepoint("kinto_emailer_expand"):
+                    self._expand(rows)
+            except Exception:
+                logger.exception("Could not work out %s changes at once: one by one", len(rows))
+                for row in rows:
+                    self._expand_alone(*row)
         return len(rows)
+
+    def _expand(self, rows: list[tuple]) -> None:
+        drafts = self.prepare([change for _, change in rows], self)
+        if drafts:
+            self.defer(drafts)
+        self._execute(
+            "DELETE FROM kinto_emailer_changes WHERE id = ANY(%(ids)s)",
+            {"ids": [change_id for change_id, _ in rows]},
+        )
+
+    def _expand_alone(self, change_id: int, change: Change) -> None:
+        try:
+            with self._savepoint("kinto_emailer_expand"):
+                self._expand([(change_id, change)])
+        except Exception as e:
+            logger.exception("Could not work out %s: kept as failed", describe(change))
+            failed = Failed(
+                f"change-{change_id}",
+                {"recipient": "", "uri": describe(change), "change": change},
+                0,
+                f"cannot work out the change: {e!r}",
+            )
+            with self._connection() as connection:
+                fail(connection, [failed])
+            self._execute("DELETE FROM kinto_emailer_changes WHERE id = %(id)s", {"id": change_id})
 
     @contextlib.contextmanager
     def usage(self, window: datetime.datetime, keys: Sequence[str]) -> Iterator[dict[str, Usage]]:
@@ -666,8 +734,13 @@ class JobQueue:
                 " RETURNING draft",
                 (keys, keys),
             ).fetchall()
-            if rows:
-                defer(connection, [Draft.from_json(d) for (d,) in rows])
+            drafts = [Draft.from_json(d) for (d,) in rows if "change" not in d]
+            if drafts:
+                defer(connection, drafts)
+            # A change that could not be worked out is worked out again.
+            for (d,) in rows:
+                if "change" in d:
+                    connection.execute(RECORD_INSERT, {"change": json.dumps(d["change"])})
         return len(rows)
 
     def status(self) -> dict[str, int]:

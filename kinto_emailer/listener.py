@@ -489,6 +489,15 @@ def bound_of(change: Change, settings: EmailerSettings, tally: Tally) -> Bound:
     )
 
 
+def describe(change: Change) -> str:
+    """``change`` in a few words, for logs; whatever it holds."""
+    base = change.get("base", {})
+    return (
+        f"a {base.get('resource_name', '?')} {base.get('action', '?')}"
+        f" in bucket {base.get('bucket_id', '?')}"
+    )
+
+
 def drafts_for_changes(
     changes: Iterable[Change], tally: Tally, storage: Any, settings: EmailerSettings
 ) -> list[messages.Draft]:

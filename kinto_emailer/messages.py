@@ -82,6 +82,10 @@ class Draft:
 
     @classmethod
     def from_json(cls, data: dict[str, str]) -> "Draft":
+        """The draft of :meth:`to_json`; ValueError (or KeyError) if ``data`` is not one."""
+        created = datetime.fromisoformat(data["created"])
+        if created.tzinfo is None:
+            raise ValueError(f"created {data['created']!r} has no time zone")
         return cls(
             sender=parse_mailbox(data["sender"]),
             recipient=parse_mailbox(data["recipient"]),
@@ -90,7 +94,7 @@ class Draft:
             uri=data["uri"],
             root_url=data["root_url"],
             key=data["key"],
-            created=datetime.fromisoformat(data["created"]),
+            created=created,
             unsubscribe_url=data.get("unsubscribe_url", ""),
             preferences_url=data.get("preferences_url", ""),
         )

@@ -36,8 +36,27 @@ class Mailbox:
 def parse_mailbox(text: str) -> Mailbox:
     """Parse ``address`` or ``Name <address>`` with the standard library's RFC 5322 parser.
 
-    Raises ValueError unless ``text`` holds exactly one complete address.
+    An internationalized domain is written in ASCII (IDNA), as SMTP carries it. Raises
+    ValueError unless ``text`` holds exactly one complete address, that reads the same
+    once written: what is saved is what is loaded at send time.
     """
+    mailbox = _parse(text)
+    if _parse(str(mailbox)) != mailbox:
+        raise ValueError(f"{text!r} does not read the same once written")
+    return mailbox
+
+
+def ascii_domain(domain: str) -> str:
+    """``domain`` in IDNA (``xn--``) form; ValueError if it has none."""
+    if domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError as e:
+        raise ValueError(f"{domain!r} is not a valid internationalized domain") from e
+
+
+def _parse(text: str) -> Mailbox:
     if any(c in text for c in "\r\n"):
         raise ValueError("an address cannot contain line breaks")
     try:
@@ -56,7 +75,8 @@ def parse_mailbox(text: str) -> Mailbox:
         raise ValueError(f"{text!r} holds control characters once decoded")
     if ENCODED_WORD_START in address.addr_spec:
         raise ValueError(f"{text!r} holds an encoded word in its address")
-    mailbox = Mailbox(header_value(address.display_name), address.addr_spec)
+    addr_spec = f"{address.addr_spec.rpartition('@')[0]}@{ascii_domain(address.domain)}"
+    mailbox = Mailbox(header_value(address.display_name), addr_spec)
     try:
         # Writing the address parses it again, more strictly (``a@.com`` fails there).
         str(mailbox)

@@ -12,7 +12,7 @@ from kinto.plugins import accounts
 from pyramid.exceptions import ConfigurationError
 from pyramid.settings import aslist
 
-from kinto_emailer.recipients import parse_mailbox
+from kinto_emailer.recipients import ascii_domain, parse_mailbox
 
 
 logger = logging.getLogger(__name__)
@@ -235,24 +235,31 @@ def _domains(key: str, value: Any) -> tuple[str, ...]:
             raise ConfigurationError(
                 f"Setting 'kinto.{key}' must list domains such as 'example.com', not {domain!r}"
             )
-    return domains
+    try:
+        # Compared with the addresses' domains, which are in ASCII.
+        return tuple(ascii_domain(domain) for domain in domains)
+    except ValueError as e:
+        raise ConfigurationError(f"Setting 'kinto.{key}': {e}") from e
 
 
 def _senders(key: str, value: Any) -> tuple[str, ...]:
-    senders = tuple(s.lower() for s in aslist(str(value)))
-    for sender in senders:
+    senders = []
+    for sender in (s.lower() for s in aslist(str(value))):
         domain = sender[1:] if sender.startswith("@") else None
         try:
+            # In ASCII, as the addresses they are compared with.
             if domain is None:
-                parse_mailbox(sender)
+                senders.append(parse_mailbox(sender).addr_spec)
             elif "." not in domain or "@" in domain:
                 raise ValueError(f"{sender!r} is not a domain such as '@example.com'")
+            else:
+                senders.append(f"@{ascii_domain(domain)}")
         except ValueError as e:
             raise ConfigurationError(
                 f"Setting 'kinto.{key}' must list addresses or domains such as"
                 f" 'news@example.com @example.org': {e}"
             ) from e
-    return senders
+    return tuple(senders)
 
 
 def _delays(key: str, value: Any) -> tuple[float, ...]:

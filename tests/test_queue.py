@@ -3,6 +3,7 @@
 import collections
 import datetime
 import email.utils
+import json
 import os
 import signal
 import subprocess
@@ -146,6 +147,25 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
         self.assertIn("1 failed message(s) queued again", self.command("resend", failed["key"]))
         self.assertEqual(len(self.sink.wait_for(1)), 1)
         self.assertEqual(self.queue.failed(), [])
+
+    def test_a_message_or_change_that_cannot_be_loaded_is_listed_and_stops_nothing(self):
+        poison = {**drafts_of_age(0)[0].to_json(), "key": "poison", "recipient": "nobody"}
+        with psycopg.connect(self.queue.dsn, autocommit=True) as connection:
+            connection.execute(
+                "INSERT INTO kinto_emailer_jobs (key, draft) VALUES ('poison', %s)",
+                (json.dumps(poison),),
+            )
+            connection.execute("INSERT INTO kinto_emailer_changes (change) VALUES ('{}')")
+        self.create_records(2)
+        self.start_worker()
+        self.assertEqual(len(self.sink.wait_for(2)), 2)
+        self.assertTrue(self.queue.join(10))
+        status = self.command("status")
+        self.assertIn("failed     2", status)
+        listing = self.command("failed")
+        self.assertIn("poison", listing)
+        self.assertIn("'nobody' is not a valid email address", listing)
+        self.assertIn("cannot work out the change", listing)
 
     def test_the_kinto_process_sends_nothing_with_worker_false(self):
         self.create_records(1)

@@ -43,7 +43,8 @@ class ParseSettingsTest(unittest.TestCase):
     def test_values(self):
         settings = parse_settings(
             {
-                "emailer.allowed_domains": "Example.com @example.org",
+                "emailer.allowed_domains": "Example.com @example.org Exämple.com",
+                "emailer.allowed_senders": "News@Exämple.com @bücher.example",
                 "emailer.max_recipients": 5,
                 "emailer.smtp_timeout": "2.5",
                 "emailer.retry_delays": "1 2.5 4",
@@ -60,7 +61,13 @@ class ParseSettingsTest(unittest.TestCase):
                 "userid_hmac_secret": "a secret of Kinto's",
             }
         )
-        self.assertEqual(settings.allowed_domains, ("example.com", "example.org"))
+        # In ASCII, as the addresses they are compared with.
+        self.assertEqual(
+            settings.allowed_domains, ("example.com", "example.org", "xn--exmple-cua.com")
+        )
+        self.assertEqual(
+            settings.allowed_senders, ("news@xn--exmple-cua.com", "@xn--bcher-kva.example")
+        )
         self.assertEqual(settings.max_recipients, 5)
         self.assertEqual(settings.smtp_timeout, 2.5)
         self.assertEqual(settings.retry_delays, (1.0, 2.5, 4.0))
