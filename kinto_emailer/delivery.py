@@ -15,6 +15,7 @@ import heapq
 import itertools
 import logging
 import os
+import signal
 import smtplib
 import ssl
 import threading
@@ -547,6 +548,19 @@ class Delivery:
         if self.queue is not None:
             self.queue.stop_worker()
         self.outbox.close(timeout)
+
+
+def drain_on_sigterm() -> None:
+    """Stop on SIGTERM (systemd's and Docker's stop) as on SIGINT: by KeyboardInterrupt, so
+    that the process exits through ``atexit``, which sends what is due.
+
+    Only where SIGTERM would otherwise kill the process at once: a server that handles it
+    (gunicorn's workers) is left alone, and Python sets handlers in the main thread only.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def transport_from_settings(settings: EmailerSettings, mailer: Mailer) -> Transport:
