@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from kinto.core import metrics
 from kinto.core.events import ResourceChanged
 from pyramid.config import Configurator
-from pyramid.events import NewRequest
+from pyramid.events import ApplicationCreated, NewRequest
 from pyramid.exceptions import ConfigurationError
 from pyramid.registry import Registry
 from pyramid_mailer import IMailer
@@ -26,6 +26,7 @@ from kinto_emailer.delivery import (
     Outbox,
     Prepare,
     Transport,
+    drain_on_sigterm,
     transport_from_settings,
 )
 from kinto_emailer.errors import InvalidHook
@@ -110,6 +111,8 @@ def includeme(config: Configurator) -> None:
     registry.emailer_delivery = Delivery(emailer_settings, registry.emailer_outbox, queue)
     # Messages being sent or due when the process exits normally are not lost.
     atexit.register(registry.emailer_delivery.close, emailer_settings.drain_timeout)
+    # Once every plugin is included: one that handles SIGTERM itself keeps its handler.
+    config.add_subscriber(lambda event: drain_on_sigterm(), ApplicationCreated)
     tables = queue if queue is not None else registry.emailer_outbox.tally
     registry.storage = EmailerStorage(registry.storage, emailer_settings, tables)
 

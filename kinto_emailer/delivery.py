@@ -15,11 +15,13 @@ import heapq
 import itertools
 import logging
 import os
+import signal
 import smtplib
 import ssl
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -286,28 +288,72 @@ def attempt(
     retry_delays: Sequence[float],
     max_age: timedelta,
     outcomes: Outcomes,
+    report: "Report | None" = None,
 ) -> None:
     """Try each job's message once, and report what happened to ``outcomes`` right away.
 
     Too old: dropped. Accepted: sent. Refused for good (5xx), or still failing after the
-    last of ``retry_delays``: failed. Otherwise: retried after the next delay.
+    last of ``retry_delays``: failed. Otherwise: retried after the next delay. The log has
+    one line per outcome of the batch, with a count and the first message as example;
+    a caller that tries several batches in a row may gather them in its own ``report``.
     """
+    if report is not None:
+        _attempt(jobs, transport, retry_delays, max_age, outcomes, report)
+        return
+    report = Report()
+    try:
+        _attempt(jobs, transport, retry_delays, max_age, outcomes, report)
+    finally:
+        report.log()
+
+
+class Report:
+    """What went wrong in a batch, logged once: a failing server must not log per message."""
+
+    LINES = {
+        "dropped": (logging.WARNING, "%s message(s) dropped, their change older than max_age"),
+        "failed": (logging.ERROR, "%s message(s) failed for good"),
+        "retried": (logging.WARNING, "%s message(s) not sent, to be tried again"),
+    }
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.examples: dict[str, str] = {}
+
+    def add(self, outcome: str, job: Job, detail: str) -> None:
+        example = f"to {job.draft.recipient.addr_spec} about {job.draft.uri}: {detail}"
+        logger.debug("Mail %s %s", outcome, example)
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        self.examples.setdefault(outcome, example)
+
+    def log(self) -> None:
+        for outcome, count in self.counts.items():
+            level, text = self.LINES[outcome]
+            logger.log(level, text + " (first: %s)", count, self.examples[outcome])
+
+
+def _attempt(
+    jobs: Sequence[Job],
+    transport: Transport,
+    retry_delays: Sequence[float],
+    max_age: timedelta,
+    outcomes: Outcomes,
+    report: Report,
+) -> None:
     for job in jobs:
         draft = job.draft
         if datetime.now(UTC) - draft.created > max_age:
-            logger.warning(
-                "Dropping the mail to %s about %s: its change is older than max_age",
-                draft.recipient.addr_spec,
-                draft.uri,
-            )
+            report.add("dropped", job, "older than max_age")
             outcomes.dropped(job)
             continue
         job.attempts += 1
         try:
             failure = transport.send(build(draft))
         except Exception as e:  # A bug of this one message: keep it, say why, go on.
-            logger.exception("Cannot build or send the mail about %s", draft.uri)
+            if "failed" not in report.counts:  # The first one's traceback is enough.
+                logger.exception("Cannot build or send the mail about %s", draft.uri)
             job.last_error = f"cannot build or send the message: {e!r}"
+            report.add("failed", job, job.last_error)
             outcomes.failed(job)
             continue
         if failure is None:
@@ -317,26 +363,16 @@ def attempt(
         if failure.not_before is not None:
             # Not tried: waits for the server, without using up one of its attempts.
             job.attempts -= 1
-            outcomes.retry(job, max([failure.not_before, *retry_delays[:1]]))
+            delay = max([failure.not_before, *retry_delays[:1]])
+            report.add("retried", job, f"{failure.reason}, in {delay}s")
+            outcomes.retry(job, delay)
             continue
         delay = next_delay(failure, job.attempts, retry_delays)
         if delay is None:
-            logger.error(
-                "Mail to %s about %s failed after %s attempt(s): %s",
-                draft.recipient.addr_spec,
-                draft.uri,
-                job.attempts,
-                failure.reason,
-            )
+            report.add("failed", job, f"{failure.reason}, after {job.attempts} attempt(s)")
             outcomes.failed(job)
         else:
-            logger.warning(
-                "Mail to %s about %s not sent (%s): trying again in %ss",
-                draft.recipient.addr_spec,
-                draft.uri,
-                failure.reason,
-                delay,
-            )
+            report.add("retried", job, f"{failure.reason}, in {delay}s")
             outcomes.retry(job, delay)
 
 
@@ -344,9 +380,13 @@ class Outbox:
     """A background thread that mails about what committed transactions handed over.
 
     Temporary failures are tried again after ``retry_delays``; a message refused for
-    good, or still failing after the last delay, is kept in :attr:`failures`. A message
+    good, or still failing after the last delay, is kept in :attr:`failures`, the newest
+    :attr:`MAX_FAILURES` of them (:attr:`forgotten` counts those pushed out). A message
     whose change is older than ``max_age`` is dropped instead of sent.
     """
+
+    MAX_FAILURES = 1000
+    """Failed messages kept in memory: 400,000 of them took 255 MB."""
 
     def __init__(
         self,
@@ -359,7 +399,8 @@ class Outbox:
         self.prepare = prepare
         self.retry_delays = settings.retry_delays
         self.max_age = timedelta(seconds=settings.max_age)
-        self.failures: list[Job] = []
+        self.failures: deque[Job] = deque()
+        self.forgotten = 0
         self.counts = dict.fromkeys(COUNTERS, 0)
         self._count = count
         self.tally = MemoryTally(self._add)
@@ -443,6 +484,9 @@ class Outbox:
     def failed(self, job: Job) -> None:
         with self._condition:
             self.failures.append(job)
+            while len(self.failures) > self.MAX_FAILURES:
+                self.failures.popleft()
+                self.forgotten += 1
         self._add("failed")
 
     def close(self, timeout: float) -> None:
@@ -547,6 +591,19 @@ class Delivery:
         if self.queue is not None:
             self.queue.stop_worker()
         self.outbox.close(timeout)
+
+
+def drain_on_sigterm() -> None:
+    """Stop on SIGTERM (systemd's and Docker's stop) as on SIGINT: by KeyboardInterrupt, so
+    that the process exits through ``atexit``, which sends what is due.
+
+    Only where SIGTERM would otherwise kill the process at once: a server that handles it
+    (gunicorn's workers) is left alone, and Python sets handlers in the main thread only.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def transport_from_settings(settings: EmailerSettings, mailer: Mailer) -> Transport:

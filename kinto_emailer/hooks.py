@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import jsonschema
 import re2
 
-from kinto_emailer import recipients, templates
+from kinto_emailer import caching, recipients, templates
 from kinto_emailer.errors import InvalidHook, RenderError
 from kinto_emailer.preferences import CADENCES
 from kinto_emailer.settings import EmailerSettings
@@ -365,7 +365,12 @@ def load(
     return hooks
 
 
-@functools.lru_cache(maxsize=1024)
+HOOKS_CACHE_CHARS = 8_000_000
+"""Hook JSON texts kept parsed, in characters: one text above a million is parsed at each
+change rather than kept."""
+
+
+@caching.sized_cache(HOOKS_CACHE_CHARS)
 def _load(
     text: str, bucket_id: str, settings: EmailerSettings
 ) -> tuple[tuple[Hook, ...], tuple[str, ...]]:

@@ -33,7 +33,7 @@ import psycopg.rows
 import sqlalchemy
 import transaction
 
-from kinto_emailer.delivery import Counter, Job, Prepare, Transport, attempt
+from kinto_emailer.delivery import Counter, Job, Prepare, Report, Transport, attempt
 from kinto_emailer.listener import Change, describe
 from kinto_emailer.messages import Draft
 from kinto_emailer.quotas import Usage
@@ -409,6 +409,7 @@ class Worker:
             ).fetchall()
             sent_keys = {key for (key,) in already}
             outcomes = _Outcomes(sent, self._count)
+            report = Report()
             done = []
             for key, draft, attempts in rows:
                 if done and (stop.is_set() or time.monotonic() - started > CLAIM_SECONDS):
@@ -422,7 +423,10 @@ class Worker:
                     logger.error("Cannot load the queued mail %s: %r", key, e)
                     outcomes.unloadable(key, draft, attempts, f"cannot load the message: {e!r}")
                     continue
-                attempt([job], self.transport, settings.retry_delays, self.max_age, outcomes)
+                attempt(
+                    [job], self.transport, settings.retry_delays, self.max_age, outcomes, report
+                )
+            report.log()
             sent.settle()  # The last key is stored before the claim ends.
             claims.execute("DELETE FROM kinto_emailer_jobs WHERE key = ANY(%s)", (done,))
             for delay, jobs in outcomes.retries.items():

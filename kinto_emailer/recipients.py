@@ -1,13 +1,12 @@
 """Email addresses and group URIs: parsed on save, expanded into mailboxes at event time."""
 
-import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.policy import default as default_policy
 
-from kinto_emailer import templates
+from kinto_emailer import caching, templates
 from kinto_emailer.errors import InvalidHook
 from kinto_emailer.headers import CONTROL, ENCODED_WORD_START, header_value
 
@@ -32,7 +31,11 @@ class Mailbox:
         return str(self.address)
 
 
-@functools.lru_cache(maxsize=4096)
+ADDRESSES_CACHE_CHARS = 2_000_000
+"""Addresses kept parsed, in characters (each entry counting 256 more): about 6,000."""
+
+
+@caching.sized_cache(ADDRESSES_CACHE_CHARS)
 def parse_mailbox(text: str) -> Mailbox:
     """Parse ``address`` or ``Name <address>`` with the standard library's RFC 5322 parser.
 

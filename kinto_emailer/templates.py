@@ -6,7 +6,6 @@ access is refused: a template can show values of the one object an email is abou
 never the server's internals.
 """
 
-import functools
 import json
 import re
 import string
@@ -14,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kinto_emailer import caching
 from kinto_emailer.errors import InvalidHook, RenderError
 from kinto_emailer.headers import header_value
 
@@ -161,7 +161,11 @@ def _check_field(field_name: str, spec: str, conversion: str | None) -> _Field:
     return _Field(first, tuple(keys), spec, _text_spec(match))
 
 
-@functools.lru_cache(maxsize=4096)
+TEMPLATES_CACHE_CHARS = 4_000_000
+"""Templates kept parsed, in characters: one above half a million is parsed at each use."""
+
+
+@caching.sized_cache(TEMPLATES_CACHE_CHARS)
 def parse(template: str) -> tuple[str | _Field, ...]:
     """Split a template into literal text and checked fields; raise ValueError if unsafe."""
     pieces: list[str | _Field] = []

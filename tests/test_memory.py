@@ -1,0 +1,84 @@
+"""Memory stays bounded on the memory backend: failed list, caches by size, logs per batch."""
+
+import logging
+
+from kinto_emailer import hooks, recipients, templates
+from kinto_emailer.caching import ENTRY_OVERHEAD, SizedCache
+from tests.support import EmailerWebTest
+
+
+HOOK = {"template": "{uri}", "recipients": ["a@example.com"], "resource_name": "record"}
+
+
+class FailedListTest(EmailerWebTest):
+    def setUp(self):
+        super().setUp()
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.outbox = self.registry.emailer_outbox
+        self.outbox.failures.clear()
+        self.sink.refuse.add("a@example.com")
+
+    def test_the_newest_failures_are_kept_and_the_others_counted(self):
+        self.put_hooks("/buckets/b", HOOK)
+        self.outbox.MAX_FAILURES = 3
+        failed, forgotten = self.outbox.counts["failed"], self.outbox.forgotten
+        for i in range(5):
+            self.app.put_json(f"/buckets/b/collections/c/records/r{i}", headers=self.headers)
+            self.outbox.join()
+        self.assertEqual(
+            [job.draft.uri.rsplit("/", 1)[1] for job in self.outbox.failures], ["r2", "r3", "r4"]
+        )
+        self.assertEqual(self.outbox.forgotten - forgotten, 2)
+        self.assertEqual(self.outbox.counts["failed"] - failed, 5)
+
+    def test_the_failures_of_a_batch_make_one_log_line(self):
+        addresses = [f"{name}@example.com" for name in "abcde"]
+        self.sink.refuse.update(addresses)
+        self.put_hooks("/buckets/b", {**HOOK, "recipients": addresses})
+        with self.assertLogs("kinto_emailer.delivery", logging.WARNING) as logs:
+            self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
+            self.outbox.join()
+        [line] = logs.output
+        self.assertIn("5 message(s) failed for good", line)
+        self.assertIn("/buckets/b/collections/c/records/r1", line)
+        self.assertIn("550", line)
+
+
+class CachesTest(EmailerWebTest):
+    def test_hooks_of_large_templates_are_not_all_kept(self):
+        template = "x" * (hooks.HOOKS_CACHE_CHARS // 20) + " {uri}"
+        mailed = 0
+        for i in range(30):
+            # Thirty buckets of distinct hooks: more than the cache may hold.
+            self.app.put_json(f"/buckets/b{i}", headers=self.headers)
+            self.app.put_json(f"/buckets/b{i}/collections/c", headers=self.headers)
+            self.put_hooks(f"/buckets/b{i}", {**HOOK, "template": template + str(i)})
+            self.app.put_json(f"/buckets/b{i}/collections/c/records/r", headers=self.headers)
+            mailed += len(self.mails())
+        self.assertEqual(mailed, 30)
+        for cache in (hooks._load, templates.parse, recipients.parse_mailbox):
+            info = cache.cache_info()
+            self.assertLessEqual(info.chars, info.max_chars, cache)
+        self.assertLess(hooks._load.cache_info().entries, 30)
+
+    def test_a_template_above_an_eighth_of_the_cache_is_not_kept(self):
+        before = templates.parse.cache_info()
+        huge = "y" * (templates.TEMPLATES_CACHE_CHARS // 8 + 1) + "{uri}"
+        self.assertEqual(templates.parse(huge), templates.parse(huge))
+        after = templates.parse.cache_info()
+        self.assertEqual((after.entries, after.chars), (before.entries, before.chars))
+
+
+def test_the_least_recently_used_entries_go_first_and_the_size_is_kept():
+    calls = []
+    size = ENTRY_OVERHEAD + 10
+    cache = SizedCache(lambda text: calls.append(text) or text.upper(), 8 * size)
+    eight = [letter * 10 for letter in "abcdefgh"]
+    for text in [*eight, "a" * 10, "i" * 10, "a" * 10, "b" * 10]:
+        assert cache(text) == text.upper()
+    # "a" was used again before "i" came: "b" went out, and is worked out again.
+    assert calls == [*eight, "i" * 10, "b" * 10]
+    info = cache.cache_info()
+    assert (info.entries, info.chars) == (8, 8 * size)
+    assert (info.hits, info.misses) == (2, 10)
