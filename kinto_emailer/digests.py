@@ -154,14 +154,6 @@ class DigestStore:
             )
         return [entry for obj in newest if (entry := _load(obj, recipient))], count
 
-
-def _load(obj: dict[str, Any], recipient: str) -> Entry | None:
-    try:
-        return Entry.from_json(obj)
-    except Exception:  # Stored by an older version: the rest of the digest still goes.
-        logger.exception("Leaving out of %s's digest an entry that cannot be read", recipient)
-        return None
-
     def _forget_turned_off(self, parent: str, chosen: preferences.Preferences) -> None:
         free = [Filter("locked", False, COMPARISON.EQ)]
         off = [uri for uri, scope in chosen.scopes.items() if scope.choice == "off"]
@@ -172,6 +164,14 @@ def _load(obj: dict[str, Any], recipient: str) -> Entry | None:
         self.storage.delete_all(
             resource_name=ENTRY, parent_id=parent, filters=free, with_deleted=False
         )
+
+
+def _load(obj: dict[str, Any], recipient: str) -> Entry | None:
+    try:
+        return Entry.from_json(obj)
+    except Exception:  # Stored by an older version: the rest of the digest still goes.
+        logger.exception("Leaving out of %s's digest an entry that cannot be read", recipient)
+        return None
 
 
 def link(entry: Entry) -> str:
