@@ -496,20 +496,21 @@ def describe(change: Change) -> str:
     )
 
 
-def drafts_for_changes(
+def drafts_by_change(
     changes: Iterable[Change], tally: Tally, storage: Any, settings: EmailerSettings
-) -> list[messages.Draft]:
-    """The mail to send now about ``changes``; digest entries and preferences are stored.
+) -> Iterator[list[messages.Draft]]:
+    """The mail to send now about each of ``changes``, in turn; digest entries and
+    preferences are stored on the way.
 
     ``tally`` keeps the hourly usage of the bounds. A change that cannot be worked on is
-    logged and skipped: the others still mail.
+    logged and has no mail: the others still mail. Lazy: a caller that stops early leaves
+    the remaining changes unworked.
     """
     known: dict[str, Preferences] = {}
-    drafts = []
     for change in changes:
         try:
             notices = list(notices_for_change(change, storage, settings))
-            drafts += route(notices, storage, settings, known, bound_of(change, settings, tally))
+            yield route(notices, storage, settings, known, bound_of(change, settings, tally))
         except Exception:
             base = change["base"]
             logger.exception(
@@ -518,7 +519,14 @@ def drafts_for_changes(
                 base["action"],
                 base["bucket_id"],
             )
-    return drafts
+            yield []
+
+
+def drafts_for_changes(
+    changes: Iterable[Change], tally: Tally, storage: Any, settings: EmailerSettings
+) -> list[messages.Draft]:
+    """The mail to send now about all of ``changes`` (see :func:`drafts_by_change`)."""
+    return [d for drafts in drafts_by_change(changes, tally, storage, settings) for d in drafts]
 
 
 def build_notification(event: Any) -> None:
