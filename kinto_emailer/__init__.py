@@ -24,19 +24,23 @@ from kinto_emailer.delivery import (
     Counter,
     Delivery,
     Outbox,
-    Prepare,
     Transport,
     drain_on_sigterm,
     transport_from_settings,
 )
 from kinto_emailer.errors import InvalidHook
-from kinto_emailer.listener import build_notification, drafts_for_changes, send_notification
+from kinto_emailer.listener import (
+    build_notification,
+    drafts_by_change,
+    drafts_for_changes,
+    send_notification,
+)
 from kinto_emailer.settings import EmailerSettings, parse_settings
 from kinto_emailer.validation import EmailerStorage, invalid_hook_view
 
 
 if TYPE_CHECKING:
-    from kinto_emailer.jobs import JobQueue
+    from kinto_emailer.jobs import JobQueue, PrepareEach
 
 
 __version__ = "5.0.0.dev0"
@@ -58,7 +62,7 @@ def _job_queue(
     settings: EmailerSettings,
     transport: Transport,
     count: Counter,
-    prepare: Prepare,
+    prepare: "PrepareEach",
 ) -> "JobQueue | None":
     """Jobs in PostgreSQL when Kinto stores its data there (and no Maildir queue is set)."""
     backend = config.registry.storage
@@ -106,7 +110,8 @@ def includeme(config: Configurator) -> None:
 
     transport = transport_from_settings(emailer_settings, mailer)
     prepare = partial(drafts_for_changes, storage=registry.storage, settings=emailer_settings)
-    queue = _job_queue(config, emailer_settings, transport, count, prepare)
+    prepare_each = partial(drafts_by_change, storage=registry.storage, settings=emailer_settings)
+    queue = _job_queue(config, emailer_settings, transport, count, prepare_each)
     registry.emailer_outbox = Outbox(transport, emailer_settings, count, prepare)
     registry.emailer_delivery = Delivery(emailer_settings, registry.emailer_outbox, queue)
     # Messages being sent or due when the process exits normally are not lost.

@@ -25,7 +25,7 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import psycopg
@@ -33,10 +33,10 @@ import psycopg.rows
 import sqlalchemy
 import transaction
 
-from kinto_emailer.delivery import Counter, Job, Prepare, Report, Transport, attempt
+from kinto_emailer.delivery import Counter, Job, Report, Transport, attempt
 from kinto_emailer.listener import Change, describe
 from kinto_emailer.messages import Draft
-from kinto_emailer.quotas import Usage
+from kinto_emailer.quotas import Tally, Usage
 from kinto_emailer.settings import EmailerSettings
 
 
@@ -46,6 +46,11 @@ CHANNEL = "kinto_emailer_jobs"
 # Rows claimed at once: one query for many messages, few enough that other workers
 # find work too.
 CLAIM_SIZE = 100
+# The JSON of the messages (or failures) one statement inserts, and of the messages one
+# claim of changes turns out, in bytes: far below PostgreSQL's limits (1 GB a value, 256
+# MB a jsonb array) and the worker's memory, whatever one change expands to.
+QUEUE_BYTES = 4 * 1024 * 1024
+EXPAND_BYTES = 4 * QUEUE_BYTES
 # A worker commits (and lets go of what it claimed and did not start) after this long.
 CLAIM_SECONDS = 1.0
 PRUNE_EVERY = 60.0
@@ -247,20 +252,38 @@ INSERT INTO kinto_emailer_counts (name, value) VALUES (%s, %s)
 COUNT_NAMED = COUNT.replace("(%s, %s)", "(%(name)s, %(n)s)")
 
 
-def defer(connection: Any, drafts: Sequence[Draft], attempts: int = 0, delay: float = 0) -> None:
-    """Queue ``drafts`` on ``connection`` (psycopg2 or psycopg), in its transaction.
+PrepareEach = Callable[[list[Change], Tally], Iterator[list[Draft]]]
+"""The mail of each change in turn: :func:`kinto_emailer.listener.drafts_by_change`."""
 
-    One statement whatever their number; a message already queued is not queued twice.
+
+def json_arrays(items: Iterable[Any], limit: int) -> Iterator[tuple[str, int]]:
+    """JSON arrays of ``items`` in order, and their length, each at most ``limit`` bytes
+    (but for an item larger than that, alone in its array)."""
+    chunk: list[str] = []
+    size = 2
+    for item in items:
+        text = json.dumps(item)  # ASCII: as many bytes as characters.
+        if chunk and size + len(text) + 1 > limit:
+            yield f"[{','.join(chunk)}]", len(chunk)
+            chunk, size = [], 2
+        chunk.append(text)
+        size += len(text) + 1
+    if chunk:
+        yield f"[{','.join(chunk)}]", len(chunk)
+
+
+def defer(connection: Any, drafts: Sequence[Draft], attempts: int = 0, delay: float = 0) -> int:
+    """Queue ``drafts`` on ``connection`` (psycopg2 or psycopg), in its transaction; the
+    bytes of their JSON.
+
+    One statement per :data:`QUEUE_BYTES`; a message already queued is not queued twice.
     """
+    queued = 0
     with connection.cursor() as cursor:
-        cursor.execute(
-            QUEUE,
-            {
-                "drafts": json.dumps([draft.to_json() for draft in drafts]),
-                "attempts": attempts,
-                "delay": delay,
-            },
-        )
+        for array, _ in json_arrays((draft.to_json() for draft in drafts), QUEUE_BYTES):
+            cursor.execute(QUEUE, {"drafts": array, "attempts": attempts, "delay": delay})
+            queued += len(array)
+    return queued
 
 
 class Failed(NamedTuple):
@@ -286,7 +309,8 @@ SELECT f.key, f.draft, f.attempts, f.last_error
 def fail(connection: Any, failed: Sequence[Failed]) -> None:
     """Keep ``failed`` in the failed list, on ``connection`` (psycopg2 or psycopg)."""
     with connection.cursor() as cursor:
-        cursor.execute(FAIL, {"failed": json.dumps([f._asdict() for f in failed])})
+        for array, _ in json_arrays((f._asdict() for f in failed), QUEUE_BYTES):
+            cursor.execute(FAIL, {"failed": array})
 
 
 def conninfo(storage_url: str) -> str:
@@ -559,7 +583,7 @@ class JobQueue:
         settings: EmailerSettings,
         transport: Transport,
         count: Counter,
-        prepare: Prepare,
+        prepare: PrepareEach,
     ) -> None:
         self.storage = storage
         self.prepare = prepare
@@ -609,14 +633,18 @@ class JobQueue:
                 e,
             )
 
-    def defer(self, drafts: list[Draft]) -> None:
-        """Queue ``drafts`` in the current transaction of Kinto's storage."""
+    def defer(self, drafts: list[Draft]) -> int:
+        """Queue ``drafts`` in the current transaction of Kinto's storage; their bytes."""
         with self._connection() as connection:
-            defer(connection, drafts)
+            queued = defer(connection, drafts)
         self._count("queued", len(drafts))
+        return queued
 
     def expand(self) -> int:
         """Turn up to :data:`CLAIM_SIZE` committed changes into messages; how many.
+
+        Changes are worked out in turn until their messages reach :data:`EXPAND_BYTES`:
+        the rest are let go, for the next claim.
 
         In one transaction of Kinto's storage: the messages, digest entries and
         preferences of a change are stored with its removal, or not at all. When they
@@ -630,21 +658,26 @@ class JobQueue:
                 return 0
             try:
                 with self._savepoint("kinto_emailer_expand"):
-                    self._expand(rows)
+                    return self._expand(rows)
             except Exception:
                 logger.exception("Could not work out %s changes at once: one by one", len(rows))
                 for row in rows:
                     self._expand_alone(*row)
         return len(rows)
 
-    def _expand(self, rows: list[tuple]) -> None:
-        drafts = self.prepare([change for _, change in rows], self)
-        if drafts:
-            self.defer(drafts)
-        self._execute(
-            "DELETE FROM kinto_emailer_changes WHERE id = ANY(%(ids)s)",
-            {"ids": [change_id for change_id, _ in rows]},
-        )
+    def _expand(self, rows: list[tuple]) -> int:
+        """Work out ``rows`` in turn, up to :data:`EXPAND_BYTES` of messages; how many."""
+        done = []
+        queued = 0
+        each = self.prepare([change for _, change in rows], self)
+        for (change_id, _), drafts in zip(rows, each, strict=False):
+            done.append(change_id)
+            if drafts:
+                queued += self.defer(drafts)
+            if queued >= EXPAND_BYTES:
+                break
+        self._execute("DELETE FROM kinto_emailer_changes WHERE id = ANY(%(ids)s)", {"ids": done})
+        return len(done)
 
     def _expand_alone(self, change_id: int, change: Change) -> None:
         try:

@@ -20,7 +20,7 @@ from kinto_emailer.digests import DigestStore, Entry
 from kinto_emailer.errors import RenderError
 from kinto_emailer.headers import header_value
 from kinto_emailer.hooks import Hook
-from kinto_emailer.preferences import Preferences, PreferenceStore, Scope
+from kinto_emailer.preferences import Preferences, PreferenceStore, Scope, record_scopes
 from kinto_emailer.quotas import Tally
 from kinto_emailer.recipients import Mailbox
 from kinto_emailer.settings import EmailerSettings
@@ -435,20 +435,18 @@ def route(
     if missing:
         found = store.read_many(missing)
         known.update({address: found.get(address, Preferences()) for address in missing})
-    changed: set[str] = set()
+    recorded: dict[str, dict[str, Scope]] = {}
     wanted: list[tuple[Notice, str]] = []
     for notice in notices:
         address = notice.draft.recipient.addr_spec.lower()
         preferences = known[address]
-        scopes = preferences.scopes
-        stored = scopes.get(notice.scope)
+        stored = preferences.scopes.get(notice.scope)
         choice = stored.choice if stored else None
         # The scope is locked for its page only when all its hooks are: a locked hook
         # beside others must not take their unsubscribe link away.
-        recorded = Scope(notice.hook.cadence, notice.scope_locked, choice)
-        if stored != recorded:
-            scopes[notice.scope] = recorded
-            changed.add(address)
+        scope = Scope(notice.hook.cadence, notice.scope_locked)
+        if stored is None or (stored.default, stored.locked) != (scope.default, scope.locked):
+            recorded.setdefault(address, {})[notice.scope] = scope
         locked = notice.hook.locked
         cadence = Scope(notice.hook.cadence, locked, choice).cadence
         if cadence != "off" and not (preferences.suppressed and not locked):
@@ -473,8 +471,8 @@ def route(
                 collection = collection.rsplit("/", 2)[0]
             digests.add(cadence, Entry(notice.draft, notice.scope, collection, locked))
     # Always in the same order: two senders writing the same addresses cannot deadlock.
-    for address in sorted(changed):
-        store.write(address, known[address])
+    for address in sorted(recorded):
+        known[address] = store.update(address, functools.partial(record_scopes, recorded[address]))
     return immediate
 
 
@@ -498,20 +496,21 @@ def describe(change: Change) -> str:
     )
 
 
-def drafts_for_changes(
+def drafts_by_change(
     changes: Iterable[Change], tally: Tally, storage: Any, settings: EmailerSettings
-) -> list[messages.Draft]:
-    """The mail to send now about ``changes``; digest entries and preferences are stored.
+) -> Iterator[list[messages.Draft]]:
+    """The mail to send now about each of ``changes``, in turn; digest entries and
+    preferences are stored on the way.
 
     ``tally`` keeps the hourly usage of the bounds. A change that cannot be worked on is
-    logged and skipped: the others still mail.
+    logged and has no mail: the others still mail. Lazy: a caller that stops early leaves
+    the remaining changes unworked.
     """
     known: dict[str, Preferences] = {}
-    drafts = []
     for change in changes:
         try:
             notices = list(notices_for_change(change, storage, settings))
-            drafts += route(notices, storage, settings, known, bound_of(change, settings, tally))
+            yield route(notices, storage, settings, known, bound_of(change, settings, tally))
         except Exception:
             base = change["base"]
             logger.exception(
@@ -520,7 +519,14 @@ def drafts_for_changes(
                 base["action"],
                 base["bucket_id"],
             )
-    return drafts
+            yield []
+
+
+def drafts_for_changes(
+    changes: Iterable[Change], tally: Tally, storage: Any, settings: EmailerSettings
+) -> list[messages.Draft]:
+    """The mail to send now about all of ``changes`` (see :func:`drafts_by_change`)."""
+    return [d for drafts in drafts_by_change(changes, tally, storage, settings) for d in drafts]
 
 
 def build_notification(event: Any) -> None:

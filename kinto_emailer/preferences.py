@@ -5,10 +5,16 @@ worker sees the same choices, on PostgreSQL as on the memory backend. For each s
 (the bucket or collection holding the hooks) that mailed the address, it keeps the
 hooks' cadence, whether the hooks lock it, and the recipient's own choice, if any; and
 whether the address stopped all mail from the server (``suppressed``).
+
+Every writer changes an object through :meth:`PreferenceStore.update`, a read-modify-write
+under a lock of the address: what a recipient chose while mail to them was worked out is
+never written over. Workers only record their scopes' cadence and lock, never a choice.
 """
 
+import contextlib
 import hashlib
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -77,6 +83,16 @@ def object_id(address: str) -> str:
     return hashlib.sha256(address.lower().encode()).hexdigest()[:32]
 
 
+def record_scopes(recorded: Mapping[str, Scope], preferences: Preferences) -> Preferences:
+    """``preferences`` with the cadence and lock of ``recorded``'s scopes, as their hooks
+    set them; the recipient's choices and suppression kept."""
+    scopes = dict(preferences.scopes)
+    for uri, scope in recorded.items():
+        stored = scopes.get(uri)
+        scopes[uri] = replace(scope, choice=stored.choice if stored else None)
+    return replace(preferences, scopes=scopes)
+
+
 class LockedScope(ValueError):
     """The hooks of this scope do not let recipients change what they get."""
 
@@ -99,11 +115,30 @@ def choose(scopes: Scopes, scope: str, choice: str | None, known: bool = True) -
     return {**scopes, scope: replace(current, choice=choice)}
 
 
+# Kinto's memory backend lives in one process: a process lock is enough there.
+_MEMORY_LOCK = threading.Lock()
+# A transaction lock of the address, held until commit; unlike a row lock, it also
+# serializes the writers of an address that has no object yet.
+ADDRESS_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%(key)s))"
+
+
 class PreferenceStore:
     """Reads and writes preferences through Kinto's storage backend (its transaction)."""
 
     def __init__(self, storage: Any) -> None:
         self.storage = storage
+
+    @contextlib.contextmanager
+    def _locked(self, address: str) -> Iterator[None]:
+        if type(self.storage).__module__ != "kinto.core.storage.postgresql":
+            with _MEMORY_LOCK:
+                yield
+            return
+        with self.storage.client.connect() as session:
+            connection = session.connection().connection.driver_connection
+            with connection.cursor() as cursor:
+                cursor.execute(ADDRESS_LOCK, {"key": f"{RESOURCE}/{object_id(address)}"})
+        yield
 
     def read_many(self, addresses: Iterable[str]) -> dict[str, Preferences]:
         """The preferences of each address that has any, in one query."""
@@ -127,8 +162,18 @@ class PreferenceStore:
     def read(self, address: str) -> Preferences:
         return self.read_many([address]).get(address.lower(), Preferences())
 
-    def write(self, address: str, preferences: Preferences) -> None:
-        obj = {"email": address.lower(), **preferences.to_json()}
-        self.storage.update(
-            resource_name=RESOURCE, parent_id=PARENT, object_id=object_id(address), obj=obj
-        )
+    def update(self, address: str, change: Callable[[Preferences], Preferences]) -> Preferences:
+        """Store ``change`` of what ``address`` has now, under the address's lock; the result.
+
+        On PostgreSQL the lock is held until the current transaction ends: take the locks
+        of several addresses in sorted order, so that two writers cannot deadlock.
+        """
+        with self._locked(address):
+            current = self.read(address)
+            updated = change(current)
+            if updated != current:
+                obj = {"email": address.lower(), **updated.to_json()}
+                self.storage.update(
+                    resource_name=RESOURCE, parent_id=PARENT, object_id=object_id(address), obj=obj
+                )
+        return updated

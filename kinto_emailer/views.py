@@ -7,6 +7,7 @@ to its address is stopped. A ``GET`` never changes anything (mail scanners follo
 links); a ``POST`` does exactly what its button says.
 """
 
+import contextlib
 import html
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -191,16 +192,16 @@ def unsubscribe_post(request: Request) -> Response:
     200 when they are all off; 409 when some cannot be (locked), saying which.
     """
     grant = _grant(request)
-    store = PreferenceStore(request.registry.storage)
-    preferences = store.read(grant.recipient)
-    scopes = preferences.scopes
-    locked = []
-    for scope in grant.scopes:
-        try:
-            scopes = choose(scopes, scope, "off", known=False)
-        except LockedScope:
-            locked.append(scope)
-    store.write(grant.recipient, replace(preferences, scopes=scopes))
+
+    def turn_off(preferences: Preferences) -> Preferences:
+        scopes = preferences.scopes
+        for scope in grant.scopes:
+            with contextlib.suppress(LockedScope):
+                scopes = choose(scopes, scope, "off", known=False)
+        return replace(preferences, scopes=scopes)
+
+    preferences = PreferenceStore(request.registry.storage).update(grant.recipient, turn_off)
+    locked = _locked(preferences, grant.scopes)
     stopped = [scope for scope in grant.scopes if scope not in locked]
     recipient = f"<strong>{html.escape(grant.recipient)}</strong>"
     content = ""
@@ -228,9 +229,9 @@ def suppress_post(request: Request) -> Response:
     value = request.POST.get("suppressed")
     if value not in ("true", "false"):
         return page("This form was not understood", "<p>Nothing was changed.</p>", 400)
-    store = PreferenceStore(request.registry.storage)
-    preferences = store.read(grant.recipient)
-    store.write(grant.recipient, replace(preferences, suppressed=value == "true"))
+    PreferenceStore(request.registry.storage).update(
+        grant.recipient, lambda preferences: replace(preferences, suppressed=value == "true")
+    )
     return HTTPSeeOther(_link(request, "emailer-page", saved="1"))
 
 
@@ -275,16 +276,18 @@ def preferences_get(request: Request) -> Response:
 
 def preferences_post(request: Request) -> Response:
     grant = _grant(request)
-    store = PreferenceStore(request.registry.storage)
-    preferences = store.read(grant.recipient)
-    scopes = preferences.scopes
-    for uri in grant.scopes:
-        scope = scopes.get(uri, Scope())
-        choice = request.POST.get(uri)
-        if choice in CHOICES and not scope.locked:
-            choice = None if choice == scope.default else choice
-            scopes = choose(scopes, uri, choice, known=False)
-    store.write(grant.recipient, replace(preferences, scopes=scopes))
+
+    def save(preferences: Preferences) -> Preferences:
+        scopes = preferences.scopes
+        for uri in grant.scopes:
+            scope = scopes.get(uri, Scope())
+            choice = request.POST.get(uri)
+            if choice in CHOICES and not scope.locked:
+                choice = None if choice == scope.default else choice
+                scopes = choose(scopes, uri, choice, known=False)
+        return replace(preferences, scopes=scopes)
+
+    PreferenceStore(request.registry.storage).update(grant.recipient, save)
     return HTTPSeeOther(_link(request, "emailer-page", saved="1"))
 
 
@@ -343,8 +346,6 @@ def api_patch(request: Request) -> dict[str, Any]:
     """``{"data": {"scopes": {URI: "immediate" | "daily" | "weekly" | "off" | null},
     "suppressed": true | false}}``, either or both."""
     address = _address(request)
-    store = PreferenceStore(request.registry.storage)
-    preferences = store.read(address)
     try:
         data = request.json_body["data"]
     except (ValueError, KeyError, TypeError):
@@ -354,22 +355,24 @@ def api_patch(request: Request) -> dict[str, Any]:
     changes = data.get("scopes", {})
     if not isinstance(changes, Mapping):
         raise_invalid(request, name="data.scopes", description="An object of scope URIs.")
-    suppressed = data.get("suppressed", preferences.suppressed)
-    if not isinstance(suppressed, bool):
+    if not isinstance(data.get("suppressed", False), bool):
         raise_invalid(request, name="data.suppressed", description="true or false.")
-    scopes = preferences.scopes
-    for uri, choice in changes.items():
-        name = f"data.scopes.{uri}"
-        try:
-            scopes = choose(scopes, uri, choice)
-        except LockedScope:
-            raise_invalid(request, name=name, description="This mail cannot be changed.")
-        except KeyError:
-            raise_invalid(request, name=name, description="No email comes from this scope.")
-        except ValueError as e:
-            raise_invalid(request, name=name, description=str(e))
-    preferences = Preferences(scopes, suppressed)
-    store.write(address, preferences)
+
+    def apply(preferences: Preferences) -> Preferences:
+        scopes = preferences.scopes
+        for uri, choice in changes.items():
+            name = f"data.scopes.{uri}"
+            try:
+                scopes = choose(scopes, uri, choice)
+            except LockedScope:
+                raise_invalid(request, name=name, description="This mail cannot be changed.")
+            except KeyError:
+                raise_invalid(request, name=name, description="No email comes from this scope.")
+            except ValueError as e:
+                raise_invalid(request, name=name, description=str(e))
+        return Preferences(scopes, data.get("suppressed", preferences.suppressed))
+
+    preferences = PreferenceStore(request.registry.storage).update(address, apply)
     return _as_json(address, preferences)
 
 

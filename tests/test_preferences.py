@@ -4,13 +4,16 @@ import base64
 import html
 import logging
 import re
+import threading
 import time
 import unittest
+import unittest.mock
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 from kinto_emailer import digests, messages, send_digests, tokens
 from kinto_emailer.errors import InvalidLink
+from kinto_emailer.preferences import PreferenceStore
 from kinto_emailer.recipients import parse_mailbox
 from kinto_emailer.settings import EmailerSettings
 from tests.support import EmailerWebTest
@@ -185,6 +188,34 @@ class UnsubscribeTest(RecipientTest):
         self.sink.clear()
         self.app.put_json("/buckets/b2/collections/c/records/r2", headers=self.headers)
         self.assertEqual(self.recipients_of(self.mails()), ["a@example.com", "b@example.com"])
+
+    def test_an_unsubscribe_saved_while_a_new_scope_is_recorded_is_kept(self):
+        self.app.put_json("/buckets/b2", headers=self.headers)
+        self.app.put_json("/buckets/b2/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b2", self.hook)
+        mail = next(m for m in self.create("r1") if m.rcpt_tos == ["a@example.com"])
+        unsubscribe, _ = links(mail)
+        self.sink.clear()
+        # What sends b2's first mail reads a@'s preferences; the one-click unsubscribe of
+        # /buckets/b commits before it records the new scope /buckets/b2.
+        read, unsubscribed = threading.Event(), threading.Event()
+        read_many = PreferenceStore.read_many
+
+        def read_then_wait(store, addresses):
+            found = read_many(store, addresses)
+            if threading.current_thread() is not threading.main_thread() and not read.is_set():
+                read.set()
+                unsubscribed.wait(10)
+            return found
+
+        with unittest.mock.patch.object(PreferenceStore, "read_many", read_then_wait):
+            self.app.put_json("/buckets/b2/collections/c/records/r1", headers=self.headers)
+            self.assertTrue(read.wait(10))
+            self.assertIn("You are unsubscribed", self.post(unsubscribe).text)
+            unsubscribed.set()
+            self.assertEqual(self.recipients_of(self.mails()), ["a@example.com", "b@example.com"])
+        self.sink.clear()
+        self.assertEqual(self.recipients_of(self.create("r2")), ["b@example.com"])
 
     def test_bad_links_are_refused_and_change_nothing(self):
         [mail, _] = self.create("r1")
