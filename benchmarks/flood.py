@@ -20,8 +20,8 @@ from kinto import main as kinto_main
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from kinto_emailer import jobs, messages  # noqa: E402
-from kinto_emailer.recipients import parse_mailbox  # noqa: E402
+from benchmarks.run import drafts  # noqa: E402
+from kinto_emailer import jobs  # noqa: E402
 from tests.support import ALICE, POSTGRESQL_URL, SMTPSink, app_settings  # noqa: E402
 
 
@@ -60,19 +60,7 @@ def make_app(port: int) -> webtest.TestApp:
 
 
 def flood(count: int) -> None:
-    sender, recipient = parse_mailbox("kinto@example.com"), parse_mailbox("a@example.com")
-    items = [
-        messages.Draft(
-            sender,
-            recipient,
-            f"Record {i} created",
-            f"/buckets/flood/collections/c/records/{i}",
-            f"/buckets/flood/collections/c/records/{i}",
-            "http://localhost/v1/",
-            key=messages.idempotency_key("flood", time.time_ns(), i),
-        )
-        for i in range(count)
-    ]
+    items = drafts(count, bucket="flood")
     with psycopg.connect(DATABASE) as connection:
         for start in range(0, count, 1000):
             jobs.defer(connection, items[start : start + 1000])

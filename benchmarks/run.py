@@ -432,15 +432,15 @@ def digest_rows(sink: SMTPSink) -> list[tuple]:
     ]
 
 
-def drafts(count: int) -> list[messages.Draft]:
+def drafts(count: int, bucket: str = "b") -> list[messages.Draft]:
     sender, recipient = parse_mailbox("Kinto <kinto@example.com>"), parse_mailbox("a@example.com")
     return [
         messages.Draft(
             sender,
             recipient,
             f"Record {i} created",
-            f"created /buckets/b/collections/c/records/{i}",
-            f"/buckets/b/collections/c/records/{i}",
+            f"created /buckets/{bucket}/collections/c/records/{i}",
+            f"/buckets/{bucket}/collections/c/records/{i}",
             "http://localhost/v1/",
             key=messages.idempotency_key("bench", time.time_ns(), i),
         )
