@@ -25,12 +25,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import transaction
 from pyramid.exceptions import ConfigurationError
 from pyramid_mailer.mailer import Mailer
 from repoze.sendmail.delivery import QueuedMailDelivery
+from repoze.sendmail.maildir import TransactionCommitted
 
 from kinto_emailer.listener import Change
 from kinto_emailer.messages import Draft, Outgoing, build
@@ -520,6 +521,28 @@ def _after_commit(committed: bool, put: Callable[[T], None], item: T) -> None:
         put(item)
 
 
+class MaildirDelivery(QueuedMailDelivery):
+    """repoze.sendmail's Maildir queue, without an error logged after every commit.
+
+    Once a transaction's after-commit hooks ran, the transaction package aborts its
+    resources again to clean them up; repoze's message, already committed, then raises
+    TransactionCommitted, which is logged as an error though the message is queued.
+    """
+
+    def createDataManager(self, *args: Any, **kw: Any) -> Any:  # noqa: N802 (repoze's name)
+        manager = super().createDataManager(*args, **kw)
+        abort = manager.onAbort
+
+        def abort_unless_committed() -> None:
+            try:
+                abort()
+            except TransactionCommitted:
+                pass
+
+        manager.onAbort = abort_unless_committed
+        return manager
+
+
 def prepare_maildir(path: str) -> None:
     """Create the Maildir folders, so that an existing empty folder works too."""
     try:
@@ -542,10 +565,10 @@ class Delivery:
     ) -> None:
         self.outbox = outbox
         self.queue = queue
-        self.maildir: QueuedMailDelivery | None = None
+        self.maildir: MaildirDelivery | None = None
         if settings.queue_path is not None:
             prepare_maildir(settings.queue_path)
-            self.maildir = QueuedMailDelivery(settings.queue_path)
+            self.maildir = MaildirDelivery(settings.queue_path)
 
     def record(self, change: Change) -> None:
         """Take note of a change of the current transaction: it mails once committed."""

@@ -165,6 +165,17 @@ class MaildirQueueTest(EmailerWebTest):
         self.assertEqual(os.listdir(os.path.join(self.queue_path, "tmp")), [])
         self.assertEqual(self.mails(), [])
 
+    def test_a_committed_write_logs_no_error(self):
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", {**HOOK, "resource_name": "record"})
+        with self.assertLogs(level=logging.DEBUG) as logs:
+            self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
+        self.assertEqual([r for r in logs.records if r.levelno >= logging.ERROR], [])
+        queue = mailbox.Maildir(self.queue_path, create=False)
+        self.assertEqual(len(queue), 1)
+        queue.clear()  # The other tests count the queue from empty.
+
 
 class DebugMailerTest(EmailerWebTest):
     @classmethod
