@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import transaction
 from pyramid.exceptions import ConfigurationError
-from pyramid_mailer.mailer import Mailer
+from pyramid_mailer.mailer import Mailer, SMTP_SSLMailer
 from repoze.sendmail.delivery import QueuedMailDelivery
 from repoze.sendmail.maildir import TransactionCommitted
 
@@ -135,7 +135,8 @@ class SMTPTransport:
 
     def connect(self) -> smtplib.SMTP:
         smtp = self.smtp
-        if smtp.ssl:
+        # pyramid_mailer makes an SMTP_SSLMailer for mail.ssl, but leaves its ssl flag off.
+        if smtp.ssl or isinstance(smtp, SMTP_SSLMailer):
             context = ssl.create_default_context()
             certfile = getattr(smtp, "certfile", None)
             if certfile:

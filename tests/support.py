@@ -3,6 +3,7 @@
 import asyncio
 import os
 import socket
+import ssl
 import threading
 import time
 import unittest
@@ -59,10 +60,15 @@ class SMTPSink:
     delay: float = 0.0
     received: list[Received] = field(default_factory=list)
     attempts: list[tuple[float, str]] = field(default_factory=list)
+    ssl_context: ssl.SSLContext | None = None
+    """TLS from the first byte (SMTPS, as on port 465)."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller = self._controller()
+
+    def _controller(self) -> Controller:
+        return Controller(self, hostname="127.0.0.1", port=self.port, ssl_context=self.ssl_context)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         self.attempts.append((time.monotonic(), address))
@@ -96,7 +102,7 @@ class SMTPSink:
     def restart(self) -> None:
         """Listen again on the same port, as a server back from an outage."""
         self.stop()
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller = self._controller()
         self.start()
 
     def clear(self) -> None:

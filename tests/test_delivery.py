@@ -2,9 +2,12 @@
 
 import logging
 import os
+import ssl
 import subprocess
 import sys
+import tempfile
 import textwrap
+from unittest import mock
 
 from kinto_emailer.delivery import Breaker
 from tests.support import EmailerWebTest, SilentServer, SMTPSink, eventually
@@ -12,6 +15,47 @@ from tests.support import EmailerWebTest, SilentServer, SMTPSink, eventually
 
 HOOK = {"template": "{uri}", "recipients": ["a@example.com"], "resource_name": "record"}
 DELAYS = (0.2, 0.4, 0.8)
+
+
+class ImplicitTLSTest(EmailerWebTest):
+    """``mail.ssl``: TLS from the first byte (port 465), the server's certificate checked."""
+
+    extra_settings = {"mail.ssl": "true"}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.certificates = tempfile.TemporaryDirectory()
+        certificate = os.path.join(cls.certificates.name, "certificate.pem")
+        key = os.path.join(cls.certificates.name, "key.pem")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+            + ["-keyout", key, "-out", certificate, "-subj", "/CN=127.0.0.1"]
+            + ["-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True,
+            capture_output=True,
+        )
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certificate, key)
+        # The client trusts this server as it would a real one's: through its CA file.
+        cls.trust = mock.patch.dict(os.environ, {"SSL_CERT_FILE": certificate})
+        cls.trust.start()
+        cls.sink = SMTPSink(ssl_context=context).start()
+        super(EmailerWebTest, cls).setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.trust.stop()
+        cls.certificates.cleanup()
+
+    def test_mail_goes_over_tls_from_the_first_byte(self):
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", {"template": "{uri}", "recipients": ["a@example.com"]})
+        self.app.put_json("/buckets/b/collections/c/records/r", headers=self.headers)
+        [mail] = self.mails()
+        self.assertEqual(mail.body, "/buckets/b/collections/c/records/r")
+        self.assertEqual(list(self.registry.emailer_outbox.failures), [])
 
 
 class DeliveryTest(EmailerWebTest):
