@@ -35,7 +35,7 @@ from kinto_emailer.listener import (
     drafts_for_changes,
     send_notification,
 )
-from kinto_emailer.settings import EmailerSettings, parse_settings
+from kinto_emailer.settings import EmailerSettings, parse_settings, with_environment
 from kinto_emailer.validation import EmailerStorage, invalid_hook_view
 
 
@@ -96,7 +96,7 @@ def send_digests(registry: Registry, at: datetime) -> int:
 
 
 def includeme(config: Configurator) -> None:
-    settings = config.get_settings()
+    settings = with_environment(config.get_settings())
     emailer_settings = parse_settings(settings)
     mailer = mailer_from_settings(settings)
 

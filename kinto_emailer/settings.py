@@ -297,18 +297,43 @@ _PARSERS = {
 }
 
 
-def _from_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """``KINTO_EMAILER_<NAME>`` variables, as ``emailer.<name>`` keys.
+MAIL_KEYS = (
+    "host",
+    "port",
+    "username",
+    "password",
+    "tls",
+    "ssl",
+    "keyfile",
+    "certfile",
+    "queue_path",
+    "debug",
+    "default_sender",
+    "debug_mailer",
+    "top_level_directory",
+)
+"""The ``mail.*`` keys of pyramid_mailer and of its debug mailer."""
+
+
+def with_environment(
+    settings: Mapping[str, Any], environ: Mapping[str, str] = os.environ
+) -> dict[str, Any]:
+    """``settings`` with the variables of the keys the ini file leaves out.
 
     Kinto reads the environment only for keys its ini file or defaults hold: without
-    this, a variable for a key left out of the file (the bounds, commented in the
-    shipped files) would be silently ignored.
+    this, ``KINTO_EMAILER_MAX_HOOKS`` or ``MAIL_PORT`` for a key left out of the file (the
+    bounds, commented in the shipped files; the SMTP server of ``config/kinto.ini``)
+    would be silently ignored. As Kinto does, ``KINTO_MAIL_PORT`` counts too.
     """
-    return {
-        f"{PREFIX}{name}": environ[variable]
-        for name in _PARSERS
-        if (variable := f"KINTO_EMAILER_{name.upper()}") in environ
-    }
+    names = [f"{PREFIX}{name}" for name in _PARSERS] + [f"mail.{key}" for key in MAIL_KEYS]
+    found = {}
+    for key in names:
+        variable = key.replace(".", "_").upper()
+        for candidate in (f"KINTO_{variable}", variable):
+            if candidate in environ:
+                found[key] = environ[candidate]
+                break
+    return {**found, **settings}
 
 
 def parse_settings(
@@ -320,7 +345,8 @@ def parse_settings(
     to a default.
     """
     values: dict[str, Any] = {}
-    for key, raw in {**_from_environment(environ), **settings}.items():
+    settings = with_environment(settings, environ)
+    for key, raw in settings.items():
         if not key.startswith(PREFIX):
             continue
         name = key[len(PREFIX) :]

@@ -11,6 +11,7 @@ from kinto import main as kinto_main
 from kinto.plugins import accounts
 from pyramid.exceptions import ConfigurationError
 from pyramid.paster import get_appsettings
+from pyramid_mailer import IMailer
 
 from kinto_emailer.settings import EmailerSettings, parse_settings
 from tests.support import app_settings
@@ -237,6 +238,20 @@ class ConfigFilesTest(unittest.TestCase):
                 "/v1/buckets/b", body, headers=headers, status=400
             )
             self.assertIn("kinto.emailer.max_hooks", response.json["message"])
+        finally:
+            app.registry.emailer_delivery.close(timeout=5)
+
+    def test_mail_variables_set_keys_left_out_of_the_file(self):
+        # config/kinto.ini names no SMTP server: MAIL_HOST and MAIL_PORT still count.
+        app = self.start(
+            "kinto.ini",
+            KINTO_USERID_HMAC_SECRET="a long random value, really",
+            MAIL_HOST="smtp.example.net",
+            MAIL_PORT="2525",
+        )
+        try:
+            smtp = app.registry.getUtility(IMailer).smtp_mailer
+            self.assertEqual((smtp.hostname, int(smtp.port)), ("smtp.example.net", 2525))
         finally:
             app.registry.emailer_delivery.close(timeout=5)
 
