@@ -51,13 +51,17 @@ class MemoryTally:
         self._count = count
         self._lock = threading.Lock()
         self._usage: dict[tuple[datetime, str], Usage] = {}
+        self._newest: datetime | None = None
 
     @contextmanager
     def usage(self, window: datetime, keys: Sequence[str]) -> Iterator[dict[str, Usage]]:
         with self._lock:
-            # Windows older than the one before are over: forget them.
-            for stale in [k for k in self._usage if k[0] < window - WINDOW]:
-                del self._usage[stale]
+            # Windows older than the one before the newest are over: forgotten once, when
+            # a newer window starts, not looked for at every change.
+            if self._newest is None or window > self._newest:
+                self._newest = window
+                for stale in [k for k in self._usage if k[0] < window - WINDOW]:
+                    del self._usage[stale]
             yield {key: self._usage.setdefault((window, key), Usage()) for key in keys}
 
     def limited(self, n: int) -> None:
@@ -70,6 +74,7 @@ class MemoryTally:
         """Forgotten with Kinto's data, as the queue's tables are."""
         with self._lock:
             self._usage.clear()
+            self._newest = None
 
 
 def window_of(moment: datetime) -> datetime:
