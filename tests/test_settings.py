@@ -1,6 +1,7 @@
 """Settings are parsed once at startup; a bad one stops Kinto, naming the key."""
 
 import base64
+import contextlib
 import os
 import re
 import unittest
@@ -178,6 +179,9 @@ class VerifiedPrincipalsTest(unittest.TestCase):
         self.assertIn("'ldap'", str(cm.exception))
 
 
+USABLE_SECRET = "a long random value, really"
+
+
 class ConfigFilesTest(unittest.TestCase):
     """The shipped ini files are safe to copy: no open doors, no secret in them."""
 
@@ -195,6 +199,15 @@ class ConfigFilesTest(unittest.TestCase):
         clean = {k: v for k, v in os.environ.items() if "SECRET" not in k}
         with mock.patch.dict(os.environ, {**clean, **environ}, clear=True):
             return kinto_main({}, **{**self.settings(name), **memory})
+
+    @contextlib.contextmanager
+    def running(self, name, **environ):
+        """The app of ``name`` with a usable secret, its delivery closed after the block."""
+        app = self.start(name, KINTO_USERID_HMAC_SECRET=USABLE_SECRET, **environ)
+        try:
+            yield app
+        finally:
+            app.registry.emailer_delivery.close(timeout=5)
 
     def test_nobody_anonymous_creates_buckets_or_accounts(self):
         for name in CONFIGS:
@@ -217,20 +230,12 @@ class ConfigFilesTest(unittest.TestCase):
                 with self.assertRaises(ConfigurationError) as cm:
                     self.start(name, KINTO_USERID_HMAC_SECRET="change-me-please-1234")
                 self.assertIn("'kinto.userid_hmac_secret'", str(cm.exception))
-                app = self.start(name, KINTO_USERID_HMAC_SECRET="a long random value, really")
-                self.assertEqual(
-                    app.registry.emailer_settings.secret, "a long random value, really"
-                )
-                app.registry.emailer_delivery.close(timeout=5)
+                with self.running(name) as app:
+                    self.assertEqual(app.registry.emailer_settings.secret, USABLE_SECRET)
 
     def test_the_environment_sets_a_key_left_out_of_the_file(self):
         # Both files leave the bounds out (commented): the README's variables still count.
-        app = self.start(
-            "kinto.ini",
-            KINTO_USERID_HMAC_SECRET="a long random value, really",
-            KINTO_EMAILER_MAX_HOOKS="1",
-        )
-        try:
+        with self.running("kinto.ini", KINTO_EMAILER_MAX_HOOKS="1") as app:
             hook = {"template": "{uri}", "recipients": ["a@example.com"]}
             body = {"data": {"kinto-emailer": {"hooks": [hook, hook]}}}
             headers = {"Authorization": "Basic " + base64.b64encode(b"alice:s").decode()}
@@ -238,22 +243,12 @@ class ConfigFilesTest(unittest.TestCase):
                 "/v1/buckets/b", body, headers=headers, status=400
             )
             self.assertIn("kinto.emailer.max_hooks", response.json["message"])
-        finally:
-            app.registry.emailer_delivery.close(timeout=5)
 
     def test_mail_variables_set_keys_left_out_of_the_file(self):
         # config/kinto.ini names no SMTP server: MAIL_HOST and MAIL_PORT still count.
-        app = self.start(
-            "kinto.ini",
-            KINTO_USERID_HMAC_SECRET="a long random value, really",
-            MAIL_HOST="smtp.example.net",
-            MAIL_PORT="2525",
-        )
-        try:
+        with self.running("kinto.ini", MAIL_HOST="smtp.example.net", MAIL_PORT="2525") as app:
             smtp = app.registry.getUtility(IMailer).smtp_mailer
             self.assertEqual((smtp.hostname, int(smtp.port)), ("smtp.example.net", 2525))
-        finally:
-            app.registry.emailer_delivery.close(timeout=5)
 
 
 class StartupTest(unittest.TestCase):
