@@ -106,9 +106,9 @@ def with_links(
     """``draft`` with its signed links, for mail that came from ``scopes``.
 
     Without ``unsubscribe`` (mail that recipients cannot turn off), the preferences link
-    only. Without a public URL (``draft.root_url``), no links.
+    only. Without a public URL (``draft.root_url``) or a secret, no links.
     """
-    if not draft.root_url:
+    if not draft.root_url or not secret:
         return draft
     token = _token(secret, draft.recipient.addr_spec, scopes, draft.created.timestamp())
     pages = f"{draft.root_url}emailer/"

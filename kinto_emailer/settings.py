@@ -63,7 +63,8 @@ class EmailerSettings:
     stalled_timeout: float = 30.0
     """With PostgreSQL storage: seconds before a silent worker's messages go to the others."""
     secret: str = ""
-    """Signs the links of unsubscribe and preference pages (else ``userid_hmac_secret``)."""
+    """Signs the links of unsubscribe and preference pages (else ``userid_hmac_secret``);
+    empty: emails have no links."""
     verified_principals: tuple[str, ...] = ()
     """Principal prefixes whose user ids are addresses their users proved they own."""
     link_max_age: float = 90 * 24 * 3600.0
@@ -358,13 +359,16 @@ def parse_settings(
 
     if "secret" not in values:
         fallback = settings.get("userid_hmac_secret")
-        if not fallback:
-            raise ConfigurationError(
-                "Setting 'kinto.emailer.secret' is needed to sign the unsubscribe links of"
-                " emails (or set 'kinto.userid_hmac_secret', used when it is absent, for"
-                " example from the environment: KINTO_USERID_HMAC_SECRET)"
+        if fallback:
+            values["secret"] = _secret("userid_hmac_secret", fallback)
+        else:
+            # As kinto-emailer 4.x, whose mail had no links: such configurations still start.
+            logger.warning(
+                "Emails will have no unsubscribe or preferences links (nor List-Unsubscribe):"
+                " set 'kinto.emailer.secret' or 'kinto.userid_hmac_secret' to a long random"
+                " value that signs them, for example from the environment:"
+                " KINTO_USERID_HMAC_SECRET"
             )
-        values["secret"] = _secret("userid_hmac_secret", fallback)
     accounts_listed = sorted(
         _accounts_prefixes(settings) & set(values.get("verified_principals", ()))
     )

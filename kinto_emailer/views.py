@@ -21,6 +21,7 @@ from pyramid.httpexceptions import (
     HTTPException,
     HTTPForbidden,
     HTTPGone,
+    HTTPNotFound,
     HTTPSeeOther,
     HTTPUnauthorized,
 )
@@ -103,14 +104,26 @@ def _grant(request: Request) -> tokens.Grant:
     return tokens.verify(settings.secret, request.params.get("token", ""), settings.link_max_age)
 
 
-def invalid_link_view(exc: InvalidLink, request: Request) -> HTTPException:
-    """A clear 4xx that changes nothing: 410 for an expired link, else 400."""
-    error = HTTPGone() if exc.expired else HTTPBadRequest()
-    text = page("This link does not work", f"<p>{html.escape(str(exc))}</p>", error.code)
+def _broken_link(error: HTTPException, reason: str) -> HTTPException:
+    text = page("This link does not work", f"<p>{html.escape(reason)}</p>", error.code)
     # An HTTP error, not a plain response: Kinto's batch requests raise what they get.
     error.headers.update(text.headers)
     error.body = text.body
     return error
+
+
+def invalid_link_view(exc: InvalidLink, request: Request) -> HTTPException:
+    """A clear 4xx that changes nothing: 410 for an expired link, else 400."""
+    return _broken_link(HTTPGone() if exc.expired else HTTPBadRequest(), str(exc))
+
+
+def unsigned_link_view(request: Request) -> HTTPException:
+    """Without a secret no token can be checked: every link is unknown here (404)."""
+    return _broken_link(
+        HTTPNotFound(),
+        "This server sends emails with no links now, so it cannot check this one:"
+        " nothing was changed.",
+    )
 
 
 def _link(request: Request, route: str, **query: str) -> str:
@@ -391,6 +404,7 @@ def includeme(config: Any) -> None:
     for route, path in {**PAGES, "emailer-preferences": "/emailer/preferences"}.items():
         config.add_route(route, path)
     public = {"permission": NO_PERMISSION_REQUIRED}
+    signed = bool(config.registry.emailer_settings.secret)
     for route, method, view in [
         ("emailer-unsubscribe", "GET", unsubscribe_get),
         ("emailer-unsubscribe", "POST", unsubscribe_post),
@@ -398,6 +412,7 @@ def includeme(config: Any) -> None:
         ("emailer-page", "GET", preferences_get),
         ("emailer-page", "POST", preferences_post),
     ]:
+        view = view if signed else unsigned_link_view
         config.add_view(view, route_name=route, request_method=method, **public)
     for method, view in [("GET", api_get), ("PATCH", api_patch)]:
         config.add_view(

@@ -1,12 +1,14 @@
 """Links of emails come from the configuration, never from the Host header of a request."""
 
 import logging
+import time
 import unittest
 from urllib.parse import urlsplit
 
 from kinto import main as kinto_main
 from pyramid.exceptions import ConfigurationError
 
+from kinto_emailer import tokens
 from kinto_emailer.settings import parse_settings
 from tests.support import EmailerWebTest, app_settings
 
@@ -149,3 +151,37 @@ class NoLinksTest(LinksTest):
             self.assertEqual(mail.text.strip(), "See")
             self.assertIsNone(mail.message["List-Unsubscribe"])
             self.assertIsNone(mail.message["List-Unsubscribe-Post"])
+
+
+class NoSecretTest(LinksTest):
+    """Neither ``kinto.emailer.secret`` nor ``kinto.userid_hmac_secret`` (Remote Settings'
+    testing configuration): mail goes out without links, and the pages sign nothing."""
+
+    extra_settings = {"userid_hmac_secret": ""}
+
+    def test_mail_has_no_links_but_its_root_url(self):
+        for mail in self.anonymous_writes():
+            self.assertEqual(mail.text.strip(), "See http://localhost/v1/")
+            self.assertIsNone(mail.message["List-Unsubscribe"])
+            self.assertIsNone(mail.message["List-Unsubscribe-Post"])
+
+    def test_the_pages_of_links_are_not_found_and_change_nothing(self):
+        # Signed with the empty secret: what a forger would try first.
+        token = tokens.sign("", "a@example.com", ("/buckets/b",), time.time())
+        for method, page in [
+            ("GET", "unsubscribe"),
+            ("POST", "unsubscribe"),
+            ("GET", "page"),
+            ("POST", "page"),
+            ("POST", "suppress"),
+        ]:
+            with self.subTest(method=method, page=page):
+                url = f"/emailer/{page}?token={token}"
+                if method == "GET":
+                    response = self.app.get(url, status=404)
+                else:
+                    form = {"suppressed": "true", "/buckets/b": "off"}
+                    response = self.app.post(url, form, status=404)
+                self.assertEqual(response.content_type, "text/html")
+                self.assertIn("no links", response.text)
+        self.assertEqual(len(self.anonymous_writes()), 2)

@@ -157,6 +157,11 @@ class NoLinksTest(PostgreSQL, links.NoLinksTest):
 
 
 @skip_unless_postgresql
+class NoSecretTest(PostgreSQL, links.NoSecretTest):
+    pass
+
+
+@skip_unless_postgresql
 class LockedDigestTest(PostgreSQL, preferences.LockedDigestTest):
     pass
 

@@ -2,6 +2,7 @@
 
 import base64
 import contextlib
+import logging
 import os
 import re
 import unittest
@@ -35,10 +36,15 @@ class ParseSettingsTest(unittest.TestCase):
         settings = {"userid_hmac_secret": "a secret of Kinto's"}
         self.assertEqual(parse_settings(settings), EmailerSettings(secret="a secret of Kinto's"))
 
-    def test_a_secret_is_needed_to_sign_links(self):
-        with self.assertRaises(ConfigurationError) as cm:
-            parse_settings({})
-        self.assertIn("'kinto.emailer.secret'", str(cm.exception))
+    def test_without_a_secret_links_are_off_and_one_warning_says_how_to_sign_them(self):
+        public = {"emailer.public_url": "https://kinto.example.com/v1/"}
+        for settings in ({}, {"userid_hmac_secret": ""}):
+            with self.subTest(settings=settings):
+                with self.assertLogs("kinto_emailer", logging.WARNING) as logs:
+                    self.assertEqual(parse_settings({**public, **settings}).secret, "")
+                [warning] = logs.output
+                for name in ("kinto.emailer.secret", "kinto.userid_hmac_secret", "links"):
+                    self.assertIn(name, warning)
         settings = {"emailer.secret": "0123456789abcdef", "userid_hmac_secret": "other"}
         self.assertEqual(parse_settings(settings).secret, "0123456789abcdef")
 
@@ -224,9 +230,12 @@ class ConfigFilesTest(unittest.TestCase):
                 settings = self.settings(name)
                 self.assertNotIn("userid_hmac_secret", settings)
                 self.assertNotIn("emailer.secret", settings)
-                with self.assertRaises(ConfigurationError) as cm:
-                    self.start(name)
-                self.assertIn("'kinto.userid_hmac_secret'", str(cm.exception))
+                # Without one, Kinto starts and the emails have no links.
+                with self.assertLogs("kinto_emailer", logging.WARNING) as logs:
+                    app = self.start(name)
+                app.registry.emailer_delivery.close(timeout=5)
+                self.assertEqual(app.registry.emailer_settings.secret, "")
+                self.assertIn("KINTO_USERID_HMAC_SECRET", "\n".join(logs.output))
                 with self.assertRaises(ConfigurationError) as cm:
                     self.start(name, KINTO_USERID_HMAC_SECRET="change-me-please-1234")
                 self.assertIn("'kinto.userid_hmac_secret'", str(cm.exception))
