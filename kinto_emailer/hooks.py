@@ -38,6 +38,9 @@ REVIEW_EVENTS = tuple(
     for name in ("ReviewRequested", "ReviewApproved", "ReviewRejected", "ReviewCanceled")
 )
 KNOWN_EVENTS = RESOURCE_EVENTS + REVIEW_EVENTS
+"""The events this plugin and Kinto's signer send; a hook may name any other event class
+by its path, for events that another plugin sends to :func:`build_notification`."""
+_KNOWN_MODULES = frozenset(name.rsplit(".", 1)[0] for name in KNOWN_EVENTS)
 RESOURCE_NAMES = ("record", "collection", "group")
 ACTIONS = {
     "create": "create",
@@ -51,7 +54,6 @@ ACTIONS = {
 _EXACT_VALUES: dict[str, tuple[str, ...]] = {
     "resource_name": RESOURCE_NAMES,
     "action": tuple(ACTIONS),
-    "event": KNOWN_EVENTS,
 }
 
 _STRING = {"type": "string"}
@@ -227,6 +229,17 @@ def _path(*parts: object) -> str:
     return ".".join(["data", METADATA_KEY, *(str(p) for p in parts)])
 
 
+def _is_event_class(value: str) -> bool:
+    """A known event, or what another module's class is called (``module.Class``), as
+    kinto-emailer 4.x matched it. In the known events' modules, only those are sent."""
+    if value in KNOWN_EVENTS:
+        return True
+    module, _, name = value.rpartition(".")
+    return module not in _KNOWN_MODULES and all(
+        part.isidentifier() for part in (*module.split("."), name)
+    )
+
+
 def parse_filter(field: str, value: str, path: str) -> Filter:
     """One filter of a hook: an exact value, or a regular expression (``^...``)."""
     if value.startswith("^"):
@@ -238,6 +251,13 @@ def parse_filter(field: str, value: str, path: str) -> Filter:
     if allowed is not None and value not in allowed:
         raise InvalidHook(
             path, f"{value!r} is not one of {', '.join(allowed)} (or a regular expression: ^...)"
+        )
+    if field == "event" and not _is_event_class(value):
+        raise InvalidHook(
+            path,
+            f"{value!r} is not one of {', '.join(KNOWN_EVENTS)}, nor the path of another"
+            " module's event class, such as 'mylib.events.Published' (or a regular"
+            " expression: ^...)",
         )
     if field == "action":
         value = ACTIONS[value]

@@ -35,12 +35,14 @@ _PAYLOAD_KEYS = frozenset(
 
 
 def event_names(event: object) -> tuple[str, ...]:
-    """The names an ``event`` filter can match; signer events answer to both their modules."""
-    if isinstance(event, ResourceChanged | AfterResourceChanged):
-        return hooks.RESOURCE_EVENTS
+    """The names an ``event`` filter can match: its class path (as 4.x matched it), and
+    those of a change or of a review (signer events answer to both their modules)."""
     cls = type(event)
     name = f"{cls.__module__}.{cls.__qualname__}"
-    aliases = tuple(n for n in hooks.REVIEW_EVENTS if n.rsplit(".", 1)[1] == cls.__name__)
+    if isinstance(event, ResourceChanged | AfterResourceChanged):
+        aliases = hooks.RESOURCE_EVENTS
+    else:
+        aliases = tuple(n for n in hooks.REVIEW_EVENTS if n.rsplit(".", 1)[1] == cls.__name__)
     return (name, *(a for a in aliases if a != name))
 
 

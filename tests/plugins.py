@@ -2,11 +2,11 @@
 
 ``failing`` makes a write fail after kinto_emailer prepared its emails, as another
 plugin's check would. ``review`` fires review events shaped like those of Kinto's
-signer, from a before-commit hook as the signer does, and subscribes
-``kinto_emailer.send_notification`` to them as the signer does. ``recording_metrics``
-keeps the counts sent to Kinto's metrics. ``ForwardedEmailPolicy`` authenticates as
-Kinto does behind a proxy that proved the user's address (oauth2-proxy's
-``X-Forwarded-Email``).
+signer (and ``Published``, another plugin's), from a before-commit hook as the signer
+does, and subscribes ``kinto_emailer.send_notification`` to them as the signer does.
+``recording_metrics`` keeps the counts sent to Kinto's metrics. ``ForwardedEmailPolicy``
+authenticates as Kinto does behind a proxy that proved the user's address
+(oauth2-proxy's ``X-Forwarded-Email``).
 """
 
 from typing import Any
@@ -43,6 +43,10 @@ class ReviewApproved(BaseEvent):
     pass
 
 
+class Published(BaseEvent):
+    """An event of another plugin, that hooks name by its class path."""
+
+
 def fail_on_flagged_records(event: Any) -> None:
     if any((o.get("new") or {}).get("fail") for o in event.impacted_objects):
         raise RuntimeError("refused by another plugin")
@@ -69,6 +73,8 @@ def _send_review_events(event: Any) -> None:
             )
         elif status == "to-sign":
             review = ReviewApproved(**common)
+        elif status == "published":
+            review = Published(**common)
         else:
             continue
         event.request.registry.notify(review)
@@ -87,6 +93,7 @@ def review(config: Configurator) -> None:
     )
     config.add_subscriber(send_notification, ReviewRequested)
     config.add_subscriber(send_notification, ReviewApproved)
+    config.add_subscriber(send_notification, Published)
 
 
 class RecordingMetrics(NoOpMetricsService):

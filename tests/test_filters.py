@@ -9,9 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 import transaction
+from kinto.core.events import ResourceChanged
 
 from kinto_emailer import hooks
 from kinto_emailer.errors import InvalidHook
+from kinto_emailer.listener import event_names
+from tests.plugins import Published
 from tests.support import EmailerWebTest, skip_unless_postgresql
 from tests.test_postgresql import PostgreSQL
 
@@ -111,6 +114,51 @@ class RegexFilterTest(EmailerWebTest):
 @skip_unless_postgresql
 class RegexFilterPostgreSQLTest(PostgreSQL, RegexFilterTest):
     pass
+
+
+class Retitled(ResourceChanged):
+    """A change that another plugin notifies as a kind of its own."""
+
+
+class EventFilterTest(unittest.TestCase):
+    """kinto-emailer 4.x matched ``event`` against any event's class path."""
+
+    def test_any_event_class_path_is_accepted_beside_the_known_names(self):
+        for value in (
+            *hooks.KNOWN_EVENTS,
+            "mylib.MyEvent",
+            "mylib.events.Outer.Inner",
+            "plugin_ü.Événement",
+        ):
+            with self.subTest(value):
+                self.assertEqual(hooks.parse_filter("event", value, "p").value, value)
+
+    def test_an_event_answers_to_its_own_class_path(self):
+        cases = [
+            (ResourceChanged({}, [], None), set(hooks.RESOURCE_EVENTS)),
+            (Retitled({}, [], None), {"tests.test_filters.Retitled", *hooks.RESOURCE_EVENTS}),
+            (Published(None, {}, [], None, None), {"tests.plugins.Published"}),
+        ]
+        for event, names in cases:
+            with self.subTest(type(event).__name__):
+                self.assertEqual(set(event_names(event)), names)
+
+    def test_what_no_event_class_is_called_is_refused(self):
+        for value in (
+            "MyEvent",
+            "mylib.",
+            "mylib..MyEvent",
+            "mylib.1Event",
+            "mylib.My Event",
+            "mylib.MyEvent\n",
+            # A typo in the modules of the known names: nothing there sends such an event.
+            "kinto.core.events.AfterResourceChange",
+            "kinto_remote_settings.signer.events.ReviewSubmitted",
+        ):
+            with self.subTest(value), self.assertRaises(InvalidHook) as cm:
+                hooks.parse_filter("event", value, "data.kinto-emailer.hooks.0.event")
+            self.assertIn("kinto.core.events.AfterResourceChanged", cm.exception.description)
+            self.assertIn("class", cm.exception.description)
 
 
 class PatternTest(unittest.TestCase):

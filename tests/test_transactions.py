@@ -97,6 +97,19 @@ class EventsTest(EmailerWebTest):
             },
         )
 
+    def test_a_hook_names_any_event_class_by_its_path(self):
+        self.put_hooks(
+            "/buckets/b",
+            {**HOOK, "event": "tests.plugins.Published", "template": "{event} {uri}"},
+            {**HOOK, "event": "mylib.NeverSent"},
+        )
+        self.app.patch_json(
+            "/buckets/b/collections/c1", {"data": {"status": "published"}}, headers=self.headers
+        )
+        self.assertEqual(
+            [m.body for m in self.mails()], ["tests.plugins.Published /buckets/b/collections/c1"]
+        )
+
     def test_hooks_without_event_filter_ignore_review_events(self):
         self.put_hooks("/buckets/b", HOOK)
         self.app.patch_json(
