@@ -64,10 +64,11 @@ def _job_queue(
     count: Counter,
     prepare: "PrepareEach",
 ) -> "JobQueue | None":
-    """Jobs in PostgreSQL when Kinto stores its data there (and no Maildir queue is set)."""
+    """Jobs in PostgreSQL when Kinto stores its data there (and neither a Maildir queue
+    nor the debug mailer, which the request itself fills, is set)."""
     backend = config.registry.storage
     on_postgresql = type(backend).__module__ == "kinto.core.storage.postgresql"
-    if not on_postgresql or settings.queue_path is not None:
+    if not on_postgresql or settings.queue_path is not None or settings.debug:
         return None
     from kinto_emailer import jobs
 

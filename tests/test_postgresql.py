@@ -97,6 +97,11 @@ class MaildirQueueTest(PostgreSQL, transactions.MaildirQueueTest):
 
 
 @skip_unless_postgresql
+class DebugMailerTest(PostgreSQL, transactions.DebugMailerTest):
+    pass
+
+
+@skip_unless_postgresql
 class UnsubscribeTest(PostgreSQL, preferences.UnsubscribeTest):
     pass
 

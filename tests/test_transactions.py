@@ -195,6 +195,7 @@ class DebugMailerTest(EmailerWebTest):
     def setUpClass(cls):
         cls.directory = os.path.join(tempfile.mkdtemp(), "mail")
         cls.extra_settings = {
+            "includes": "kinto_emailer tests.plugins.review",
             "mail.debug_mailer": "true",
             "mail.top_level_directory": cls.directory,
         }
@@ -204,6 +205,32 @@ class DebugMailerTest(EmailerWebTest):
     def tearDownClass(cls):
         super().tearDownClass()
         shutil.rmtree(os.path.dirname(cls.directory))
+
+    def setUp(self):
+        super().setUp()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def files(self) -> list[str]:
+        """The files written so far, read at once: nothing waits for them."""
+        return sorted(os.listdir(self.directory)) if os.path.isdir(self.directory) else []
+
+    def test_the_files_are_written_when_the_client_gets_its_response(self):
+        # As Remote Settings' own email test: it reads the folder right after its PATCH.
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        review = "kinto_remote_settings.signer.events.ReviewRequested"
+        self.put_hooks(
+            "/buckets/b",
+            {**HOOK, "resource_name": "record"},
+            {**HOOK, "event": review, "template": "review of {uri}"},
+        )
+        self.assertEqual(self.files(), [])
+        self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
+        self.assertEqual(len(self.files()), 1)
+        self.app.patch_json(
+            "/buckets/b/collections/c", {"data": {"status": "to-review"}}, headers=self.headers
+        )
+        self.assertEqual(len(self.files()), 2)
 
     def test_each_mail_is_an_eml_file(self):
         self.app.put_json("/buckets/b", headers=self.headers)
