@@ -76,8 +76,9 @@ SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["hooks"],
     "additionalProperties": False,
-    "properties": {"hooks": {"type": "array", "items": HOOK_SCHEMA}},
+    "properties": {"hooks": {"type": "array"}},
 }
+"""The ``kinto-emailer`` object; each of its hooks is checked on its own (:data:`HOOK_SCHEMA`)."""
 _VALIDATOR = jsonschema.Draft7Validator(SCHEMA)
 _HOOK_VALIDATOR = jsonschema.Draft7Validator(HOOK_SCHEMA)
 
@@ -358,18 +359,44 @@ def _too_many(count: int, settings: EmailerSettings) -> str | None:
     )
 
 
-def validate(metadata: Mapping[str, Any], bucket_id: str, settings: EmailerSettings) -> None:
-    """Raise :class:`InvalidHook` for the first problem of ``metadata``'s hooks, if any."""
+def check_hook(raw: Any, index: int, bucket_id: str, settings: EmailerSettings) -> None:
+    """Raise :class:`InvalidHook` for the first problem of the hook at ``index``, if any."""
+    _check_schema(_HOOK_VALIDATOR, raw, "hooks", index)
+    parse_hook(raw, index, bucket_id, settings)
+    _check_bounds(raw, index, settings)
+
+
+Refusal = tuple[int | None, InvalidHook]
+"""A hook's index (None for the list of hooks itself) and why saving it is refused."""
+
+
+def refusals(
+    metadata: Mapping[str, Any], bucket_id: str, settings: EmailerSettings
+) -> list[Refusal]:
+    """Every reason to refuse ``metadata``'s hooks: the list's own, else each hook's first."""
     if METADATA_KEY not in metadata:
-        return
+        return []
     value = metadata[METADATA_KEY]
-    _check_schema(_VALIDATOR, value)
+    try:
+        _check_schema(_VALIDATOR, value)
+    except InvalidHook as e:
+        return [(None, e)]
+    found: list[Refusal] = []
     problem = _too_many(len(value["hooks"]), settings)
     if problem is not None:
-        raise InvalidHook(_path("hooks"), problem)
+        found.append((None, InvalidHook(_path("hooks"), problem)))
     for index, raw in enumerate(value["hooks"]):
-        parse_hook(raw, index, bucket_id, settings)
-        _check_bounds(raw, index, settings)
+        try:
+            check_hook(raw, index, bucket_id, settings)
+        except InvalidHook as e:
+            found.append((index, e))
+    return found
+
+
+def validate(metadata: Mapping[str, Any], bucket_id: str, settings: EmailerSettings) -> None:
+    """Raise :class:`InvalidHook` for the first problem of ``metadata``'s hooks, if any."""
+    for _, problem in refusals(metadata, bucket_id, settings):
+        raise problem
 
 
 def load(

@@ -1,22 +1,29 @@
 """Command line.
 
 ``kinto-send-email CONFIG RECIPIENT`` checks the mail settings end to end;
+``kinto-emailer check CONFIG`` lists the stored hooks that saving would refuse today;
 ``kinto-emailer COMMAND CONFIG`` works on the mail queue of a Kinto on PostgreSQL.
 """
 
 import argparse
+import itertools
 import signal
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import transaction
+from kinto.core.storage import Filter, Sort
+from kinto.core.utils import COMPARISON
 from pyramid.exceptions import ConfigurationError
 from pyramid.paster import bootstrap, setup_logging
 
-from kinto_emailer import messages, recipients, send_digests
+from kinto_emailer import hooks, messages, recipients, send_digests
 from kinto_emailer.errors import EmailerError
+from kinto_emailer.settings import EmailerSettings
 
 
 def _load(config: str) -> Any:
@@ -151,9 +158,61 @@ def install_tables(config: str) -> int:
     return 0
 
 
+PAGE = 1000
+"""Objects per listing: Kinto's backends cap one (``storage_max_fetch_size``)."""
+
+
+def _every(storage: Any, resource_name: str, parent_id: str) -> Iterator[dict[str, Any]]:
+    last = None
+    while True:
+        page = storage.list_all(
+            resource_name=resource_name,
+            parent_id=parent_id,
+            sorting=[Sort("id", 1)],
+            pagination_rules=[[Filter("id", last, COMPARISON.GT)]] if last else None,
+            limit=PAGE,
+        )
+        yield from page
+        if len(page) < PAGE:
+            return
+        last = page[-1]["id"]
+
+
+def stored_refusals(
+    storage: Any, settings: EmailerSettings
+) -> Iterator[tuple[str, hooks.Refusal]]:
+    """The URI of each bucket and collection whose stored hooks saving would refuse, and
+    each reason, as :func:`kinto_emailer.hooks.validate` gives them."""
+    for bucket in _every(storage, "bucket", ""):
+        bucket_uri = f"/buckets/{bucket['id']}"
+        collections = (
+            (f"{bucket_uri}/collections/{c['id']}", c)
+            for c in _every(storage, "collection", bucket_uri)
+        )
+        for uri, metadata in itertools.chain([(bucket_uri, bucket)], collections):
+            for refusal in hooks.refusals(metadata, bucket["id"], settings):
+                yield uri, refusal
+
+
+def check_hooks(config: str) -> int:
+    """List the stored hooks that saving would refuse today; 1 if any, else 0."""
+    registry = _load(config)
+    count = 0
+    with transaction.manager:
+        for uri, (index, problem) in stored_refusals(registry.storage, registry.emailer_settings):
+            count += 1
+            print(f"{uri}  {'hooks' if index is None else f'hook {index}'}  {problem}")
+    if count:
+        print(f"{count} stored hook problem(s): saving these hooks would fail")
+        return 1
+    print("Every stored hook passes today's checks")
+    return 0
+
+
 def emailer_main(args: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="kinto-emailer", description="Work on the mail queue of a Kinto on PostgreSQL."
+        prog="kinto-emailer",
+        description="Check stored hooks; work on the mail queue of a Kinto on PostgreSQL.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in [
@@ -163,6 +222,7 @@ def emailer_main(args: list[str] | None = None) -> int:
         ("resend", "queue failed messages again (all, or those of the keys given)"),
         ("migrate", "create the queue's tables (kinto migrate does it too)"),
         ("send-digests", "send the daily and weekly digests due now (or --at)"),
+        ("check", "list the stored hooks that saving would refuse today, and why"),
     ]:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("config", help="the Kinto .ini file")
@@ -182,6 +242,8 @@ def emailer_main(args: list[str] | None = None) -> int:
             return resend_failed(options.config, options.keys)
         if options.command == "send-digests":
             return send_due_digests(options.config, options.at)
+        if options.command == "check":
+            return check_hooks(options.config)
         return install_tables(options.config)
     except EmailerError as e:
         print(f"kinto-emailer: {e}", file=sys.stderr)
