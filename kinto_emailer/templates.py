@@ -48,8 +48,8 @@ _SAMPLES: dict[type, tuple[object, ...]] = {
     str: ("text",),
 }
 
-SETTINGS_KEYS = ("project_name", "project_version")
-"""Server settings a template may show, as ``{settings[project_name]}``."""
+SETTINGS_KEYS = ("project_name", "project_version", "url")
+"""Server settings a template may show, as ``{settings[project_name]}`` (those of 4.x)."""
 
 OBJECT_VERSIONS = ("new", "old")
 """``{new[field]}`` and ``{old[field]}``: a field of the object after and before the change."""

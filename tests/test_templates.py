@@ -15,7 +15,7 @@ CONTEXT = {
     "timestamp": 1700000000000,
     "new": {"title": "T", "n": 3, "tags": ["a"], "meta": {"lang": "fr"}, "none": None},
     "old": None,
-    "settings": {"project_name": "Kinto"},
+    "settings": {"project_name": "Kinto", "url": "https://kinto.example.com/"},
 }
 
 json_values = st.recursive(
@@ -60,6 +60,8 @@ class RenderTest(unittest.TestCase):
             "{new[n]:>4}|{new[tags]}|{new[meta]}": '   3|["a"]|{"lang": "fr"}',
             "{old[title]}{new[missing]}{new[none]}{comment}": "",
             "{settings[project_name]} {{literal}}": "Kinto {literal}",
+            # The settings that 4.x showed.
+            "{settings[url]}": "https://kinto.example.com/",
             "{timestamp:d}": "1700000000000",
         }
         for template, expected in cases.items():
