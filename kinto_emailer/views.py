@@ -412,8 +412,12 @@ def includeme(config: Any) -> None:
         ("emailer-page", "GET", preferences_get),
         ("emailer-page", "POST", preferences_post),
     ]:
-        view = view if signed else unsigned_link_view
-        config.add_view(view, route_name=route, request_method=method, **public)
+        config.add_view(
+            view if signed else unsigned_link_view,
+            route_name=route,
+            request_method=method,
+            **public,
+        )
     for method, view in [("GET", api_get), ("PATCH", api_patch)]:
         config.add_view(
             view,
