@@ -197,6 +197,21 @@ def skip_unless_postgresql(cls: type) -> type:
     return unittest.skip(f"no PostgreSQL at {POSTGRESQL_URL} (they run in CI)")(cls)
 
 
+def postgresql_config(directory: str, smtp_port: int, settings: dict[str, str]) -> str:
+    """An ini file in ``directory``, as tests/config/kinto.ini on PostgreSQL, with
+    ``settings`` (``emailer.worker`` for ``kinto.emailer.worker``); its path."""
+    with open(os.path.join(os.path.dirname(__file__), "config", "kinto.ini")) as f:
+        text = f.read().replace("kinto.core.storage.memory", "kinto.core.storage.postgresql")
+    extra = "\n".join(
+        [f"kinto.storage_url = {POSTGRESQL_URL}"]
+        + [f"kinto.{key} = {value}" for key, value in settings.items()]
+    )
+    path = os.path.join(directory, "kinto.ini")
+    with open(path, "w") as f:
+        f.write(text.format(port=smtp_port, extra=extra))
+    return path
+
+
 def app_settings(smtp_port: int, **extra: Any) -> dict:
     """Kinto's defaults, memory backends, and kinto_emailer mailing 127.0.0.1:``smtp_port``."""
     return {

@@ -17,11 +17,15 @@ import psycopg
 
 from kinto_emailer import scripts
 from kinto_emailer.scripts import emailer_main
-from tests.support import POSTGRESQL_URL, EmailerWebTest, skip_unless_postgresql
+from tests.support import (
+    POSTGRESQL_URL,
+    EmailerWebTest,
+    postgresql_config,
+    skip_unless_postgresql,
+)
 from tests.test_postgresql import PostgreSQL
 
 
-HERE = os.path.dirname(__file__)
 BIN = os.path.dirname(sys.executable)
 HOOK = {"template": "{uri}", "recipients": ["a@example.com"]}
 
@@ -34,12 +38,7 @@ class CheckTest(PostgreSQL, EmailerWebTest):
     def setUpClass(cls):
         super().setUpClass()
         cls.directory = tempfile.TemporaryDirectory()
-        with open(os.path.join(HERE, "config", "kinto.ini")) as f:
-            text = f.read().replace("kinto.core.storage.memory", "kinto.core.storage.postgresql")
-        extra = f"kinto.storage_url = {POSTGRESQL_URL}\nkinto.emailer.worker = false"
-        cls.config = os.path.join(cls.directory.name, "kinto.ini")
-        with open(cls.config, "w") as f:
-            f.write(text.format(port=cls.sink.port, extra=extra))
+        cls.config = postgresql_config(cls.directory.name, cls.sink.port, cls.extra_settings)
 
     @classmethod
     def tearDownClass(cls):

@@ -14,11 +14,15 @@ import time
 import psycopg
 
 from kinto_emailer import jobs, messages, recipients
-from tests.support import POSTGRESQL_URL, EmailerWebTest, eventually, skip_unless_postgresql
+from tests.support import (
+    EmailerWebTest,
+    eventually,
+    postgresql_config,
+    skip_unless_postgresql,
+)
 from tests.test_postgresql import PostgreSQL
 
 
-HERE = os.path.dirname(__file__)
 BIN = os.path.dirname(sys.executable)
 HOOK = {"template": "{uri}", "recipients": ["a@example.com"], "resource_name": "record"}
 QUEUE_SETTINGS = {
@@ -54,16 +58,8 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
     def setUpClass(cls):
         super().setUpClass()
         cls.directory = tempfile.TemporaryDirectory()
-        with open(os.path.join(HERE, "config", "kinto.ini")) as f:
-            text = f.read().replace("kinto.core.storage.memory", "kinto.core.storage.postgresql")
-        extra = "\n".join(
-            [f"kinto.storage_url = {POSTGRESQL_URL}"]
-            + [f"kinto.{key} = {value}" for key, value in QUEUE_SETTINGS.items()]
-        )
         cls.log = open(os.path.join(cls.directory.name, "workers.log"), "ab")
-        cls.config = os.path.join(cls.directory.name, "kinto.ini")
-        with open(cls.config, "w") as f:
-            f.write(text.format(port=cls.sink.port, extra=extra))
+        cls.config = postgresql_config(cls.directory.name, cls.sink.port, QUEUE_SETTINGS)
 
     @classmethod
     def tearDownClass(cls):
