@@ -2,7 +2,7 @@
 
 A client's write only takes note of its change (:func:`change_of`): what the event says,
 as JSON. Hooks, recipients, preferences and templates are worked out later, by whatever
-sends the mail (:func:`drafts_for_changes`): the write never waits for them.
+sends the mail (:class:`Expansion`): the write never waits for them.
 """
 
 import functools
@@ -571,13 +571,6 @@ def drafts_by_change(
     known: dict[str, Preferences] = {}
     for change in changes:
         yield Expansion(change, tally, storage, settings, known).take()
-
-
-def drafts_for_changes(
-    changes: Iterable[Change], tally: Tally, storage: Any, settings: EmailerSettings
-) -> list[messages.Draft]:
-    """The mail to send now about all of ``changes`` (see :func:`drafts_by_change`)."""
-    return [d for drafts in drafts_by_change(changes, tally, storage, settings) for d in drafts]
 
 
 def build_notification(event: Any) -> None:
