@@ -30,9 +30,9 @@ from kinto_emailer.delivery import (
 )
 from kinto_emailer.errors import InvalidHook
 from kinto_emailer.listener import (
+    Expansion,
     build_notification,
     drafts_by_change,
-    drafts_for_changes,
     send_notification,
 )
 from kinto_emailer.settings import EmailerSettings, parse_settings, with_environment
@@ -110,10 +110,10 @@ def includeme(config: Configurator) -> None:
         registry.metrics.count(f"plugins.emailer.{name}", count=n)
 
     transport = transport_from_settings(emailer_settings, mailer)
-    prepare = partial(drafts_for_changes, storage=registry.storage, settings=emailer_settings)
+    expand = partial(Expansion, storage=registry.storage, settings=emailer_settings)
     prepare_each = partial(drafts_by_change, storage=registry.storage, settings=emailer_settings)
     queue = _job_queue(config, emailer_settings, transport, count, prepare_each)
-    registry.emailer_outbox = Outbox(transport, emailer_settings, count, prepare)
+    registry.emailer_outbox = Outbox(transport, emailer_settings, count, expand)
     registry.emailer_delivery = Delivery(emailer_settings, registry.emailer_outbox, queue)
     # Messages being sent or due when the process exits normally are not lost.
     atexit.register(registry.emailer_delivery.close, emailer_settings.drain_timeout)

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -33,7 +33,7 @@ from pyramid_mailer.mailer import Mailer, SMTP_SSLMailer
 from repoze.sendmail.delivery import QueuedMailDelivery
 from repoze.sendmail.maildir import TransactionCommitted
 
-from kinto_emailer.listener import Change
+from kinto_emailer.listener import Change, Expansion, describe, draft_size
 from kinto_emailer.messages import Draft, Outgoing, build
 from kinto_emailer.quotas import MemoryTally, Tally
 from kinto_emailer.settings import EmailerSettings
@@ -51,9 +51,9 @@ Counter = Callable[[str, int], None]
 
 T = TypeVar("T")
 
-Prepare = Callable[[list[Change], Tally], list[Draft]]
-"""Works out the mail of changes within the bounds kept by a tally:
-:func:`kinto_emailer.listener.drafts_for_changes`."""
+Expand = Callable[[Change, Tally], Expansion]
+"""The mail of a change, to work out a part at a time within the bounds kept by a tally:
+:class:`kinto_emailer.listener.Expansion`."""
 
 
 @dataclass(frozen=True)
@@ -378,8 +378,42 @@ def _attempt(
             outcomes.retry(job, delay)
 
 
+def bucket_of(uri: str) -> str:
+    """The bucket of a message's object; digests (``/emailer/digests/...``) share one lane."""
+    parts = uri.split("/", 3)
+    return parts[2] if len(parts) > 2 and parts[1] == "buckets" else ""
+
+
+@dataclass(eq=False)
+class Lane:
+    """One bucket's mail in the outbox: messages due, oldest first, then its changes in
+    order, the first of them maybe worked out in part."""
+
+    jobs: deque[Job] = field(default_factory=deque)
+    changes: deque[Change] = field(default_factory=deque)
+    expansion: Expansion | None = None
+    scheduled: int = 0
+    """Messages waiting for their time (a retry), not yet in ``jobs``."""
+    turn: bool = False
+    """Waiting for its turn, or in the round being sent."""
+
+    def ready(self, max_scheduled: int) -> bool:
+        """Whether a round would find mail to send: while ``max_scheduled`` messages wait
+        for a retry, the changes wait too."""
+        return bool(self.jobs) or (
+            bool(self.changes or self.expansion) and self.scheduled < max_scheduled
+        )
+
+
 class Outbox:
     """A background thread that mails about what committed transactions handed over.
+
+    It sends in rounds of :attr:`ROUND_MESSAGES` messages at most, shared between the
+    buckets with mail waiting longest, interleaved: a bucket sending 100,000 messages
+    takes a turn in each round, and another bucket's mail waits for one round, not for
+    them. A change's messages are worked out as their turns come (see
+    :class:`~kinto_emailer.listener.Expansion`), so that memory holds a round of them, not
+    the whole of what is waiting.
 
     Temporary failures are tried again after ``retry_delays``; a message refused for
     good, or still failing after the last delay, is kept in :attr:`failures`, the newest
@@ -389,16 +423,23 @@ class Outbox:
 
     MAX_FAILURES = 1000
     """Failed messages kept in memory: 400,000 of them took 255 MB."""
+    ROUND_MESSAGES = 100
+    """Messages (and notices worked out) of a round: few enough to go out in a moment."""
+    ROUND_CHARS = 4 * 1024 * 1024
+    """Characters of the messages a round works out, but for one message of each bucket."""
+    MAX_SCHEDULED = 1000
+    """Messages of a bucket waiting for a retry past which its changes wait for them: a
+    server that is down does not turn a flood of changes into messages in memory."""
 
     def __init__(
         self,
         transport: Transport,
         settings: EmailerSettings,
         count: Counter,
-        prepare: Prepare,
+        expand: Expand,
     ) -> None:
         self.transport = transport
-        self.prepare = prepare
+        self.expand = expand
         self.retry_delays = settings.retry_delays
         self.max_age = timedelta(seconds=settings.max_age)
         self.failures: deque[Job] = deque()
@@ -406,7 +447,9 @@ class Outbox:
         self.counts = dict.fromkeys(COUNTERS, 0)
         self._count = count
         self.tally = MemoryTally(self._add)
-        self._changes: list[Change] = []
+        self._lanes: dict[str, Lane] = {}
+        # Buckets with mail ready, the next to go first.
+        self._turns: deque[str] = deque()
         self._due: list[tuple[float, int, Job]] = []
         self._sequence = itertools.count()
         self._sending = 0
@@ -433,7 +476,21 @@ class Outbox:
     def put_change(self, change: Change) -> None:
         with self._condition:
             self._start()
-            self._changes.append(change)
+            self._lane(change["base"]["bucket_id"]).changes.append(change)
+            self._wake(change["base"]["bucket_id"])
+
+    def _lane(self, bucket: str) -> Lane:
+        lane = self._lanes.get(bucket)
+        if lane is None:
+            lane = self._lanes[bucket] = Lane()
+        return lane
+
+    def _wake(self, bucket: str) -> None:
+        """Give ``bucket`` a turn if it has mail ready and is not already waiting for one."""
+        lane = self._lanes[bucket]
+        if not lane.turn and lane.ready(self.MAX_SCHEDULED):
+            lane.turn = True
+            self._turns.append(bucket)
             self._condition.notify_all()
 
     def send_now(self, drafts: Sequence[Draft]) -> None:
@@ -445,35 +502,86 @@ class Outbox:
         self._start()
         due = time.monotonic() + delay
         for job in jobs:
+            self._lane(bucket_of(job.draft.uri)).scheduled += 1
             heapq.heappush(self._due, (due, next(self._sequence), job))
         self._condition.notify_all()
 
-    def _take_due(self) -> tuple[list[Change], list[Job]]:
-        """Wait for changes or due messages, and take them all: they share one connection."""
+    def _release_due(self) -> None:
+        """Messages whose time came join their bucket's lane."""
+        while self._due and self._due[0][0] <= time.monotonic():
+            job = heapq.heappop(self._due)[2]
+            bucket = bucket_of(job.draft.uri)
+            lane = self._lanes[bucket]
+            lane.scheduled -= 1
+            lane.jobs.append(job)
+            self._wake(bucket)
+
+    def _take_round(self) -> tuple[list[tuple[str, Lane, list[Job]]], int]:
+        """Wait for mail ready, and take a round: its buckets, each with its due messages
+        (up to its share), and the share of each."""
         with self._condition:
-            while not self._changes and (not self._due or self._due[0][0] > time.monotonic()):
+            while True:
+                self._release_due()
+                if self._turns:
+                    break
                 timeout = self._due[0][0] - time.monotonic() if self._due else None
                 self._condition.wait(timeout)
-            changes, self._changes = self._changes, []
-            jobs = []
-            while self._due and self._due[0][0] <= time.monotonic():
-                jobs.append(heapq.heappop(self._due)[2])
+            count = min(len(self._turns), self.ROUND_MESSAGES)
+            share = -(-self.ROUND_MESSAGES // count)
+            taken = []
+            for _ in range(count):
+                bucket = self._turns.popleft()
+                lane = self._lanes[bucket]
+                jobs = [lane.jobs.popleft() for _ in range(min(share, len(lane.jobs)))]
+                taken.append((bucket, lane, jobs))
             self._sending += 1
-            return changes, jobs
+            return taken, share
+
+    def _work_out(self, lane: Lane, count: int, size: int) -> list[Job]:
+        """Messages of ``lane``'s changes, oldest first: from ``count`` notices (one at
+        least for each change) and ``size`` characters at most, but for the first one."""
+        drafts: list[Draft] = []
+        while count > 0 and size > 0 and lane.scheduled < self.MAX_SCHEDULED:
+            expansion = lane.expansion
+            if expansion is None:
+                with self._condition:
+                    if not lane.changes:
+                        break
+                    expansion = lane.expansion = self.expand(lane.changes.popleft(), self.tally)
+            before = expansion.notices
+            try:
+                more = expansion.take(count, size)
+            except Exception:  # This change's: the others still mail.
+                logger.exception("Could not prepare the emails of %s", describe(expansion.change))
+                more = []
+            if expansion.done:
+                lane.expansion = None
+            count -= max(1, expansion.notices - before)
+            size -= sum(map(draft_size, more))
+            drafts += more
+        self._add("queued", len(drafts))
+        return [Job(draft) for draft in drafts]
 
     def _run(self) -> None:
         while True:
-            changes, jobs = self._take_due()
+            taken, share = self._take_round()
             try:
-                if changes:
-                    drafts = self.prepare(changes, self.tally)
-                    self._add("queued", len(drafts))
-                    jobs += [Job(draft) for draft in drafts]
+                size = self.ROUND_CHARS // len(taken)
+                lanes = [
+                    jobs + self._work_out(lane, share - len(jobs), size) for _, lane, jobs in taken
+                ]
+                # One message of each bucket, then the second of each...
+                jobs = [j for turn in itertools.zip_longest(*lanes) for j in turn if j is not None]
                 attempt(jobs, self.transport, self.retry_delays, self.max_age, self)
             except Exception:
                 logger.exception("Mail delivery failed")
             finally:
                 with self._condition:
+                    for bucket, lane, _ in taken:
+                        lane.turn = False
+                        self._wake(bucket)
+                        if not lane.turn and not lane.scheduled:
+                            del self._lanes[bucket]  # Nothing left: no changes either.
                     self._sending -= 1
                     self._condition.notify_all()
 
@@ -503,17 +611,16 @@ class Outbox:
         self.transport.close()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until no change is pending and nothing is due or being sent; False if
+        """Wait until no change is ready and nothing is due or being sent; False if
         ``timeout`` passed first.
 
-        Messages waiting for a retry later on do not count.
+        Messages waiting for a retry later on do not count, nor the changes of a bucket
+        that waits for too many of them (:attr:`MAX_SCHEDULED`).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
             while (
-                self._sending
-                or self._changes
-                or (self._due and self._due[0][0] <= time.monotonic())
+                self._sending or self._turns or (self._due and self._due[0][0] <= time.monotonic())
             ):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -582,7 +689,7 @@ class Delivery:
         """Take note of a change of the current transaction: it mails once committed."""
         if self.maildir is not None or self.at_commit:
             # Worked out in the transaction: storage may not be read once it committed.
-            self.schedule(self.outbox.prepare([change], self.outbox.tally))
+            self.schedule(self.outbox.expand(change, self.outbox.tally).take())
         elif self.queue is not None:
             self.queue.record(change)
         else:

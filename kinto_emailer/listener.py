@@ -2,7 +2,7 @@
 
 A client's write only takes note of its change (:func:`change_of`): what the event says,
 as JSON. Hooks, recipients, preferences and templates are worked out later, by whatever
-sends the mail (:func:`drafts_for_changes`): the write never waits for them.
+sends the mail (:class:`Expansion`): the write never waits for them.
 """
 
 import functools
@@ -479,13 +479,18 @@ def route(
 
 
 def bound_of(change: Change, settings: EmailerSettings, tally: Tally) -> Bound:
-    """The bounds of ``change``'s mail: per change, per bucket and per recipient an hour."""
+    """The bounds of ``change``'s mail: per change, per bucket and per recipient an hour.
+
+    The change's own usage is kept between calls: its notices may be bounded in parts.
+    """
+    used = quotas.Usage()
     return lambda notices: quotas.admit(
         [n.draft.recipient.addr_spec for n in notices],
         change["base"]["bucket_id"],
         datetime.fromisoformat(change["made_at"]),
         settings,
         tally,
+        used,
     )
 
 
@@ -498,37 +503,76 @@ def describe(change: Change) -> str:
     )
 
 
+def draft_size(draft: messages.Draft) -> int:
+    """About the characters ``draft`` holds (200 for its addresses, key and dates), to
+    bound how many are kept at once."""
+    texts = (draft.subject, draft.body, draft.unsubscribe_url, draft.preferences_url)
+    return sum(map(len, texts)) + 200
+
+
+class Expansion:
+    """The mail of one change, worked out a part at a time (:meth:`take`): a change that
+    causes 100,000 messages never has them all in memory, and another bucket's mail can
+    go out between its parts. Each message counts once against the bounds.
+
+    ``known``: preferences read so far, by address, shared by the caller's changes.
+    """
+
+    def __init__(
+        self,
+        change: Change,
+        tally: Tally,
+        storage: Any,
+        settings: EmailerSettings,
+        known: dict[str, Preferences] | None = None,
+    ) -> None:
+        self.change = change
+        self.storage = storage
+        self.settings = settings
+        self.done = False
+        self.notices = 0
+        """Notices taken so far."""
+        self._known = {} if known is None else known
+        self._bound = bound_of(change, settings, tally)
+        self._notices = notices_for_change(change, storage, settings)
+
+    def take(self, count: int | None = None, size: int | None = None) -> list[messages.Draft]:
+        """The mail to send now of the change's next ``count`` notices (or fewer, ``size``
+        characters at most, but for the first one), all by default; digest entries and
+        preferences are stored on the way. :attr:`done` once no notice is left, or once
+        the change could not be worked out (the error is raised: the rest has no mail).
+        """
+        notices: list[Notice] = []
+        taken = 0
+        try:
+            for notice in self._notices:
+                notices.append(notice)
+                self.notices += 1
+                taken += draft_size(notice.draft)
+                if (count is not None and len(notices) >= count) or (
+                    size is not None and taken >= size
+                ):
+                    break
+            else:
+                self.done = True
+            return route(notices, self.storage, self.settings, self._known, self._bound)
+        except Exception:
+            self.done = True
+            raise
+
+
 def drafts_by_change(
     changes: Iterable[Change], tally: Tally, storage: Any, settings: EmailerSettings
 ) -> Iterator[list[messages.Draft]]:
-    """The mail to send now about each of ``changes``, in turn; digest entries and
-    preferences are stored on the way.
+    """The mail to send now about each of ``changes``, in turn (see :class:`Expansion`);
+    an error is raised for a change that cannot be worked out.
 
-    ``tally`` keeps the hourly usage of the bounds. A change that cannot be worked on is
-    logged and has no mail: the others still mail. Lazy: a caller that stops early leaves
+    ``tally`` keeps the hourly usage of the bounds. Lazy: a caller that stops early leaves
     the remaining changes unworked.
     """
     known: dict[str, Preferences] = {}
     for change in changes:
-        try:
-            notices = list(notices_for_change(change, storage, settings))
-            yield route(notices, storage, settings, known, bound_of(change, settings, tally))
-        except Exception:
-            base = change["base"]
-            logger.exception(
-                "Could not prepare the emails of a %s %s in bucket %s",
-                base["resource_name"],
-                base["action"],
-                base["bucket_id"],
-            )
-            yield []
-
-
-def drafts_for_changes(
-    changes: Iterable[Change], tally: Tally, storage: Any, settings: EmailerSettings
-) -> list[messages.Draft]:
-    """The mail to send now about all of ``changes`` (see :func:`drafts_by_change`)."""
-    return [d for drafts in drafts_by_change(changes, tally, storage, settings) for d in drafts]
+        yield Expansion(change, tally, storage, settings, known).take()
 
 
 def build_notification(event: Any) -> None:

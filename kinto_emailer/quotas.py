@@ -105,11 +105,13 @@ def admit(
     made_at: datetime,
     settings: EmailerSettings,
     tally: Tally,
+    change: Usage | None = None,
 ) -> list[bool]:
     """Whether each message of one change, in order, to ``recipients``, may go.
 
     A message goes only while the change, its bucket and its recipient are all under
-    their bound; one dropped counts against none of them.
+    their bound; one dropped counts against none of them. ``change``: the usage of the
+    change's messages admitted before these ones, when it is worked out a part at a time.
     """
     if not recipients:
         return []
@@ -121,7 +123,7 @@ def admit(
         "recipient": settings.max_messages_per_recipient_hour,
         "change": settings.max_messages_per_change,
     }
-    change = Usage()
+    change = Usage() if change is None else change
     admitted = []
     with tally.usage(window, keys) as usage:
         usage = {**usage, "change:": change}

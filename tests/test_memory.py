@@ -5,7 +5,7 @@ from unittest import mock
 
 from kinto_emailer import hooks, recipients, templates
 from kinto_emailer.caching import ENTRY_OVERHEAD, SizedCache
-from tests.support import EmailerWebTest
+from tests.support import EmailerWebTest, eventually
 
 
 HOOK = {"template": "{uri}", "recipients": ["a@example.com"], "resource_name": "record"}
@@ -44,6 +44,40 @@ class FailedListTest(EmailerWebTest):
         self.assertIn("5 message(s) failed for good", line)
         self.assertIn("/buckets/b/collections/c/records/r1", line)
         self.assertIn("550", line)
+
+
+class OutageTest(EmailerWebTest):
+    """While the SMTP server is down, a large change is not turned into messages in memory."""
+
+    extra_settings = {
+        "emailer.retry_delays": "1 1 1 1 1 1 1 1 1 1",
+        "emailer.max_messages_per_recipient_hour": "1000",
+        "batch_max_requests": "50",
+    }
+    READERS = [f"reader{i}@example.com" for i in range(50)]
+
+    def test_a_bucket_waiting_for_100_retries_works_out_no_more_of_its_changes(self):
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", {**HOOK, "recipients": self.READERS})
+        outbox = self.registry.emailer_outbox
+        outbox.MAX_SCHEDULED = 100
+        queued = outbox.counts["queued"]
+        self.sink.stop()
+        self.addCleanup(self.sink.restart)
+        requests = [
+            {"method": "PUT", "path": f"/buckets/b/collections/c/records/r{i:02}"}
+            for i in range(12)
+        ]
+        self.app.post_json("/batch", {"requests": requests}, headers=self.headers)
+        outbox.join()
+        # Those waiting for a retry and a round or two, not the change's 600 messages.
+        self.assertLess(outbox.counts["queued"] - queued, 400)
+        self.sink.restart()
+        sent = lambda: {(m.body, m.rcpt_tos[0]) for m in self.sink.received}  # noqa: E731
+        self.assertTrue(eventually(lambda: len(sent()) == 600, timeout=60))
+        outbox.join()
+        self.assertEqual(len(self.sink.received), 600)
 
 
 class CachesTest(EmailerWebTest):
