@@ -17,6 +17,7 @@ from pyramid.paster import bootstrap, setup_logging
 
 from kinto_emailer import messages, recipients, send_digests
 from kinto_emailer.errors import EmailerError
+from kinto_emailer.migration import EmailerMigration
 
 
 def _load(config: str) -> Any:
@@ -146,14 +147,17 @@ def send_due_digests(config: str, at: str | None) -> int:
 
 
 def install_tables(config: str) -> int:
-    _queue(config).install()
+    """The plugin's own migrations, as ``kinto migrate`` runs them with Kinto's."""
+    queue = _queue(config)
+    EmailerMigration().initialize_schema(queue.storage.client)
     print("The mail queue tables are installed")
     return 0
 
 
 def emailer_main(args: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="kinto-emailer", description="Work on the mail queue of a Kinto on PostgreSQL."
+        prog="kinto-emailer",
+        description="Work on the mail queue of a Kinto on PostgreSQL.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in [
@@ -161,7 +165,7 @@ def emailer_main(args: list[str] | None = None) -> int:
         ("status", "count queued, scheduled, sent, retried, failed and dropped mail"),
         ("failed", "list the messages given up, with their last error"),
         ("resend", "queue failed messages again (all, or those of the keys given)"),
-        ("migrate", "create the queue's tables (kinto migrate does it too)"),
+        ("migrate", "create or upgrade the queue's tables (kinto migrate does it too)"),
         ("send-digests", "send the daily and weekly digests due now (or --at)"),
     ]:
         command = commands.add_parser(name, help=text, description=text)

@@ -2,7 +2,7 @@
 
 import logging
 
-import psycopg
+from kinto.core.storage.postgresql import Storage as PostgreSQLStorage
 
 import tests.test_bounds as bounds
 import tests.test_delivery as delivery
@@ -10,9 +10,9 @@ import tests.test_headers as headers
 import tests.test_links as links
 import tests.test_plugin as plugin
 import tests.test_preferences as preferences
+import tests.test_storage as storage
 import tests.test_transactions as transactions
 import tests.test_validation as validation
-from kinto_emailer import jobs
 from tests.support import POSTGRESQL_URL, skip_unless_postgresql
 
 
@@ -54,6 +54,13 @@ class ValidationTest(PostgreSQL, validation.ValidationTest):
 
 
 @skip_unless_postgresql
+class StorageTest(PostgreSQL, storage.StorageTest):
+    def test_registry_storage_is_the_backend_itself(self):
+        super().test_registry_storage_is_the_backend_itself()
+        self.assertIsInstance(self.storage, PostgreSQLStorage)
+
+
+@skip_unless_postgresql
 class EventsTest(PostgreSQL, transactions.EventsTest):
     def test_an_aborted_write_is_rolled_back_and_mails_nobody(self):
         self.put_hooks("/buckets/b", {"template": "{uri}", "recipients": ["a@example.com"]})
@@ -71,9 +78,7 @@ class EventsTest(PostgreSQL, transactions.EventsTest):
 
     def test_writes_go_on_before_kinto_migrate_created_the_queue(self):
         self.put_hooks("/buckets/b", {"template": "{uri}", "recipients": ["a@example.com"]})
-        queue = self.registry.emailer_delivery.queue
-        with psycopg.connect(queue.dsn, autocommit=True) as connection:
-            connection.execute(f"DROP TABLE {', '.join(jobs.TABLES)}")
+        self.drop_queue()
         # A Kinto process started before anyone ran kinto migrate.
         started_early = self.make_app({"emailer.worker": "false"})
         try:
@@ -84,7 +89,7 @@ class EventsTest(PostgreSQL, transactions.EventsTest):
             self.assertIn("run kinto migrate", logs.output[0])
             self.app.get("/buckets/b/collections/c1/records/lost", headers=self.headers)
         finally:
-            queue.install()
+            self.migrate()
         started_early.put_json("/buckets/b/collections/c1/records/mailed", headers=self.headers)
         self.assertEqual(
             [m.body for m in self.mails()], ["/buckets/b/collections/c1/records/mailed"]

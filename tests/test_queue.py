@@ -14,11 +14,10 @@ import time
 import psycopg
 
 from kinto_emailer import jobs, messages, recipients
-from tests.support import POSTGRESQL_URL, EmailerWebTest, eventually, skip_unless_postgresql
+from tests.support import EmailerWebTest, eventually, skip_unless_postgresql, write_config
 from tests.test_postgresql import PostgreSQL
 
 
-HERE = os.path.dirname(__file__)
 BIN = os.path.dirname(sys.executable)
 HOOK = {"template": "{uri}", "recipients": ["a@example.com"], "resource_name": "record"}
 QUEUE_SETTINGS = {
@@ -54,16 +53,13 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
     def setUpClass(cls):
         super().setUpClass()
         cls.directory = tempfile.TemporaryDirectory()
-        with open(os.path.join(HERE, "config", "kinto.ini")) as f:
-            text = f.read().replace("kinto.core.storage.memory", "kinto.core.storage.postgresql")
-        extra = "\n".join(
-            [f"kinto.storage_url = {POSTGRESQL_URL}"]
-            + [f"kinto.{key} = {value}" for key, value in QUEUE_SETTINGS.items()]
-        )
         cls.log = open(os.path.join(cls.directory.name, "workers.log"), "ab")
-        cls.config = os.path.join(cls.directory.name, "kinto.ini")
-        with open(cls.config, "w") as f:
-            f.write(text.format(port=cls.sink.port, extra=extra))
+        cls.config = write_config(
+            cls.directory.name,
+            cls.sink.port,
+            *[f"kinto.{key} = {value}" for key, value in QUEUE_SETTINGS.items()],
+            postgresql=True,
+        )
 
     @classmethod
     def tearDownClass(cls):
@@ -211,8 +207,7 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
         self.assertEqual(self.sink.received, [])
 
     def test_kinto_migrate_creates_the_queue_tables(self):
-        with psycopg.connect(self.queue.dsn, autocommit=True) as connection:
-            connection.execute(f"DROP TABLE {', '.join(jobs.TABLES)}")
+        self.drop_queue()
         subprocess.run(
             [os.path.join(BIN, "kinto"), "migrate", "--ini", self.config],
             capture_output=True,
