@@ -1,7 +1,8 @@
 """Command line.
 
 ``kinto-send-email CONFIG RECIPIENT`` checks the mail settings end to end;
-``kinto-emailer COMMAND CONFIG`` works on the mail queue of a Kinto on PostgreSQL.
+``kinto-emailer COMMAND CONFIG`` works on the mail queue of a Kinto on PostgreSQL, and
+checks the stored hooks.
 """
 
 import argparse
@@ -9,13 +10,15 @@ import signal
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import transaction
 from pyramid.exceptions import ConfigurationError
 from pyramid.paster import bootstrap, setup_logging
 
-from kinto_emailer import messages, recipients, send_digests
+from kinto_emailer import hooks, messages, recipients, send_digests
 from kinto_emailer.errors import EmailerError
 from kinto_emailer.migration import EmailerMigration
 
@@ -146,6 +149,34 @@ def send_due_digests(config: str, at: str | None) -> int:
     return 0
 
 
+def stored_metadata(storage: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """The URI, bucket id and data of every bucket and collection in ``storage``."""
+    for bucket in storage.list_all(resource_name="bucket", parent_id=""):
+        uri = f"/buckets/{bucket['id']}"
+        yield uri, bucket["id"], bucket
+        for collection in storage.list_all(resource_name="collection", parent_id=uri):
+            yield f"{uri}/collections/{collection['id']}", bucket["id"], collection
+
+
+def check_hooks(config: str) -> int:
+    """List every stored hook that would be refused if written today, with why; 1 if any."""
+    registry = _load(config)
+    count = 0
+    with transaction.manager:
+        for uri, bucket_id, metadata in stored_metadata(registry.storage):
+            for problem in hooks.refused(metadata, bucket_id, registry.emailer_settings):
+                print(f"{uri}: {problem}")
+                count += 1
+    if not count:
+        print("No stored hook would be refused.")
+        return 0
+    print(
+        f"{count} stored hooks would be refused if written today, and are skipped when used:"
+        " write them again corrected."
+    )
+    return 1
+
+
 def install_tables(config: str) -> int:
     """The plugin's own migrations, as ``kinto migrate`` runs them with Kinto's."""
     queue = _queue(config)
@@ -157,7 +188,7 @@ def install_tables(config: str) -> int:
 def emailer_main(args: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kinto-emailer",
-        description="Work on the mail queue of a Kinto on PostgreSQL.",
+        description="Work on the mail queue of a Kinto on PostgreSQL; check the stored hooks.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in [
@@ -167,6 +198,7 @@ def emailer_main(args: list[str] | None = None) -> int:
         ("resend", "queue failed messages again (all, or those of the keys given)"),
         ("migrate", "create or upgrade the queue's tables (kinto migrate does it too)"),
         ("send-digests", "send the daily and weekly digests due now (or --at)"),
+        ("check", "list the stored hooks that would be refused if written today, with why"),
     ]:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("config", help="the Kinto .ini file")
@@ -186,6 +218,8 @@ def emailer_main(args: list[str] | None = None) -> int:
             return resend_failed(options.config, options.keys)
         if options.command == "send-digests":
             return send_due_digests(options.config, options.at)
+        if options.command == "check":
+            return check_hooks(options.config)
         return install_tables(options.config)
     except EmailerError as e:
         print(f"kinto-emailer: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kinto.core.errors import json_error_handler
+from kinto.core.storage.exceptions import ObjectNotFoundError
 from pyramid.httpexceptions import HTTPException
 from pyramid.request import Request
 
@@ -67,13 +68,29 @@ def _replace(storage: Any, name: str, wrap: Callable[[Method, inspect.Signature]
 
 
 def guard(storage: Any, settings: EmailerSettings) -> None:
-    """Refuse the bucket and collection writes of ``storage`` whose hooks are invalid."""
+    """Refuse the bucket and collection writes of ``storage`` that add or change invalid
+    hooks."""
+    get = storage.get  # The backend's own: what it answers is only read.
+
+    def stored(arguments: Arguments) -> Mapping[str, Any] | None:
+        try:
+            return get(  # type: ignore[no-any-return]
+                resource_name=arguments["resource_name"],
+                parent_id=arguments["parent_id"],
+                object_id=arguments["object_id"],
+            )
+        except ObjectNotFoundError:
+            return None
 
     def checked(method: Method, signature: inspect.Signature) -> Method:
         def write(self: Any, *args: Any, **kwargs: Any) -> Any:
             arguments = _arguments(signature, args, kwargs)
             if arguments is not None and arguments["resource_name"] in _CHECKED:
-                hooks.validate(arguments["obj"], _bucket_id(arguments), settings)
+                obj = arguments["obj"]
+                if hooks.METADATA_KEY in obj:
+                    # An update is checked for what it changes in the stored hooks.
+                    before = stored(arguments) if "object_id" in arguments else None
+                    hooks.validate(obj, _bucket_id(arguments), settings, before)
             return method(*args, **kwargs)
 
         return write

@@ -4,10 +4,11 @@
 plugin's check would. ``review`` fires review events shaped like those of Kinto's
 signer, from a before-commit hook as the signer does, and subscribes
 ``kinto_emailer.send_notification`` to them as the signer does. ``recording_metrics``
-keeps the counts and timers sent to Kinto's metrics. ``migrating`` registers a migration
-of its own, as kinto-attachment does. ``ForwardedEmailPolicy`` authenticates as Kinto
-does behind a proxy that proved the user's address (oauth2-proxy's
-``X-Forwarded-Email``).
+keeps the counts and timers sent to Kinto's metrics. ``tracking`` marks a collection
+``work-in-progress`` through the storage backend when one of its records changes, as
+Remote Settings' signer does. ``migrating`` registers a migration of its own, as
+kinto-attachment does. ``ForwardedEmailPolicy`` authenticates as Kinto does behind a
+proxy that proved the user's address (oauth2-proxy's ``X-Forwarded-Email``).
 """
 
 import functools
@@ -123,6 +124,26 @@ class RecordingMetrics(NoOpMetricsService):
 
 def recording_metrics(config: Configurator) -> None:
     config.registry.registerUtility(RecordingMetrics(), IMetricsService)
+
+
+def _mark_work_in_progress(event: Any) -> None:
+    storage = event.request.registry.storage
+    parent_id = f"/buckets/{event.payload['bucket_id']}"
+    collection = storage.get(
+        resource_name="collection",
+        parent_id=parent_id,
+        object_id=event.payload["collection_id"],
+    )
+    storage.update(
+        resource_name="collection",
+        parent_id=parent_id,
+        object_id=collection["id"],
+        obj={**collection, "status": "work-in-progress"},
+    )
+
+
+def tracking(config: Configurator) -> None:
+    config.add_subscriber(_mark_work_in_progress, ResourceChanged, for_resources=("record",))
 
 
 class TestsPluginMigration(PostgreSQLPluginMigration):

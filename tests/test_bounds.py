@@ -228,9 +228,9 @@ class HooksOnUseTest(unittest.TestCase):
     def test_a_stored_threshold_above_the_operator_s_is_lowered(self):
         settings = EmailerSettings(group_threshold=5)
         metadata = {"kinto-emailer": {"hooks": [{**HOOK, "group_threshold": 50}]}}
-        [hook] = hooks.load(metadata, "b", settings)
+        [hook] = hooks.load(metadata, "b", settings, "/buckets/b")
         self.assertEqual(hook.group_threshold, 5)
-        [hook] = hooks.load(metadata, "b", EmailerSettings())
+        [hook] = hooks.load(metadata, "b", EmailerSettings(), "/buckets/b")
         self.assertEqual(hook.group_threshold, 50)
 
 

@@ -1,6 +1,9 @@
 """The plugin's suites again, on Kinto's PostgreSQL backends (as in production)."""
 
+import contextlib
+import io
 import logging
+import tempfile
 
 from kinto.core.storage.postgresql import Storage as PostgreSQLStorage
 
@@ -13,7 +16,8 @@ import tests.test_preferences as preferences
 import tests.test_storage as storage
 import tests.test_transactions as transactions
 import tests.test_validation as validation
-from tests.support import POSTGRESQL_URL, skip_unless_postgresql
+from kinto_emailer.scripts import emailer_main
+from tests.support import POSTGRESQL_URL, skip_unless_postgresql, write_config
 
 
 class PostgreSQL:
@@ -51,6 +55,32 @@ class HeaderInjectionTest(PostgreSQL, headers.HeaderInjectionTest):
 @skip_unless_postgresql
 class ValidationTest(PostgreSQL, validation.ValidationTest):
     pass
+
+
+@skip_unless_postgresql
+class StoredEarlierTest(PostgreSQL, validation.StoredEarlierTest):
+    def check(self):
+        """``kinto-emailer check`` on a configuration of this database: its status and output."""
+        with tempfile.TemporaryDirectory() as directory:
+            config = write_config(directory, self.sink.port, postgresql=True)
+            output = io.StringIO()
+            with contextlib.redirect_stdout(output):
+                status = emailer_main(["check", config])
+        return status, output.getvalue().splitlines()
+
+    def test_check_lists_every_stored_hook_refused_today(self):
+        status, lines = self.check()
+        self.assertEqual(status, 1)
+        reasons = ["'recipient' was unexpected", "{impacted_objects}", "admin@localhost"]
+        for uri in ("/buckets/b", validation.COLLECTION):
+            for index, reason in enumerate(reasons):
+                [line] = [line for line in lines if line.startswith(f"{uri}: ") and reason in line]
+                self.assertIn(f"data.kinto-emailer.hooks.{index}", line)
+        self.assertEqual(len(lines), 7)
+        self.assertIn("6 stored hooks would be refused", lines[-1])
+        for uri in ("/buckets/b", validation.COLLECTION):
+            self.put_hooks(uri, validation.RECORD_HOOK)
+        self.assertEqual(self.check(), (0, ["No stored hook would be refused."]))
 
 
 @skip_unless_postgresql
