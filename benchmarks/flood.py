@@ -15,6 +15,7 @@ import time
 import psycopg
 import webtest
 from kinto import main as kinto_main
+from kinto.core import scripts
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,10 +48,9 @@ def make_app(port: int) -> webtest.TestApp:
         settings[f"{backend}_backend"] = f"kinto.core.{backend}.postgresql"
         settings[f"{backend}_url"] = DATABASE
     app = webtest.TestApp(kinto_main({}, **settings))
-    app.app.registry.storage.initialize_schema()
-    app.app.registry.permission.initialize_schema()
-    app.app.registry.emailer_delivery.queue.install()
+    scripts.migrate({"registry": app.app.registry})
     app.app.registry.storage.flush()
+    app.app.registry.emailer_delivery.queue.flush()
     hook = {"template": "{uri}", "recipients": [REVIEWER], "resource_name": "record"}
     app.put_json(
         "/v1/buckets/review", {"data": {"kinto-emailer": {"hooks": [hook]}}}, headers=ALICE

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import webtest
 from kinto import main as kinto_main
+from kinto.core import scripts
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,8 +102,7 @@ def make_app(
         settings["includes"] = "benchmarks.listener_floor"
     app = webtest.TestApp(kinto_main({}, **settings))
     registry = app.app.registry
-    registry.storage.initialize_schema()
-    registry.permission.initialize_schema()
+    scripts.migrate({"registry": registry})
     metadata = {"kinto-emailer": {"hooks": [hook]}} if hook and hook != FLOOR else {}
     app.put_json(f"/v1/buckets/{bucket}", {"data": metadata}, headers=HEADERS)
     app.put_json(f"/v1/buckets/{bucket}/collections/c", headers=HEADERS)
@@ -672,6 +672,7 @@ def empty_database(sink: SMTPSink) -> None:
     """The benchmark's database, with Kinto's and the queue's tables, and no data."""
     app = make_app(sink, HOOK, postgresql=True, bucket="setup")
     app.app.registry.storage.flush()
+    app.app.registry.emailer_delivery.queue.flush()
     close(app)
     # Dead rows of earlier runs slow job fetching down: start compact.
     with psycopg.connect(DATABASE, autocommit=True) as connection:

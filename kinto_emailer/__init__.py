@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from kinto.core import metrics
 from kinto.core.events import ResourceChanged
+from kinto.events import ServerFlushed
 from pyramid.config import Configurator
 from pyramid.events import ApplicationCreated, NewRequest
 from pyramid.exceptions import ConfigurationError
@@ -19,7 +20,7 @@ from pyramid.registry import Registry
 from pyramid_mailer import IMailer
 from pyramid_mailer.mailer import Mailer
 
-from kinto_emailer import digests
+from kinto_emailer import digests, validation
 from kinto_emailer.delivery import (
     Counter,
     Delivery,
@@ -35,8 +36,8 @@ from kinto_emailer.listener import (
     drafts_by_change,
     send_notification,
 )
+from kinto_emailer.migration import EmailerMigration
 from kinto_emailer.settings import EmailerSettings, parse_settings, with_environment
-from kinto_emailer.validation import EmailerStorage, invalid_hook_view
 
 
 if TYPE_CHECKING:
@@ -119,8 +120,11 @@ def includeme(config: Configurator) -> None:
     atexit.register(registry.emailer_delivery.close, emailer_settings.drain_timeout)
     # Once every plugin is included: one that handles SIGTERM itself keeps its handler.
     config.add_subscriber(lambda event: drain_on_sigterm(), ApplicationCreated)
+    # The queue's tables come with `kinto migrate`, and go with Kinto's data on a flush.
+    config.add_migration(EmailerMigration())
     tables = queue if queue is not None else registry.emailer_outbox.tally
-    registry.storage = EmailerStorage(registry.storage, emailer_settings, tables)
+    config.add_subscriber(lambda event: tables.flush(), ServerFlushed)
+    validation.guard(registry.storage, emailer_settings)
 
     if emailer_settings.worker:
         scheduler = digests.DigestScheduler(partial(send_digests, registry), emailer_settings)
@@ -137,7 +141,7 @@ def includeme(config: Configurator) -> None:
         url=DOCS_URL,
         version=__version__,
     )
-    config.add_view(invalid_hook_view, context=InvalidHook)
+    config.add_view(validation.invalid_hook_view, context=InvalidHook)
     config.add_subscriber(
         metrics.listener_with_timer(config, "plugins.emailer", build_notification),
         ResourceChanged,

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -76,10 +76,12 @@ SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["hooks"],
     "additionalProperties": False,
-    "properties": {"hooks": {"type": "array"}},
+    "properties": {"hooks": {"type": "array", "items": HOOK_SCHEMA}},
 }
-"""The ``kinto-emailer`` object; each of its hooks is checked on its own (:data:`HOOK_SCHEMA`)."""
-_VALIDATOR = jsonschema.Draft7Validator(SCHEMA)
+# The list itself; each hook is checked on its own, if it changed.
+_LIST_VALIDATOR = jsonschema.Draft7Validator(
+    {**SCHEMA, "properties": {"hooks": {"type": "array"}}}
+)
 _HOOK_VALIDATOR = jsonschema.Draft7Validator(HOOK_SCHEMA)
 
 MAX_PATTERN_LENGTH = 200
@@ -268,7 +270,7 @@ def parse_filter(field: str, value: str, path: str) -> Filter:
 def parse_hook(
     raw: Mapping[str, Any], index: int, bucket_id: str, settings: EmailerSettings
 ) -> Hook:
-    """Check one hook already validated against :data:`SCHEMA` and build it."""
+    """Check one hook already validated against :data:`HOOK_SCHEMA` and build it."""
     filters = [
         parse_filter(f, raw[f], _path("hooks", index, f)) for f in FILTER_FIELDS if f in raw
     ]
@@ -359,56 +361,89 @@ def _too_many(count: int, settings: EmailerSettings) -> str | None:
     )
 
 
-def check_hook(raw: Any, index: int, bucket_id: str, settings: EmailerSettings) -> None:
-    """Raise :class:`InvalidHook` for the first problem of the hook at ``index``, if any."""
-    _check_schema(_HOOK_VALIDATOR, raw, "hooks", index)
-    parse_hook(raw, index, bucket_id, settings)
-    _check_bounds(raw, index, settings)
+def validate(
+    metadata: Mapping[str, Any],
+    bucket_id: str,
+    settings: EmailerSettings,
+    stored: Mapping[str, Any] | None = None,
+) -> None:
+    """Raise :class:`InvalidHook` for the first problem of what ``metadata`` changes in the
+    hooks of ``stored`` (the object it replaces, if any).
+
+    What is stored already is not checked again: a hook that an earlier version let in
+    and today's checks refuse is skipped when used (see :func:`load`), and never makes a
+    write that leaves it as it is fail.
+    """
+    if METADATA_KEY not in metadata:
+        return
+    value = metadata[METADATA_KEY]
+    before = (stored or {}).get(METADATA_KEY)
+    if value == before:
+        return
+    for _, problem in _problems(value, bucket_id, settings, before):
+        raise problem
 
 
 Refusal = tuple[int | None, InvalidHook]
-"""A hook's index (None for the list of hooks itself) and why saving it is refused."""
+"""A hook's index (None for the list of hooks itself) and why writing it is refused."""
 
 
 def refusals(
     metadata: Mapping[str, Any], bucket_id: str, settings: EmailerSettings
 ) -> list[Refusal]:
-    """Every reason to refuse ``metadata``'s hooks: the list's own, else each hook's first."""
+    """Every reason why the hooks of ``metadata`` would be refused if written today."""
     if METADATA_KEY not in metadata:
         return []
-    value = metadata[METADATA_KEY]
+    return list(_problems(metadata[METADATA_KEY], bucket_id, settings, None))
+
+
+def _problems(
+    value: Any, bucket_id: str, settings: EmailerSettings, before: Any
+) -> Iterator[Refusal]:
+    """Why writing ``value`` (the ``kinto-emailer`` JSON) over ``before`` is refused: a
+    problem of the list itself, else one per hook added or changed."""
+    if not isinstance(before, Mapping):
+        before = {}
+    if isinstance(value, Mapping):
+        # Keys beside the hooks (refused) that are stored as they are stay unchecked.
+        value = {
+            k: v for k, v in value.items() if k == "hooks" or k not in before or before[k] != v
+        }
     try:
-        _check_schema(_VALIDATOR, value)
+        _check_schema(_LIST_VALIDATOR, value)
     except InvalidHook as e:
-        return [(None, e)]
-    found: list[Refusal] = []
-    problem = _too_many(len(value["hooks"]), settings)
-    if problem is not None:
-        found.append((None, InvalidHook(_path("hooks"), problem)))
-    for index, raw in enumerate(value["hooks"]):
+        yield None, e
+        return
+    hooks = value["hooks"]
+    stored_hooks = before.get("hooks")
+    if not isinstance(stored_hooks, list):
+        stored_hooks = []
+    if len(hooks) > len(stored_hooks):
+        problem = _too_many(len(hooks), settings)
+        if problem is not None:
+            yield None, InvalidHook(_path("hooks"), problem)
+    for index, raw in enumerate(hooks):
+        if raw in stored_hooks:
+            continue
         try:
-            check_hook(raw, index, bucket_id, settings)
+            _check_schema(_HOOK_VALIDATOR, raw, "hooks", index)
+            parse_hook(raw, index, bucket_id, settings)
+            _check_bounds(raw, index, settings)
         except InvalidHook as e:
-            found.append((index, e))
-    return found
-
-
-def validate(metadata: Mapping[str, Any], bucket_id: str, settings: EmailerSettings) -> None:
-    """Raise :class:`InvalidHook` for the first problem of ``metadata``'s hooks, if any."""
-    for _, problem in refusals(metadata, bucket_id, settings):
-        raise problem
+            yield index, e
 
 
 def load(
-    metadata: Mapping[str, Any], bucket_id: str, settings: EmailerSettings
+    metadata: Mapping[str, Any], bucket_id: str, settings: EmailerSettings, scope: str
 ) -> tuple[Hook, ...]:
-    """The usable hooks of ``metadata``; invalid ones are logged and skipped."""
+    """The usable hooks of ``metadata``, kept at ``scope`` (the URI of its bucket or
+    collection); those that today's checks refuse are skipped with a warning naming them."""
     if METADATA_KEY not in metadata:
         return ()
     text = json.dumps(metadata[METADATA_KEY], sort_keys=True)
     hooks, problems = _load(text, bucket_id, settings)
-    for problem in problems:
-        logger.warning("Skipping hooks of bucket %s: %s", bucket_id, problem)
+    for skipped, reason in problems:
+        logger.warning("Skipping %s of %s: %s", skipped, scope, reason)
     return hooks
 
 
@@ -420,20 +455,21 @@ change rather than kept."""
 @caching.sized_cache(HOOKS_CACHE_CHARS)
 def _load(
     text: str, bucket_id: str, settings: EmailerSettings
-) -> tuple[tuple[Hook, ...], tuple[str, ...]]:
+) -> tuple[tuple[Hook, ...], tuple[tuple[str, str], ...]]:
+    """The usable hooks of ``text``, and what was skipped with why."""
     # Parsed once per process for the same JSON: the events of a busy collection share it.
     value = json.loads(text)
     raw_hooks = value.get("hooks") if isinstance(value, dict) else None
     if not isinstance(raw_hooks, list):
-        return (), (f"{_path('hooks')}: no list of hooks",)
+        return (), (("the hooks", f"{_path('hooks')}: no list of hooks"),)
     hooks, problems = [], []
     problem = _too_many(len(raw_hooks), settings)
     if problem is not None:
-        problems.append(f"{_path('hooks')}: {problem}: the first ones are used")
+        problems.append((f"the hooks after the first {settings.max_hooks}", problem))
     for index, raw in enumerate(raw_hooks[: settings.max_hooks]):
         try:
             _check_schema(_HOOK_VALIDATOR, raw, "hooks", index)
             hooks.append(parse_hook(raw, index, bucket_id, settings))
         except InvalidHook as e:
-            problems.append(str(e))
+            problems.append((f"hook {index}", str(e)))
     return tuple(hooks), tuple(problems)

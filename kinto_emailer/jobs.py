@@ -42,6 +42,7 @@ from kinto_emailer.settings import EmailerSettings
 
 logger = logging.getLogger(__name__)
 
+# Notified by the triggers of the queue's tables (see the migrations/ folder).
 CHANNEL = "kinto_emailer_jobs"
 # Rows claimed at once: one query for many messages, few enough that other workers
 # find work too.
@@ -55,65 +56,6 @@ EXPAND_BYTES = 4 * QUEUE_BYTES
 CLAIM_SECONDS = 1.0
 PRUNE_EVERY = 60.0
 
-# The bucket of a message's object; digests (``/emailer/digests/...``) share one lane.
-_BUCKET_OF_URI = (
-    "CASE WHEN draft->>'uri' LIKE '/buckets/%' THEN split_part(draft->>'uri', '/', 3) ELSE '' END"
-)
-
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS kinto_emailer_changes (
-    id BIGSERIAL PRIMARY KEY,
-    change JSONB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS kinto_emailer_jobs (
-    key TEXT PRIMARY KEY,
-    draft JSONB NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    due TIMESTAMPTZ NOT NULL DEFAULT statement_timestamp()
-);
--- The bucket of each change and message, for fair claims: generated, so that rows queued
--- by an older version are filled in when the column is added.
-ALTER TABLE kinto_emailer_changes ADD COLUMN IF NOT EXISTS bucket TEXT
-    GENERATED ALWAYS AS (coalesce(change->'base'->>'bucket_id', '')) STORED;
-CREATE INDEX IF NOT EXISTS kinto_emailer_changes_bucket ON kinto_emailer_changes (bucket, id);
-ALTER TABLE kinto_emailer_jobs ADD COLUMN IF NOT EXISTS bucket TEXT
-    GENERATED ALWAYS AS ({_BUCKET_OF_URI}) STORED;
-CREATE INDEX IF NOT EXISTS kinto_emailer_jobs_bucket ON kinto_emailer_jobs (bucket, due);
--- Replaced by the index above: claims that used it read the whole of a flooding bucket.
-DROP INDEX IF EXISTS kinto_emailer_jobs_due;
-CREATE OR REPLACE FUNCTION kinto_emailer_wake_workers() RETURNS trigger AS $$
-BEGIN
-    PERFORM pg_notify('{CHANNEL}', '');
-    RETURN NULL;
-END $$ LANGUAGE plpgsql;
-CREATE OR REPLACE TRIGGER kinto_emailer_jobs_queued AFTER INSERT ON kinto_emailer_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION kinto_emailer_wake_workers();
-CREATE OR REPLACE TRIGGER kinto_emailer_changes_recorded AFTER INSERT ON kinto_emailer_changes
-    FOR EACH STATEMENT EXECUTE FUNCTION kinto_emailer_wake_workers();
-CREATE TABLE IF NOT EXISTS kinto_emailer_sent (
-    key TEXT PRIMARY KEY,
-    sent_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS kinto_emailer_sent_at ON kinto_emailer_sent (sent_at);
-CREATE TABLE IF NOT EXISTS kinto_emailer_failed (
-    key TEXT PRIMARY KEY,
-    draft JSONB NOT NULL,
-    attempts INTEGER NOT NULL,
-    last_error TEXT NOT NULL,
-    failed_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS kinto_emailer_counts (
-    name TEXT PRIMARY KEY,
-    value BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS kinto_emailer_usage (
-    key TEXT NOT NULL,
-    window_start TIMESTAMPTZ NOT NULL,
-    used INTEGER NOT NULL DEFAULT 0,
-    dropped INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (window_start, key)
-);
-"""
 TABLES = (
     "kinto_emailer_changes",
     "kinto_emailer_jobs",
@@ -317,12 +259,6 @@ def conninfo(storage_url: str) -> str:
     """The libpq address of Kinto's storage URL (which may name a SQLAlchemy driver)."""
     url = sqlalchemy.engine.make_url(storage_url).set(drivername="postgresql")
     return url.render_as_string(hide_password=False)
-
-
-def install_schema(dsn: str) -> None:
-    """The queue's tables, idempotently."""
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute(SCHEMA)
 
 
 class Worker:
@@ -724,9 +660,6 @@ class JobQueue:
 
     def make_worker(self) -> Worker:
         return Worker(self.dsn, self.transport, self.settings, self._count, self.expand)
-
-    def install(self) -> None:
-        install_schema(self.dsn)
 
     def flush(self) -> None:
         """Forget every message, sent key and count, as Kinto's flush forgets the data."""

@@ -88,15 +88,16 @@ class EventStore:
             return {}
 
     def _bucket(self) -> Scoped:
+        scope = f"/buckets/{self.bucket_id}"
         if self._bucket_hooks is None:
             bucket = self._get("bucket", "", self.bucket_id)
-            self._bucket_hooks = hooks.load(bucket, self.bucket_id, self.settings)
-        return f"/buckets/{self.bucket_id}", self._bucket_hooks
+            self._bucket_hooks = hooks.load(bucket, self.bucket_id, self.settings, scope)
+        return scope, self._bucket_hooks
 
     def _collection(self, collection_id: str, metadata: Mapping[str, Any]) -> Scoped:
         if hooks.METADATA_KEY in metadata:
             scope = f"/buckets/{self.bucket_id}/collections/{collection_id}"
-            return scope, hooks.load(metadata, self.bucket_id, self.settings)
+            return scope, hooks.load(metadata, self.bucket_id, self.settings, scope)
         return self._bucket()
 
     def _stored_collection(self, collection_id: str) -> Scoped:

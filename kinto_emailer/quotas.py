@@ -67,9 +67,6 @@ class MemoryTally:
     def limited(self, n: int) -> None:
         self._count("limited", n)
 
-    def install(self) -> None:
-        """Nothing to create: the usage lives in the process."""
-
     def flush(self) -> None:
         """Forgotten with Kinto's data, as the queue's tables are."""
         with self._lock:

@@ -23,6 +23,7 @@ from pyramid.paster import bootstrap, setup_logging
 
 from kinto_emailer import hooks, messages, recipients, send_digests
 from kinto_emailer.errors import EmailerError
+from kinto_emailer.migration import EmailerMigration
 from kinto_emailer.settings import EmailerSettings
 
 
@@ -153,7 +154,9 @@ def send_due_digests(config: str, at: str | None) -> int:
 
 
 def install_tables(config: str) -> int:
-    _queue(config).install()
+    """The plugin's own migrations, as ``kinto migrate`` runs them with Kinto's."""
+    queue = _queue(config)
+    EmailerMigration().initialize_schema(queue.storage.client)
     print("The mail queue tables are installed")
     return 0
 
@@ -182,7 +185,7 @@ def stored_refusals(
     storage: Any, settings: EmailerSettings
 ) -> Iterator[tuple[str, hooks.Refusal]]:
     """The URI of each bucket and collection whose stored hooks saving would refuse, and
-    each reason, as :func:`kinto_emailer.hooks.validate` gives them."""
+    each reason, as :func:`kinto_emailer.hooks.validate` gives them to a new object."""
     for bucket in _every(storage, "bucket", ""):
         bucket_uri = f"/buckets/{bucket['id']}"
         collections = (
@@ -220,7 +223,7 @@ def emailer_main(args: list[str] | None = None) -> int:
         ("status", "count queued, scheduled, sent, retried, failed and dropped mail"),
         ("failed", "list the messages given up, with their last error"),
         ("resend", "queue failed messages again (all, or those of the keys given)"),
-        ("migrate", "create the queue's tables (kinto migrate does it too)"),
+        ("migrate", "create or upgrade the queue's tables (kinto migrate does it too)"),
         ("send-digests", "send the daily and weekly digests due now (or --at)"),
         ("check", "list the stored hooks that saving would refuse today, and why"),
     ]:

@@ -1,22 +1,30 @@
-"""Kinto's storage backend as the plugin sees it.
+"""Hooks are checked when bucket or collection metadata is written.
 
-Hooks are checked when bucket or collection metadata is saved. Kinto notifies
-``ResourceChanged`` after the storage backend has written the object, and the memory
-backend cannot roll a write back. So the check sits at the storage boundary, where the
-final object (after a PATCH, a JSON-Patch or a merge) is known before anything is
-written: rejected metadata is never stored, on any backend.
+Kinto notifies ``ResourceChanged`` after its storage backend wrote the object, and the
+memory backend cannot roll a write back. Kinto's resources work out the final object (after
+a PATCH, a merge or a JSON-Patch) and write it in the same view, with no hook in between:
+a view deriver or a tween would have to work that object out again, and batch subrequests
+skip tweens. So the check sits on the backend's own ``create`` and ``update``, where the
+final object is known before anything is written: a refused write stores nothing, on any
+backend, whoever makes it.
 
-The plugin's own tables are created with Kinto's (``kinto migrate``) and emptied with
-its data (``flush``).
+``registry.storage`` stays Kinto's backend: only those methods of the instance are
+wrapped (``get`` too on the memory backend, see :func:`guard`). The wrappers take every
+argument the backend takes and pass them on untouched, keep its signatures, and are
+methods still, so that Kinto's metrics time them under the backend's own name.
 """
 
 import copy
-from typing import Any, Protocol
+import functools
+import inspect
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from kinto.core.errors import json_error_handler
+from kinto.core.storage.exceptions import ObjectNotFoundError
 from pyramid.httpexceptions import HTTPException
 from pyramid.request import Request
-from pyramid.threadlocal import get_current_request
 
 from kinto_emailer import hooks
 from kinto_emailer.errors import InvalidHook
@@ -24,75 +32,85 @@ from kinto_emailer.settings import EmailerSettings
 
 
 _CHECKED = ("bucket", "collection")
+# Keywords Kinto's backends still take for the current ones (its deprecate_kwargs).
+_RENAMED = {"collection_id": "resource_name", "record": "obj"}
+
+Arguments = Mapping[str, Any]
+Method = Callable[..., Any]
 
 
-class Tables(Protocol):
-    """The plugin's own tables beside Kinto's, if any."""
-
-    def install(self) -> None: ...
-
-    def flush(self) -> None: ...
-
-
-class EmailerStorage:
-    """Kinto's storage backend, checking bucket and collection writes; the rest passes."""
-
-    def __init__(
-        self,
-        backend: Any,
-        settings: EmailerSettings,
-        tables: Tables | None = None,
-    ) -> None:
-        self._backend = backend
-        self._settings = settings
-        self._tables = tables
-        # Only the memory backend hands out objects that a PATCH can change in place.
-        self._copies = type(backend).__module__ == "kinto.core.storage.memory"
-
-    def initialize_schema(self, dry_run: bool = False) -> None:
-        self._backend.initialize_schema(dry_run=dry_run)
-        if self._tables is not None and not dry_run:
-            self._tables.install()
-
-    def flush(self) -> None:
-        self._backend.flush()
-        if self._tables is not None:
-            self._tables.flush()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend, name)
-
-    def _check(self, resource_name: str, parent_id: str, object_id: str | None, obj: Any) -> None:
-        if resource_name not in _CHECKED:
-            return
-        if resource_name == "bucket":
-            bucket_id = object_id or obj.get("id", "")
-        else:
-            bucket_id = parent_id.rsplit("/", 1)[-1]
-        hooks.validate(obj, bucket_id, self._settings)
-
-    def get(self, resource_name: str, *args: Any, **kw: Any) -> Any:
-        obj = self._backend.get(resource_name, *args, **kw)
-        # The memory backend returns a shallow copy: a PATCH that merges into nested
-        # metadata would change the stored object before the check could refuse it.
-        if self._copies and resource_name in _CHECKED and _patching():
-            return copy.deepcopy(obj)
-        return obj
-
-    def create(self, resource_name: str, parent_id: str, obj: Any, *args: Any, **kw: Any) -> Any:
-        self._check(resource_name, parent_id, None, obj)
-        return self._backend.create(resource_name, parent_id, obj, *args, **kw)
-
-    def update(
-        self, resource_name: str, parent_id: str, object_id: str, obj: Any, *args: Any, **kw: Any
-    ) -> Any:
-        self._check(resource_name, parent_id, object_id, obj)
-        return self._backend.update(resource_name, parent_id, object_id, obj, *args, **kw)
+def _arguments(signature: inspect.Signature, args: tuple, kwargs: dict) -> Arguments | None:
+    """A call's arguments by the backend's names; None for a call the backend refuses
+    (it raises its own error)."""
+    named = {
+        _RENAMED[k] if k in _RENAMED and _RENAMED[k] not in kwargs else k: v
+        for k, v in kwargs.items()
+    }
+    try:
+        return signature.bind(*args, **named).arguments
+    except TypeError:
+        return None
 
 
-def _patching() -> bool:
-    request = get_current_request()
-    return request is not None and request.method == "PATCH"
+def _bucket_id(arguments: Arguments) -> str:
+    if arguments["resource_name"] == "bucket":
+        return str(arguments.get("object_id") or arguments["obj"].get("id", ""))
+    return str(arguments["parent_id"]).rsplit("/", 1)[-1]
+
+
+def _replace(storage: Any, name: str, wrap: Callable[[Method, inspect.Signature], Method]) -> None:
+    """Replace the method ``name`` of ``storage`` (the instance only) by ``wrap``'s."""
+    method = getattr(storage, name)
+    function = wrap(method, inspect.signature(method))
+    # The backend's name, docstring and signature (self included: it stays a method).
+    functools.update_wrapper(function, method.__func__)
+    setattr(storage, name, types.MethodType(function, storage))
+
+
+def guard(storage: Any, settings: EmailerSettings) -> None:
+    """Refuse the bucket and collection writes of ``storage`` that add or change invalid
+    hooks."""
+    get = storage.get  # The backend's own: what it answers is only read.
+
+    def stored(arguments: Arguments) -> Mapping[str, Any] | None:
+        try:
+            return get(  # type: ignore[no-any-return]
+                resource_name=arguments["resource_name"],
+                parent_id=arguments["parent_id"],
+                object_id=arguments["object_id"],
+            )
+        except ObjectNotFoundError:
+            return None
+
+    def checked(method: Method, signature: inspect.Signature) -> Method:
+        def write(self: Any, *args: Any, **kwargs: Any) -> Any:
+            arguments = _arguments(signature, args, kwargs)
+            if arguments is not None and arguments["resource_name"] in _CHECKED:
+                obj = arguments["obj"]
+                if hooks.METADATA_KEY in obj:
+                    # An update is checked for what it changes in the stored hooks.
+                    before = stored(arguments) if "object_id" in arguments else None
+                    hooks.validate(obj, _bucket_id(arguments), settings, before)
+            return method(*args, **kwargs)
+
+        return write
+
+    def deep_get(method: Method, signature: inspect.Signature) -> Method:
+        def get(self: Any, *args: Any, **kwargs: Any) -> Any:
+            obj = method(*args, **kwargs)
+            arguments = _arguments(signature, args, kwargs)
+            if arguments is not None and arguments["resource_name"] in _CHECKED:
+                return copy.deepcopy(obj)
+            return obj
+
+        return get
+
+    _replace(storage, "create", checked)
+    _replace(storage, "update", checked)
+    # The memory backend returns shallow copies: a PATCH that merges into nested
+    # metadata would change the stored object before the check could refuse it.
+    if type(storage).__module__ == "kinto.core.storage.memory":
+        _replace(storage, "get", deep_get)
 
 
 def invalid_hook_view(exc: InvalidHook, request: Request) -> HTTPException:

@@ -12,16 +12,25 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
+import psycopg
+import transaction
 from aiosmtpd.controller import Controller
 from kinto import DEFAULT_SETTINGS as KINTO_DEFAULT_SETTINGS
 from kinto import main as kinto_main
+from kinto.core import scripts
 from kinto.core.testing import BaseWebTest, get_user_headers
+from kinto.events import ServerFlushed
 
 
+HERE = os.path.dirname(__file__)
 POSTGRESQL_URL = os.environ.get(
     "KINTO_EMAILER_TEST_DATABASE", "postgresql://postgres@127.0.0.1:5432/kinto_emailer_test"
 )
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Waits end as soon as what they wait for happens: their bound only matters when a test
+# fails, and worker processes took over 10 s to start on a loaded machine.
+WAIT = 60.0
 
 
 @dataclass
@@ -110,7 +119,7 @@ class SMTPSink:
             self.received.clear()
             self.attempts.clear()
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+    def wait_for(self, count: int, timeout: float = WAIT) -> list[Received]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -148,7 +157,7 @@ class SilentServer:
             connection.close()
 
 
-def eventually(predicate: Any, timeout: float = 10.0) -> bool:
+def eventually(predicate: Any, timeout: float = WAIT) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` seconds passed."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -197,18 +206,23 @@ def skip_unless_postgresql(cls: type) -> type:
     return unittest.skip(f"no PostgreSQL at {POSTGRESQL_URL} (they run in CI)")(cls)
 
 
-def postgresql_config(directory: str, smtp_port: int, settings: dict[str, str]) -> str:
-    """An ini file in ``directory``, as tests/config/kinto.ini on PostgreSQL, with
-    ``settings`` (``emailer.worker`` for ``kinto.emailer.worker``); its path."""
-    with open(os.path.join(os.path.dirname(__file__), "config", "kinto.ini")) as f:
-        text = f.read().replace("kinto.core.storage.memory", "kinto.core.storage.postgresql")
-    extra = "\n".join(
-        [f"kinto.storage_url = {POSTGRESQL_URL}"]
-        + [f"kinto.{key} = {value}" for key, value in settings.items()]
-    )
+def write_config(
+    directory: str,
+    smtp_port: int,
+    *lines: str,
+    includes: str = "kinto_emailer",
+    postgresql: bool = False,
+) -> str:
+    """``tests/config/kinto.ini`` in ``directory``, with ``lines`` added, on Kinto's
+    PostgreSQL storage if asked; its path."""
+    with open(os.path.join(HERE, "config", "kinto.ini")) as f:
+        text = f.read().replace("includes = kinto_emailer", f"includes = {includes}")
+    if postgresql:
+        text = text.replace("kinto.core.storage.memory", "kinto.core.storage.postgresql")
+        lines = (f"kinto.storage_url = {POSTGRESQL_URL}", *lines)
     path = os.path.join(directory, "kinto.ini")
     with open(path, "w") as f:
-        f.write(text.format(port=smtp_port, extra=extra))
+        f.write(text.format(port=smtp_port, extra="\n".join(lines)))
     return path
 
 
@@ -233,6 +247,22 @@ def app_settings(smtp_port: int, **extra: Any) -> dict:
     }
 
 
+def store_unchecked(
+    registry: Any, resource_name: str, parent_id: str, object_id: str, obj: dict
+) -> None:
+    """Store ``obj`` as an earlier version, or other settings, let it be stored: with the
+    backend's own method, past any check."""
+    storage = registry.storage
+    with transaction.manager:
+        type(storage).update(
+            storage,
+            resource_name=resource_name,
+            parent_id=parent_id,
+            object_id=object_id,
+            obj=obj,
+        )
+
+
 ALICE = get_user_headers("alice")
 BOB = get_user_headers("bob")
 
@@ -249,6 +279,23 @@ class EmailerWebTest(BaseWebTest, unittest.TestCase):
     def setUpClass(cls) -> None:
         cls.sink = SMTPSink().start()
         super().setUpClass()
+        cls.migrate()
+
+    @classmethod
+    def migrate(cls) -> None:
+        """What `kinto migrate` does: Kinto's schemas, then the plugins' migrations."""
+        scripts.migrate({"registry": cls.app.app.registry})
+
+    def drop_queue(self, *tables: str) -> None:
+        """The database as before `kinto migrate` made the queue's tables (or ``tables``)."""
+        from kinto_emailer import jobs, migration
+
+        queue = self.registry.emailer_delivery.queue
+        with psycopg.connect(queue.dsn, autocommit=True) as connection:
+            connection.execute(f"DROP TABLE {', '.join(tables or jobs.TABLES)}")
+            connection.execute(
+                "DELETE FROM metadata WHERE name = %s", (f"{migration.NAME}_schema_version",)
+            )
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -267,6 +314,11 @@ class EmailerWebTest(BaseWebTest, unittest.TestCase):
         self.sink.clear()
         self.sink.refuse.clear()
         self.sink.defer.clear()
+
+    def tearDown(self) -> None:
+        # Kinto's backends are flushed, then that is announced, as the flush endpoint does.
+        super().tearDown()
+        self.registry.notify(ServerFlushed(None))
 
     @property
     def registry(self) -> Any:

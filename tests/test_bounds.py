@@ -4,11 +4,9 @@ import logging
 import unittest
 from datetime import UTC, datetime, timedelta
 
-import transaction
-
 from kinto_emailer import hooks, listener, quotas
 from kinto_emailer.settings import EmailerSettings
-from tests.support import EmailerWebTest
+from tests.support import EmailerWebTest, store_unchecked
 from tests.test_preferences import links
 
 
@@ -48,15 +46,9 @@ class BoundsTest(EmailerWebTest):
         self.assertEqual(error["details"][0]["name"], name)
         self.assertIn(message, error["message"])
 
-    def store_unchecked(self, uri_bucket, *hooks_):
-        """Hooks as an earlier version, or other settings, let them be stored."""
-        with transaction.manager:
-            self.registry.storage._backend.update(
-                resource_name="bucket",
-                parent_id="",
-                object_id=uri_bucket,
-                obj={"id": uri_bucket, "kinto-emailer": {"hooks": list(hooks_)}},
-            )
+    def store_unchecked(self, bucket_id, *hooks_):
+        obj = {"id": bucket_id, "kinto-emailer": {"hooks": list(hooks_)}}
+        store_unchecked(self.registry, "bucket", "", bucket_id, obj)
 
     def test_hooks_per_bucket_or_collection_are_bounded_on_save(self):
         self.put_hooks("/buckets/b/collections/c", *[HOOK] * 3)
@@ -236,9 +228,9 @@ class HooksOnUseTest(unittest.TestCase):
     def test_a_stored_threshold_above_the_operator_s_is_lowered(self):
         settings = EmailerSettings(group_threshold=5)
         metadata = {"kinto-emailer": {"hooks": [{**HOOK, "group_threshold": 50}]}}
-        [hook] = hooks.load(metadata, "b", settings)
+        [hook] = hooks.load(metadata, "b", settings, "/buckets/b")
         self.assertEqual(hook.group_threshold, 5)
-        [hook] = hooks.load(metadata, "b", EmailerSettings())
+        [hook] = hooks.load(metadata, "b", EmailerSettings(), "/buckets/b")
         self.assertEqual(hook.group_threshold, 50)
 
 

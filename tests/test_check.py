@@ -20,8 +20,8 @@ from kinto_emailer.scripts import emailer_main
 from tests.support import (
     POSTGRESQL_URL,
     EmailerWebTest,
-    postgresql_config,
     skip_unless_postgresql,
+    write_config,
 )
 from tests.test_postgresql import PostgreSQL
 
@@ -38,7 +38,12 @@ class CheckTest(PostgreSQL, EmailerWebTest):
     def setUpClass(cls):
         super().setUpClass()
         cls.directory = tempfile.TemporaryDirectory()
-        cls.config = postgresql_config(cls.directory.name, cls.sink.port, cls.extra_settings)
+        cls.config = write_config(
+            cls.directory.name,
+            cls.sink.port,
+            *[f"kinto.{key} = {value}" for key, value in cls.extra_settings.items()],
+            postgresql=True,
+        )
 
     @classmethod
     def tearDownClass(cls):

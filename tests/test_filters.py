@@ -8,14 +8,13 @@ import unittest
 from collections.abc import Iterator
 
 import pytest
-import transaction
 from kinto.core.events import ResourceChanged
 
 from kinto_emailer import hooks
 from kinto_emailer.errors import InvalidHook
 from kinto_emailer.listener import event_names
 from tests.plugins import Published
-from tests.support import EmailerWebTest, skip_unless_postgresql
+from tests.support import EmailerWebTest, skip_unless_postgresql, store_unchecked
 from tests.test_postgresql import PostgreSQL
 
 
@@ -90,10 +89,7 @@ class RegexFilterTest(EmailerWebTest):
             },
         }
         # What an earlier release let editors store.
-        with transaction.manager:
-            self.registry.storage._backend.update(
-                resource_name="bucket", parent_id="", object_id="b", obj=stored_before_checks
-            )
+        store_unchecked(self.registry, "bucket", "", "b", stored_before_checks)
         with self.assertLogs("kinto_emailer", logging.WARNING) as logs:
             self.app.put_json(f"{RECORDS}/r1", headers=self.headers)
             mails = self.mails()

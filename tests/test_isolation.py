@@ -160,7 +160,7 @@ class PoisonTest(PostgreSQL, EmailerWebTest):
         self.assertEqual(len(self.sink.received), 1)
 
     def test_a_write_is_kept_when_its_change_cannot_be_noted(self):
-        self.execute("DROP TABLE kinto_emailer_changes")
+        self.drop_queue("kinto_emailer_changes")
         try:
             for method, status in [("put_json", 201), ("patch_json", 200)]:
                 with self.assertLogs("kinto_emailer", logging.ERROR) as logs:
@@ -178,7 +178,7 @@ class PoisonTest(PostgreSQL, EmailerWebTest):
             self.app.delete("/buckets/b/collections/c/records/kept", headers=self.headers)
             self.app.get("/buckets/b/collections/c/records/kept", headers=self.headers, status=404)
         finally:
-            self.queue.install()
+            self.migrate()
 
 
 class DigestIsolationTest(EmailerWebTest):

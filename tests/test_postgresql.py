@@ -1,8 +1,11 @@
 """The plugin's suites again, on Kinto's PostgreSQL backends (as in production)."""
 
+import contextlib
+import io
 import logging
+import tempfile
 
-import psycopg
+from kinto.core.storage.postgresql import Storage as PostgreSQLStorage
 
 import tests.test_bounds as bounds
 import tests.test_delivery as delivery
@@ -10,10 +13,11 @@ import tests.test_headers as headers
 import tests.test_links as links
 import tests.test_plugin as plugin
 import tests.test_preferences as preferences
+import tests.test_storage as storage
 import tests.test_transactions as transactions
 import tests.test_validation as validation
-from kinto_emailer import jobs
-from tests.support import POSTGRESQL_URL, skip_unless_postgresql
+from kinto_emailer.scripts import emailer_main
+from tests.support import POSTGRESQL_URL, skip_unless_postgresql, write_config
 
 
 class PostgreSQL:
@@ -54,6 +58,39 @@ class ValidationTest(PostgreSQL, validation.ValidationTest):
 
 
 @skip_unless_postgresql
+class StoredEarlierTest(PostgreSQL, validation.StoredEarlierTest):
+    def check(self):
+        """``kinto-emailer check`` on a configuration of this database: its status and output."""
+        with tempfile.TemporaryDirectory() as directory:
+            config = write_config(directory, self.sink.port, postgresql=True)
+            output = io.StringIO()
+            with contextlib.redirect_stdout(output):
+                status = emailer_main(["check", config])
+        return status, output.getvalue().splitlines()
+
+    def test_check_lists_every_stored_hook_refused_today(self):
+        status, lines = self.check()
+        self.assertEqual(status, 1)
+        reasons = ["'recipient' was unexpected", "{impacted_objects}", "admin@localhost"]
+        for uri in ("/buckets/b", validation.COLLECTION):
+            for index, reason in enumerate(reasons):
+                [line] = [line for line in lines if line.startswith(f"{uri}  ") and reason in line]
+                self.assertIn(f"  hook {index}  data.kinto-emailer.hooks.{index}", line)
+        self.assertEqual(len(lines), 7)
+        self.assertEqual("6 stored hook problem(s): saving these hooks would fail", lines[-1])
+        for uri in ("/buckets/b", validation.COLLECTION):
+            self.put_hooks(uri, validation.RECORD_HOOK)
+        self.assertEqual(self.check(), (0, ["Every stored hook passes today's checks"]))
+
+
+@skip_unless_postgresql
+class StorageTest(PostgreSQL, storage.StorageTest):
+    def test_registry_storage_is_the_backend_itself(self):
+        super().test_registry_storage_is_the_backend_itself()
+        self.assertIsInstance(self.storage, PostgreSQLStorage)
+
+
+@skip_unless_postgresql
 class EventsTest(PostgreSQL, transactions.EventsTest):
     def test_an_aborted_write_is_rolled_back_and_mails_nobody(self):
         self.put_hooks("/buckets/b", {"template": "{uri}", "recipients": ["a@example.com"]})
@@ -71,9 +108,7 @@ class EventsTest(PostgreSQL, transactions.EventsTest):
 
     def test_writes_go_on_before_kinto_migrate_created_the_queue(self):
         self.put_hooks("/buckets/b", {"template": "{uri}", "recipients": ["a@example.com"]})
-        queue = self.registry.emailer_delivery.queue
-        with psycopg.connect(queue.dsn, autocommit=True) as connection:
-            connection.execute(f"DROP TABLE {', '.join(jobs.TABLES)}")
+        self.drop_queue()
         # A Kinto process started before anyone ran kinto migrate.
         started_early = self.make_app({"emailer.worker": "false"})
         try:
@@ -84,7 +119,7 @@ class EventsTest(PostgreSQL, transactions.EventsTest):
             self.assertIn("run kinto migrate", logs.output[0])
             self.app.get("/buckets/b/collections/c1/records/lost", headers=self.headers)
         finally:
-            queue.install()
+            self.migrate()
         started_early.put_json("/buckets/b/collections/c1/records/mailed", headers=self.headers)
         self.assertEqual(
             [m.body for m in self.mails()], ["/buckets/b/collections/c1/records/mailed"]

@@ -14,12 +14,7 @@ import time
 import psycopg
 
 from kinto_emailer import jobs, messages, recipients
-from tests.support import (
-    EmailerWebTest,
-    eventually,
-    postgresql_config,
-    skip_unless_postgresql,
-)
+from tests.support import EmailerWebTest, eventually, skip_unless_postgresql, write_config
 from tests.test_postgresql import PostgreSQL
 
 
@@ -59,7 +54,12 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
         super().setUpClass()
         cls.directory = tempfile.TemporaryDirectory()
         cls.log = open(os.path.join(cls.directory.name, "workers.log"), "ab")
-        cls.config = postgresql_config(cls.directory.name, cls.sink.port, QUEUE_SETTINGS)
+        cls.config = write_config(
+            cls.directory.name,
+            cls.sink.port,
+            *[f"kinto.{key} = {value}" for key, value in QUEUE_SETTINGS.items()],
+            postgresql=True,
+        )
 
     @classmethod
     def tearDownClass(cls):
@@ -207,8 +207,7 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
         self.assertEqual(self.sink.received, [])
 
     def test_kinto_migrate_creates_the_queue_tables(self):
-        with psycopg.connect(self.queue.dsn, autocommit=True) as connection:
-            connection.execute(f"DROP TABLE {', '.join(jobs.TABLES)}")
+        self.drop_queue()
         subprocess.run(
             [os.path.join(BIN, "kinto"), "migrate", "--ini", self.config],
             capture_output=True,

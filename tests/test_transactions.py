@@ -7,9 +7,7 @@ import shutil
 import tempfile
 from email import message_from_bytes, policy
 
-import transaction
-
-from tests.support import BOB, EmailerWebTest
+from tests.support import BOB, EmailerWebTest, store_unchecked
 
 
 HOOK = {"template": "{action}d {uri}", "recipients": ["a@example.com"]}
@@ -132,10 +130,7 @@ class EventsTest(EmailerWebTest):
             },
         }
         # What an earlier release let editors store.
-        with transaction.manager:
-            self.registry.storage._backend.update(
-                resource_name="bucket", parent_id="", object_id="b", obj=stored_before_checks
-            )
+        store_unchecked(self.registry, "bucket", "", "b", stored_before_checks)
         with self.assertLogs("kinto_emailer", logging.WARNING) as logs:
             self.app.put_json("/buckets/b/collections/c1/records/r1", headers=self.headers)
             mails = self.mails()

@@ -1,6 +1,8 @@
 """Hooks are checked when metadata is saved: a 400 naming the JSON path, nothing stored."""
 
-from tests.support import EmailerWebTest
+import logging
+
+from tests.support import EmailerWebTest, store_unchecked
 
 
 HOOK = {"template": "{id}", "recipients": ["a@example.com"]}
@@ -242,3 +244,105 @@ class ValidationTest(EmailerWebTest):
         )
         self.create_record("/buckets/b/collections/c/records")
         self.assertEqual(len(self.mails()), 1)
+
+
+RECORD_HOOK = {**HOOK, "resource_name": "record"}
+# Hooks that kinto-emailer 4.x stored and that today's checks refuse.
+STORED_EARLIER = [
+    {**RECORD_HOOK, "recipient": "typo@example.com"},
+    {**RECORD_HOOK, "template": "{impacted_objects}"},
+    {**RECORD_HOOK, "recipients": ["admin@localhost"]},
+]
+COLLECTION = "/buckets/b/collections/c"
+
+
+class StoredEarlierTest(EmailerWebTest):
+    """Writes are checked for what they change in the hooks, not for what was stored."""
+
+    extra_settings = {"includes": "kinto_emailer tests.plugins.tracking"}
+
+    def setUp(self):
+        super().setUp()
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json(COLLECTION, headers=self.headers)
+        emailer = {"kinto-emailer": {"hooks": [*STORED_EARLIER, RECORD_HOOK]}}
+        store_unchecked(self.registry, "bucket", "", "b", {"id": "b", **emailer})
+        store_unchecked(self.registry, "collection", "/buckets/b", "c", {"id": "c", **emailer})
+        self.hooks = [*STORED_EARLIER, RECORD_HOOK]
+
+    def stored_hooks(self, uri=COLLECTION):
+        return self.app.get(uri, headers=self.headers).json["data"]["kinto-emailer"]["hooks"]
+
+    def test_writes_that_leave_the_hooks_alone_succeed(self):
+        # The tracking plugin writes the collection through the storage backend.
+        self.create_record(f"{COLLECTION}/records")
+        self.assertEqual(
+            self.app.get(COLLECTION, headers=self.headers).json["data"]["status"],
+            "work-in-progress",
+        )
+        self.app.patch_json(COLLECTION, {"data": {"status": "to-review"}}, headers=self.headers)
+        self.app.patch(
+            COLLECTION,
+            '{"data": {"status": "signed"}}',
+            headers={**self.headers, "Content-Type": "application/merge-patch+json"},
+        )
+        self.app.patch_json(
+            COLLECTION,
+            [{"op": "replace", "path": "/data/status", "value": "to-sign"}],
+            headers={**self.headers, "Content-Type": "application/json-patch+json"},
+        )
+        data = self.app.get(COLLECTION, headers=self.headers).json["data"]
+        self.app.put_json(COLLECTION, {"data": {**data, "n": 1}}, headers=self.headers)
+        self.app.patch_json("/buckets/b", {"data": {"n": 1}}, headers=self.headers)
+        self.assertEqual(self.stored_hooks(), self.hooks)
+        self.assertEqual(self.stored_hooks("/buckets/b"), self.hooks)
+
+    def test_a_write_that_changes_hooks_has_the_new_ones_checked(self):
+        added = {**RECORD_HOOK, "recipients": ["b@example.com"]}
+        self.app.patch_json(
+            COLLECTION,
+            {"data": {"kinto-emailer": {"hooks": [*self.hooks, added]}}},
+            headers=self.headers,
+        )
+        self.hooks.append(added)
+        refused = [
+            ({"hooks": [*self.hooks, {**RECORD_HOOK, "template": "{nope}"}]}, "hooks.5.template"),
+            (
+                {"hooks": [self.hooks[0], {**RECORD_HOOK, "template": "{id} {impacted_objects}"}]},
+                "hooks.1.template",
+            ),
+            (
+                {"hooks": [{**RECORD_HOOK, "recipients": ["root@localhost"]}]},
+                "hooks.0.recipients.0",
+            ),
+            ({"hooks": self.hooks, "other": 1}, ""),
+        ]
+        for emailer, name in refused:
+            with self.subTest(emailer=emailer):
+                response = self.app.patch_json(
+                    COLLECTION,
+                    {"data": {"kinto-emailer": emailer}},
+                    headers=self.headers,
+                    status=400,
+                )
+                self.assertEqual(
+                    response.json["details"][0]["name"],
+                    f"data.kinto-emailer.{name}".rstrip("."),
+                )
+                self.assertEqual(self.stored_hooks(), self.hooks)
+        # Fixing or removing a hook stored earlier is a write like any other.
+        fixed = [{**RECORD_HOOK, "recipients": ["admin@example.com"]}, *self.hooks[3:]]
+        self.app.patch_json(
+            COLLECTION, {"data": {"kinto-emailer": {"hooks": fixed}}}, headers=self.headers
+        )
+        self.assertEqual(self.stored_hooks(), fixed)
+
+    def test_hooks_stored_earlier_are_skipped_with_a_warning_naming_them(self):
+        with self.assertLogs("kinto_emailer.hooks", logging.WARNING) as logs:
+            self.create_record(f"{COLLECTION}/records")
+            mails = self.mails()
+        self.assertEqual([m.rcpt_tos for m in mails], [["a@example.com"]])
+        reasons = ["'recipient' was unexpected", "{impacted_objects}", "admin@localhost"]
+        for index, reason in enumerate(reasons):
+            [line] = {line for line in logs.output if f"hook {index} of {COLLECTION}:" in line}
+            self.assertIn(reason, line)
