@@ -46,7 +46,9 @@ class ServerTest(unittest.TestCase):
         }
         cls.admin = ("admin", secrets.token_urlsafe(16))
         kinto("migrate", config=CONFIG, env=cls.env)
-        kinto("create-user", "-u", cls.admin[0], "-p", cls.admin[1], config=CONFIG, env=cls.env)
+        # One argument: a password may start with "-".
+        user, password = f"--username={cls.admin[0]}", f"--password={cls.admin[1]}"
+        kinto("create-user", user, password, config=CONFIG, env=cls.env)
         with contextlib.ExitStack() as stack:
             stack.callback(cls.sink.stop)
             cls.url = stack.enter_context(
