@@ -5,21 +5,25 @@ SERVER_CONFIG := config/kinto.ini
 LOCAL_SECRET := .kinto-local-secret
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format functional bench clean
+.PHONY: help install run test lint format functional remote-settings bench clean
 
 help:
 	@echo "make run         start Kinto with kinto_emailer on http://127.0.0.1:8888 (memory storage)"
 	@echo "make test        run the whole test suite (lint, unit, plugin and functional tests)"
 	@echo "make lint        check the code with ruff"
 	@echo "make functional  run the functional tests against a Kinto server they start"
+	@echo "make remote-settings  run Mozilla Remote Settings' own tests with this plugin"
 	@echo "make bench       run the benchmarks and print their ratios"
 
 $(PYTHON):
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 
+# kinto-attachment (a test dependency) installs a `kinto-send-email` of kinto-emailer 4.x,
+# which names a module that is gone: installed last, ours replaces it.
 $(INSTALL_STAMP): $(PYTHON) setup.cfg pyproject.toml
 	$(PYTHON) -m pip install --quiet -e ".[test]"
+	$(PYTHON) -m pip install --quiet --no-deps -e .
 	touch $(INSTALL_STAMP)
 
 install: $(INSTALL_STAMP)
@@ -46,6 +50,10 @@ test: lint
 
 functional: $(INSTALL_STAMP)
 	$(PYTHON) -m pytest functional
+
+# Also part of `make test` (under functional/).
+remote-settings: $(INSTALL_STAMP)
+	$(PYTHON) -m pytest functional/remote_settings
 
 # procrastinate only serves as a point of comparison.
 bench: $(INSTALL_STAMP)

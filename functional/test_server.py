@@ -6,20 +6,19 @@ variables, and the account the tests use from ``kinto create-user``, as an opera
 would do.
 """
 
+import contextlib
 import os
 import secrets
 import subprocess
-import sys
-import time
 import unittest
 import uuid
 
 import requests
 
+from functional.server import BIN, kinto, running_kinto
 from tests.support import (
     POSTGRESQL_URL,
     SMTPSink,
-    free_port,
     postgresql_available,
     skip_unless_postgresql,
 )
@@ -28,7 +27,6 @@ from tests.test_headers import INJECTION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "config", "postgresql.ini")
-BIN = os.path.dirname(sys.executable)
 # Beside the test database, named after it: runs with other test databases do not meet.
 DATABASE_URL = POSTGRESQL_URL + "_functional"
 
@@ -39,7 +37,6 @@ class ServerTest(unittest.TestCase):
     def setUpClass(cls):
         assert postgresql_available(DATABASE_URL), f"no PostgreSQL at {DATABASE_URL}"
         cls.sink = SMTPSink().start()
-        cls.port = free_port()
         cls.env = {
             **os.environ,
             "KINTO_STORAGE_URL": DATABASE_URL,
@@ -48,38 +45,20 @@ class ServerTest(unittest.TestCase):
             "KINTO_USERID_HMAC_SECRET": secrets.token_hex(32),
         }
         cls.admin = ("admin", secrets.token_urlsafe(16))
-        for command in (["migrate"], ["create-user", "-u", cls.admin[0], "-p", cls.admin[1]]):
-            subprocess.run(
-                [os.path.join(BIN, "kinto"), *command, "--ini", CONFIG],
-                env=cls.env,
-                check=True,
-                capture_output=True,
+        kinto("migrate", config=CONFIG, env=cls.env)
+        # One argument: a password may start with "-".
+        user, password = f"--username={cls.admin[0]}", f"--password={cls.admin[1]}"
+        kinto("create-user", user, password, config=CONFIG, env=cls.env)
+        with contextlib.ExitStack() as stack:
+            stack.callback(cls.sink.stop)
+            cls.url = stack.enter_context(
+                running_kinto(CONFIG, cls.env, os.path.join(ROOT, ".functional-server.log"))
             )
-        cls.log = open(os.path.join(ROOT, ".functional-server.log"), "wb")
-        cls.server = subprocess.Popen(
-            [os.path.join(BIN, "kinto"), "start", "--ini", CONFIG, "--port", str(cls.port)],
-            env=cls.env,
-            stdout=cls.log,
-            stderr=subprocess.STDOUT,
-        )
-        cls.url = f"http://127.0.0.1:{cls.port}/v1"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{cls.url}/", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        else:
-            cls.tearDownClass()
-            raise RuntimeError("Kinto did not start: see .functional-server.log")
+            cls.stack = stack.pop_all()
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.terminate()
-        cls.server.wait(10)
-        cls.log.close()
-        cls.sink.stop()
+        cls.stack.close()
 
     def setUp(self):
         self.sink.clear()
