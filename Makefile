@@ -19,11 +19,8 @@ $(PYTHON):
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 
-# kinto-attachment (a test dependency) installs a `kinto-send-email` of kinto-emailer 4.x,
-# which names a module that is gone: installed last, ours replaces it.
 $(INSTALL_STAMP): $(PYTHON) setup.cfg pyproject.toml
 	$(PYTHON) -m pip install --quiet -e ".[test]"
-	$(PYTHON) -m pip install --quiet --no-deps -e .
 	touch $(INSTALL_STAMP)
 
 install: $(INSTALL_STAMP)
