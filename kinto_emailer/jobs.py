@@ -38,11 +38,11 @@ from kinto_emailer.listener import Change, describe
 from kinto_emailer.messages import Draft
 from kinto_emailer.quotas import Tally, Usage
 from kinto_emailer.settings import EmailerSettings
+from kinto_emailer.wakeups import CHANNEL, Waker
 
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "kinto_emailer_jobs"
 # Rows claimed at once: one query for many messages, few enough that other workers
 # find work too.
 CLAIM_SIZE = 100
@@ -81,15 +81,6 @@ ALTER TABLE kinto_emailer_jobs ADD COLUMN IF NOT EXISTS bucket TEXT
 CREATE INDEX IF NOT EXISTS kinto_emailer_jobs_bucket ON kinto_emailer_jobs (bucket, due);
 -- Replaced by the index above: claims that used it read the whole of a flooding bucket.
 DROP INDEX IF EXISTS kinto_emailer_jobs_due;
-CREATE OR REPLACE FUNCTION kinto_emailer_wake_workers() RETURNS trigger AS $$
-BEGIN
-    PERFORM pg_notify('{CHANNEL}', '');
-    RETURN NULL;
-END $$ LANGUAGE plpgsql;
-CREATE OR REPLACE TRIGGER kinto_emailer_jobs_queued AFTER INSERT ON kinto_emailer_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION kinto_emailer_wake_workers();
-CREATE OR REPLACE TRIGGER kinto_emailer_changes_recorded AFTER INSERT ON kinto_emailer_changes
-    FOR EACH STATEMENT EXECUTE FUNCTION kinto_emailer_wake_workers();
 CREATE TABLE IF NOT EXISTS kinto_emailer_sent (
     key TEXT PRIMARY KEY,
     sent_at TIMESTAMPTZ NOT NULL DEFAULT now()
@@ -113,6 +104,13 @@ CREATE TABLE IF NOT EXISTS kinto_emailer_usage (
     dropped INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (window_start, key)
 );
+"""
+# Workers are woken after commit by the process that queued (see Waker): a NOTIFY in the
+# writers' own transactions made their commits wait for one another.
+WAKE_AFTER_COMMIT = """
+DROP TRIGGER IF EXISTS kinto_emailer_jobs_queued ON kinto_emailer_jobs;
+DROP TRIGGER IF EXISTS kinto_emailer_changes_recorded ON kinto_emailer_changes;
+DROP FUNCTION IF EXISTS kinto_emailer_wake_workers();
 """
 TABLES = (
     "kinto_emailer_changes",
@@ -322,7 +320,7 @@ def conninfo(storage_url: str) -> str:
 def install_schema(dsn: str) -> None:
     """The queue's tables, idempotently."""
     with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute(SCHEMA)
+        connection.execute(SCHEMA + WAKE_AFTER_COMMIT)
 
 
 class Worker:
@@ -591,6 +589,7 @@ class JobQueue:
         self.settings = settings
         self.transport = transport
         self.worker: WorkerThread | None = None
+        self.waker = Waker(dsn)
         self._count = count
 
     @contextlib.contextmanager
@@ -624,6 +623,7 @@ class JobQueue:
         """
         try:
             self._execute(RECORD, {"change": json.dumps(change)})
+            self.waker.after_commit()
         except Exception as e:
             self._execute(f"ROLLBACK TO SAVEPOINT {RECORD_SAVEPOINT}", {})
             logger.error(
@@ -637,6 +637,7 @@ class JobQueue:
         """Queue ``drafts`` in the current transaction of Kinto's storage; their bytes."""
         with self._connection() as connection:
             queued = defer(connection, drafts)
+        self.waker.after_commit()
         self._count("queued", len(drafts))
         return queued
 
@@ -742,6 +743,11 @@ class JobQueue:
             self.worker.stop(self.settings.drain_timeout)
             self.worker = None
 
+    def close(self) -> None:
+        """When the process stops: its worker, and the wake-up it still owes."""
+        self.stop_worker()
+        self.waker.close()
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait until no message is due or being sent; False if ``timeout`` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -778,6 +784,8 @@ class JobQueue:
             for (d,) in rows:
                 if "change" in d:
                     connection.execute(RECORD_INSERT, {"change": json.dumps(d["change"])})
+        if rows:
+            self.waker.wake()
         return len(rows)
 
     def status(self) -> dict[str, int]:
