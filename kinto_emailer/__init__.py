@@ -31,8 +31,8 @@ from kinto_emailer.delivery import (
 from kinto_emailer.errors import InvalidHook
 from kinto_emailer.listener import (
     build_notification,
-    drafts_by_change,
     drafts_for_changes,
+    notices_by_change,
     send_notification,
 )
 from kinto_emailer.settings import EmailerSettings, parse_settings, with_environment
@@ -40,7 +40,7 @@ from kinto_emailer.validation import EmailerStorage, invalid_hook_view
 
 
 if TYPE_CHECKING:
-    from kinto_emailer.jobs import JobQueue, PrepareEach
+    from kinto_emailer.jobs import JobQueue, NoticesEach
 
 
 __version__ = "5.0.0.dev0"
@@ -62,7 +62,7 @@ def _job_queue(
     settings: EmailerSettings,
     transport: Transport,
     count: Counter,
-    prepare: "PrepareEach",
+    notices: "NoticesEach",
 ) -> "JobQueue | None":
     """Jobs in PostgreSQL when Kinto stores its data there (and no Maildir queue is set)."""
     backend = config.registry.storage
@@ -72,7 +72,7 @@ def _job_queue(
     from kinto_emailer import jobs
 
     dsn = jobs.conninfo(config.get_settings()["storage_url"])
-    return jobs.JobQueue(backend, dsn, settings, transport, count, prepare)
+    return jobs.JobQueue(backend, dsn, settings, transport, count, notices)
 
 
 def _on_first_request(config: Configurator, starts: list[Callable[[], None]]) -> None:
@@ -110,8 +110,8 @@ def includeme(config: Configurator) -> None:
 
     transport = transport_from_settings(emailer_settings, mailer)
     prepare = partial(drafts_for_changes, storage=registry.storage, settings=emailer_settings)
-    prepare_each = partial(drafts_by_change, storage=registry.storage, settings=emailer_settings)
-    queue = _job_queue(config, emailer_settings, transport, count, prepare_each)
+    notices = partial(notices_by_change, storage=registry.storage, settings=emailer_settings)
+    queue = _job_queue(config, emailer_settings, transport, count, notices)
     registry.emailer_outbox = Outbox(transport, emailer_settings, count, prepare)
     registry.emailer_delivery = Delivery(emailer_settings, registry.emailer_outbox, queue)
     # Messages being sent or due when the process exits normally are not lost.

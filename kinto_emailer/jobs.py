@@ -33,10 +33,12 @@ import psycopg.rows
 import sqlalchemy
 import transaction
 
+from kinto_emailer import listener
 from kinto_emailer.delivery import Counter, Job, Report, Transport, attempt
-from kinto_emailer.listener import Change, describe
+from kinto_emailer.listener import Change, Notice, describe
 from kinto_emailer.messages import Draft
-from kinto_emailer.quotas import Tally, Usage
+from kinto_emailer.preferences import Preferences, PreferenceStore
+from kinto_emailer.quotas import Usage
 from kinto_emailer.settings import EmailerSettings
 from kinto_emailer.wakeups import CHANNEL, Waker
 
@@ -188,23 +190,22 @@ PRUNE = """
 DELETE FROM kinto_emailer_sent WHERE sent_at < now() - make_interval(secs => %(max_age)s)
 """
 PRUNE_USAGE = "DELETE FROM kinto_emailer_usage WHERE window_start < now() - interval '1 day'"
-# Rows made first, then locked in the order of their keys: two workers counting against
-# the same bucket or recipient wait for each other and never deadlock.
-USAGE_ROWS = """
+# Every row one expansion may count against, made if missing and locked in one pass, in
+# the order of the table's key: two expansions wait for each other's rows, never in a
+# cycle (a deadlock, where PostgreSQL aborts one). The no-op update locks existing rows.
+USAGE_HOLD = """
 INSERT INTO kinto_emailer_usage (window_start, key)
-SELECT %(window)s, key FROM unnest(%(keys)s::text[]) AS key ORDER BY key
-    ON CONFLICT DO NOTHING
-"""
-USAGE = """
-SELECT key, used, dropped FROM kinto_emailer_usage
- WHERE window_start = %(window)s AND key = ANY(%(keys)s)
- ORDER BY key
-   FOR UPDATE
+SELECT window_start, key
+  FROM unnest(%(windows)s::timestamptz[], %(keys)s::text[]) AS u(window_start, key)
+ ORDER BY window_start, key
+    ON CONFLICT (window_start, key) DO UPDATE SET used = kinto_emailer_usage.used
+RETURNING window_start, key, used, dropped
 """
 USAGE_UPDATE = """
 UPDATE kinto_emailer_usage SET used = u.used, dropped = u.dropped
-  FROM unnest(%(keys)s::text[], %(used)s::int[], %(dropped)s::int[]) AS u(key, used, dropped)
- WHERE window_start = %(window)s AND kinto_emailer_usage.key = u.key
+  FROM unnest(%(windows)s::timestamptz[], %(keys)s::text[], %(used)s::int[], %(dropped)s::int[])
+       AS u(window_start, key, used, dropped)
+ WHERE kinto_emailer_usage.window_start = u.window_start AND kinto_emailer_usage.key = u.key
 """
 # clock_timestamp(): a job a worker queued while this statement started is due too.
 DUE = """
@@ -250,8 +251,9 @@ INSERT INTO kinto_emailer_counts (name, value) VALUES (%s, %s)
 COUNT_NAMED = COUNT.replace("(%s, %s)", "(%(name)s, %(n)s)")
 
 
-PrepareEach = Callable[[list[Change], Tally], Iterator[list[Draft]]]
-"""The mail of each change in turn: :func:`kinto_emailer.listener.drafts_by_change`."""
+NoticesEach = Callable[[list[Change]], Iterator[tuple[Change, list[Notice]]]]
+"""The messages that each change's hooks decide on, in turn:
+:func:`kinto_emailer.listener.notices_by_change`."""
 
 
 def json_arrays(items: Iterable[Any], limit: int) -> Iterator[tuple[str, int]]:
@@ -506,6 +508,47 @@ class _SentKeys:
                 raise psycopg.OperationalError(f"A sent key was not stored: {error}")
 
 
+Execute = Callable[[str, dict[str, Any]], list[tuple]]
+
+
+class _HeldUsage:
+    """The hourly usage of one expansion (see :mod:`kinto_emailer.quotas`): every row it
+    may count against, locked in one pass (:data:`USAGE_HOLD`) until its transaction
+    ends, and written back at its end."""
+
+    def __init__(
+        self,
+        execute: Execute,
+        limited: Callable[[int], None],
+        keys: Iterable[tuple[datetime.datetime, list[str]]],
+    ) -> None:
+        self._execute = execute
+        self.limited = limited
+        pairs = sorted({(window, key) for window, names in keys for key in names})
+        rows = (
+            execute(USAGE_HOLD, {"windows": [w for w, _ in pairs], "keys": [k for _, k in pairs]})
+            if pairs
+            else []
+        )
+        self._usage = {(window, key): Usage(used, dropped) for window, key, used, dropped in rows}
+
+    @contextlib.contextmanager
+    def usage(self, window: datetime.datetime, keys: Sequence[str]) -> Iterator[dict[str, Usage]]:
+        yield {key: self._usage[window, key] for key in keys}
+
+    def write(self) -> None:
+        if self._usage:
+            self._execute(
+                USAGE_UPDATE,
+                {
+                    "windows": [window for window, _ in self._usage],
+                    "keys": [key for _, key in self._usage],
+                    "used": [u.used for u in self._usage.values()],
+                    "dropped": [u.dropped for u in self._usage.values()],
+                },
+            )
+
+
 def _by_attempts(jobs: list[Job]) -> dict[int, list[Draft]]:
     groups: dict[int, list[Draft]] = {}
     for job in jobs:
@@ -581,10 +624,10 @@ class JobQueue:
         settings: EmailerSettings,
         transport: Transport,
         count: Counter,
-        prepare: PrepareEach,
+        notices: NoticesEach,
     ) -> None:
         self.storage = storage
-        self.prepare = prepare
+        self.notices = notices
         self.dsn = dsn
         self.settings = settings
         self.transport = transport
@@ -667,16 +710,33 @@ class JobQueue:
         return len(rows)
 
     def _expand(self, rows: list[tuple]) -> int:
-        """Work out ``rows`` in turn, up to :data:`EXPAND_BYTES` of messages; how many."""
-        done = []
-        queued = 0
-        each = self.prepare([change for _, change in rows], self)
-        for (change_id, _), drafts in zip(rows, each, strict=False):
-            done.append(change_id)
-            if drafts:
-                queued += self.defer(drafts)
-            if queued >= EXPAND_BYTES:
+        """Work out ``rows`` in turn, up to :data:`EXPAND_BYTES` of messages; how many.
+
+        The messages of the changes are decided first; then the hourly usage and the
+        preferences they may touch are locked, all at once, and only then are they
+        routed: two workers whose changes share buckets or recipients wait for each
+        other at most once, never in a cycle.
+        """
+        decided = []
+        size = 0
+        each = self.notices([change for _, change in rows])
+        for (change_id, _), (change, notices) in zip(rows, each, strict=False):
+            decided.append((change_id, change, notices))
+            size += sum(len(n.draft.subject) + len(n.draft.body) for n in notices)
+            if size >= EXPAND_BYTES:
                 break
+        keys = [listener.usage_of(change, notices) for _, change, notices in decided if notices]
+        usage = _HeldUsage(self._execute, self.limited, keys)
+        PreferenceStore(self.storage).lock(
+            n.draft.recipient.addr_spec for _, _, notices in decided for n in notices
+        )
+        known: dict[str, Preferences] = {}
+        for _, change, notices in decided:
+            drafts = listener.routed(change, notices, usage, self.storage, self.settings, known)
+            if drafts:
+                self.defer(drafts)
+        usage.write()
+        done = [change_id for change_id, _, _ in decided]
         self._execute("DELETE FROM kinto_emailer_changes WHERE id = ANY(%(ids)s)", {"ids": done})
         return len(done)
 
@@ -695,24 +755,6 @@ class JobQueue:
             with self._connection() as connection:
                 fail(connection, [failed])
             self._execute("DELETE FROM kinto_emailer_changes WHERE id = %(id)s", {"id": change_id})
-
-    @contextlib.contextmanager
-    def usage(self, window: datetime.datetime, keys: Sequence[str]) -> Iterator[dict[str, Usage]]:
-        """Hourly usage (see :mod:`kinto_emailer.quotas`), locked until the transaction ends."""
-        parameters = {"window": window, "keys": sorted(keys)}
-        self._execute(USAGE_ROWS, parameters)
-        found = self._execute(USAGE, parameters)
-        usage = {key: Usage(used, dropped) for key, used, dropped in found}
-        yield usage
-        self._execute(
-            USAGE_UPDATE,
-            {
-                "window": window,
-                "keys": list(usage),
-                "used": [u.used for u in usage.values()],
-                "dropped": [u.dropped for u in usage.values()],
-            },
-        )
 
     def limited(self, n: int) -> None:
         """Counted in the transaction of the mail it concerns, for ``status``."""

@@ -501,6 +501,16 @@ def bound_of(change: Change, settings: EmailerSettings, tally: Tally) -> Bound:
     )
 
 
+def usage_of(change: Change, notices: list[Notice]) -> tuple[datetime, list[str]]:
+    """The hourly usage that the mail of ``notices`` may count against (see
+    :func:`bound_of`): its window, and its keys."""
+    return quotas.keys_of(
+        [n.draft.recipient.addr_spec for n in notices],
+        change["base"]["bucket_id"],
+        datetime.fromisoformat(change["made_at"]),
+    )
+
+
 def describe(change: Change) -> str:
     """``change`` in a few words, for logs; whatever it holds."""
     base = change.get("base", {})
@@ -510,37 +520,66 @@ def describe(change: Change) -> str:
     )
 
 
-def drafts_by_change(
-    changes: Iterable[Change], tally: Tally, storage: Any, settings: EmailerSettings
-) -> Iterator[list[messages.Draft]]:
-    """The mail to send now about each of ``changes``, in turn; digest entries and
-    preferences are stored on the way.
+def _could_not_prepare(change: Change) -> None:
+    # A change without a base is no change: the KeyError goes up to the caller, which
+    # keeps it as failed.
+    base = change["base"]
+    logger.exception(
+        "Could not prepare the emails of a %s %s in bucket %s",
+        base["resource_name"],
+        base["action"],
+        base["bucket_id"],
+    )
 
-    ``tally`` keeps the hourly usage of the bounds. A change that cannot be worked on is
-    logged and has no mail: the others still mail. Lazy: a caller that stops early leaves
-    the remaining changes unworked.
+
+def notices_by_change(
+    changes: Iterable[Change], storage: Any, settings: EmailerSettings
+) -> Iterator[tuple[Change, list[Notice]]]:
+    """Each of ``changes`` in turn, with the messages its hooks decide on (see
+    :func:`route` for what becomes of them).
+
+    A change whose hooks cannot be worked out is logged and has none: the others still
+    mail. Lazy: a caller that stops early leaves the remaining changes unworked.
     """
-    known: dict[str, Preferences] = {}
     for change in changes:
         try:
             notices = list(notices_for_change(change, storage, settings))
-            yield route(notices, storage, settings, known, bound_of(change, settings, tally))
         except Exception:
-            base = change["base"]
-            logger.exception(
-                "Could not prepare the emails of a %s %s in bucket %s",
-                base["resource_name"],
-                base["action"],
-                base["bucket_id"],
-            )
-            yield []
+            _could_not_prepare(change)
+            notices = []
+        yield change, notices
+
+
+def routed(
+    change: Change,
+    notices: list[Notice],
+    tally: Tally,
+    storage: Any,
+    settings: EmailerSettings,
+    known: dict[str, Preferences],
+) -> list[messages.Draft]:
+    """The mail to send now of ``change``'s ``notices``; digest entries and preferences are
+    stored on the way (see :func:`route`). ``tally`` keeps the hourly usage of the bounds.
+
+    If that fails, it is logged and the change has no mail.
+    """
+    try:
+        return route(notices, storage, settings, known, bound_of(change, settings, tally))
+    except Exception:
+        _could_not_prepare(change)
+        return []
 
 
 def drafts_for_changes(
     changes: Iterable[Change], tally: Tally, storage: Any, settings: EmailerSettings
 ) -> list[messages.Draft]:
-    """The mail to send now about all of ``changes`` (see :func:`drafts_by_change`)."""
-    return [d for drafts in drafts_by_change(changes, tally, storage, settings) for d in drafts]
+    """The mail to send now about all of ``changes``, in turn (see :func:`routed`)."""
+    known: dict[str, Preferences] = {}
+    return [
+        draft
+        for change, notices in notices_by_change(changes, storage, settings)
+        for draft in routed(change, notices, tally, storage, settings, known)
+    ]
 
 
 def build_notification(event: Any) -> None:
