@@ -12,7 +12,6 @@ import os
 import sys
 import time
 
-import psycopg
 import webtest
 from kinto import main as kinto_main
 
@@ -34,11 +33,9 @@ TIMEOUT = 120.0
 
 def create_database() -> None:
     server, name = DATABASE.rsplit("/", 1)
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
-        if not connection.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
-        ).fetchone():
-            connection.execute(f'CREATE DATABASE "{name}"')
+    with jobs.session(f"{server}/postgres") as connection:
+        if not jobs.execute(connection, "SELECT 1 FROM pg_database WHERE datname = %s", (name,)):
+            jobs.execute(connection, f'CREATE DATABASE "{name}"')
 
 
 def make_app(port: int) -> webtest.TestApp:
@@ -61,11 +58,11 @@ def make_app(port: int) -> webtest.TestApp:
 
 def flood(count: int) -> None:
     items = drafts(count, bucket="flood")
-    with psycopg.connect(DATABASE) as connection:
+    with jobs.session(DATABASE, autocommit=False) as connection:
         for start in range(0, count, 1000):
             jobs.defer(connection, items[start : start + 1000])
-    with psycopg.connect(DATABASE, autocommit=True) as connection:
-        connection.execute("VACUUM ANALYZE kinto_emailer_jobs")
+    with jobs.session(DATABASE) as connection:
+        jobs.execute(connection, "VACUUM ANALYZE kinto_emailer_jobs")
 
 
 def main() -> int:

@@ -7,6 +7,8 @@ server (aiosmtpd, started here) and, for the PostgreSQL rows, the server on
 
 import collections
 import contextlib
+import csv
+import io
 import itertools
 import json
 import os
@@ -21,7 +23,6 @@ import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 import webtest
 from kinto import main as kinto_main
 
@@ -121,14 +122,14 @@ def settle(app: webtest.TestApp) -> None:
 
 def queued() -> int:
     """Messages waiting in the PostgreSQL queue."""
-    with psycopg.connect(DATABASE) as connection:
-        (count,) = connection.execute("SELECT count(*) FROM kinto_emailer_jobs").fetchone()  # type: ignore[misc]
-    return count
+    with jobs.session(DATABASE) as connection:
+        [(count,)] = jobs.execute(connection, "SELECT count(*) FROM kinto_emailer_jobs")
+    return int(count)
 
 
 def empty_queue() -> None:
-    with psycopg.connect(DATABASE, autocommit=True) as connection:
-        connection.execute("TRUNCATE kinto_emailer_changes, kinto_emailer_jobs")
+    with jobs.session(DATABASE) as connection:
+        jobs.execute(connection, "TRUNCATE kinto_emailer_changes, kinto_emailer_jobs")
 
 
 def compare(
@@ -337,47 +338,49 @@ def queue_digest_entries(recipients: int, per_recipient: int) -> None:
     sender = parse_mailbox("Kinto <kinto@example.com>")
     created = datetime.now(UTC) - timedelta(hours=1)
     columns = "id, parent_id, resource_name, last_modified, data, deleted"
-    with psycopg.connect(DATABASE) as connection:
-        cursor = connection.cursor()
-        with cursor.copy(f"COPY objects ({columns}) FROM STDIN") as copy:
-            for n in range(recipients):
-                recipient = parse_mailbox(f"user{n}@example.com")
-                address = recipient.addr_spec
-                index = json.dumps({"recipient": address})
-                copy.write_row(
-                    (
-                        object_id(address),
-                        digests.index_parent("daily"),
-                        digests.INDEX,
-                        created + timedelta(milliseconds=n),
-                        index,
-                        False,
-                    )
+    rows = io.StringIO()
+    copy = csv.writer(rows)
+    for n in range(recipients):
+        recipient = parse_mailbox(f"user{n}@example.com")
+        address = recipient.addr_spec
+        index = json.dumps({"recipient": address})
+        copy.writerow(
+            (
+                object_id(address),
+                digests.index_parent("daily"),
+                digests.INDEX,
+                created + timedelta(milliseconds=n),
+                index,
+                False,
+            )
+        )
+        for i in range(per_recipient):
+            uri = f"/buckets/b/collections/c{i % 3}/records/r{n}-{i}"
+            draft = messages.Draft(
+                sender,
+                recipient,
+                f"Record r{n}-{i} created",
+                f"created {uri}",
+                uri,
+                "http://localhost/v1/",
+                key=messages.idempotency_key("bench-digest", n, i),
+                created=created,
+            )
+            entry = digests.Entry(draft, "/buckets/b", uri.rsplit("/", 2)[0])
+            copy.writerow(
+                (
+                    draft.key[:32],
+                    digests.entries_parent("daily", address),
+                    digests.ENTRY,
+                    # Kinto's objects table wants one timestamp per object of a parent.
+                    created + timedelta(milliseconds=i),
+                    json.dumps(entry.to_json()),
+                    False,
                 )
-                for i in range(per_recipient):
-                    uri = f"/buckets/b/collections/c{i % 3}/records/r{n}-{i}"
-                    draft = messages.Draft(
-                        sender,
-                        recipient,
-                        f"Record r{n}-{i} created",
-                        f"created {uri}",
-                        uri,
-                        "http://localhost/v1/",
-                        key=messages.idempotency_key("bench-digest", n, i),
-                        created=created,
-                    )
-                    entry = digests.Entry(draft, "/buckets/b", uri.rsplit("/", 2)[0])
-                    copy.write_row(
-                        (
-                            draft.key[:32],
-                            digests.entries_parent("daily", address),
-                            digests.ENTRY,
-                            # Kinto's objects table wants one timestamp per object of a parent.
-                            created + timedelta(milliseconds=i),
-                            json.dumps(entry.to_json()),
-                            False,
-                        )
-                    )
+            )
+    rows.seek(0)
+    with jobs.session(DATABASE) as connection, connection.cursor() as cursor:
+        cursor.copy_expert(f"COPY objects ({columns}) FROM STDIN WITH (FORMAT csv)", rows)
 
 
 def digest_run(sink: SMTPSink, recipients: int, traced: bool) -> tuple[float, int, int, int]:
@@ -386,11 +389,12 @@ def digest_run(sink: SMTPSink, recipients: int, traced: bool) -> tuple[float, in
     app = make_app(sink, HOOK, postgresql=True, bucket="digests", worker=False)
     registry = app.app.registry
     queue_digest_entries(recipients, 10)
-    with psycopg.connect(DATABASE) as connection:
-        (stored,) = connection.execute(
+    with jobs.session(DATABASE) as connection:
+        [(stored,)] = jobs.execute(
+            connection,
             "SELECT sum(octet_length(data::text)) FROM objects WHERE resource_name = %s",
             (digests.ENTRY,),
-        ).fetchone()  # type: ignore[misc]
+        )
     at = datetime.now(UTC) + timedelta(days=1)
     if traced:
         tracemalloc.start()
@@ -399,8 +403,8 @@ def digest_run(sink: SMTPSink, recipients: int, traced: bool) -> tuple[float, in
     elapsed = time.perf_counter() - started
     peak = tracemalloc.get_traced_memory()[1] if traced else 0
     tracemalloc.stop()
-    with psycopg.connect(DATABASE, autocommit=True) as connection:
-        connection.execute("TRUNCATE kinto_emailer_jobs")
+    with jobs.session(DATABASE) as connection:
+        jobs.execute(connection, "TRUNCATE kinto_emailer_jobs")
     close(app)
     return elapsed, peak, count, int(stored)
 
@@ -450,7 +454,7 @@ def drafts(count: int, bucket: str = "b") -> list[messages.Draft]:
 
 def queue_drafts(queue: object, items: list[messages.Draft], per_event: int) -> None:
     """Jobs as writes make them (one per event of ``per_event`` messages), in one transaction."""
-    with psycopg.connect(DATABASE) as connection:
+    with jobs.session(DATABASE, autocommit=False) as connection:
         for start in range(0, len(items), per_event):
             jobs.defer(connection, items[start : start + per_event])
 
@@ -575,7 +579,7 @@ def queue_floor(items: list[messages.Draft]) -> float:
     """Seconds per message of this queue's worker (claims, keys), SMTP left out."""
     # Messages only, queued beforehand: no change to work out.
     worker = jobs.Worker(DATABASE, Accepting(), EmailerSettings(), lambda name, n: None, lambda: 0)
-    with psycopg.connect(DATABASE) as connection:
+    with jobs.session(DATABASE, autocommit=False) as connection:
         jobs.defer(connection, items)
     stop = threading.Event()
     started = time.perf_counter()
@@ -632,10 +636,10 @@ def empty_database(sink: SMTPSink) -> None:
     app.app.registry.storage.flush()
     close(app)
     # Dead rows of earlier runs slow job fetching down: start compact.
-    with psycopg.connect(DATABASE, autocommit=True) as connection:
-        connection.execute("VACUUM FULL kinto_emailer_changes, kinto_emailer_jobs")
-        if connection.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()[0]:
-            connection.execute("VACUUM FULL procrastinate_jobs")
+    with jobs.session(DATABASE) as connection:
+        jobs.execute(connection, "VACUUM FULL kinto_emailer_changes, kinto_emailer_jobs")
+        if jobs.execute(connection, "SELECT to_regclass('procrastinate_jobs')")[0][0]:
+            jobs.execute(connection, "VACUUM FULL procrastinate_jobs")
 
 
 def main() -> int:

@@ -127,9 +127,3 @@ class Waker:
         with self._condition:
             self._asked = self._closed = False
             self._thread = None
-
-
-def listen(connection: Any) -> None:
-    """Have ``connection`` (autocommit) receive the wake-ups."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"LISTEN {CHANNEL}")

@@ -2,8 +2,6 @@
 
 import logging
 
-import psycopg
-
 import tests.test_bounds as bounds
 import tests.test_delivery as delivery
 import tests.test_headers as headers
@@ -72,8 +70,8 @@ class EventsTest(PostgreSQL, transactions.EventsTest):
     def test_writes_go_on_before_kinto_migrate_created_the_queue(self):
         self.put_hooks("/buckets/b", {"template": "{uri}", "recipients": ["a@example.com"]})
         queue = self.registry.emailer_delivery.queue
-        with psycopg.connect(queue.dsn, autocommit=True) as connection:
-            connection.execute(f"DROP TABLE {', '.join(jobs.TABLES)}")
+        with jobs.session(queue.dsn) as connection:
+            jobs.execute(connection, f"DROP TABLE {', '.join(jobs.TABLES)}")
         # A Kinto process started before anyone ran kinto migrate.
         started_early = self.make_app({"emailer.worker": "false"})
         try:
