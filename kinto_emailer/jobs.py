@@ -332,8 +332,11 @@ def session(dsn: str, autocommit: bool = True) -> Iterator[Any]:
     ``autocommit`` (rolled back on an error)."""
     connection = connect(dsn, autocommit)
     try:
-        with connection:
+        if autocommit:  # psycopg2's "with connection" would open a transaction all the same.
             yield connection
+        else:
+            with connection:
+                yield connection
     finally:
         connection.close()
 
