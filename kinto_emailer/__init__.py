@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from kinto.core import metrics
 from kinto.core.events import ResourceChanged
 from pyramid.config import Configurator
-from pyramid.events import ApplicationCreated, NewRequest
+from pyramid.events import ApplicationCreated, ContextFound, NewRequest
 from pyramid.exceptions import ConfigurationError
 from pyramid.registry import Registry
 from pyramid_mailer import IMailer
@@ -143,3 +143,10 @@ def includeme(config: Configurator) -> None:
         for_resources=("record", "collection", "group"),
         for_actions=("create", "update", "delete"),
     )
+    if queue is not None:
+        registry.emailer_hooks_index = index = queue.hooks
+        config.add_subscriber(index.on_new_request, NewRequest)
+        config.add_subscriber(index.on_context_found, ContextFound)
+        config.add_subscriber(
+            index.on_metadata_changed, ResourceChanged, for_resources=("bucket", "collection")
+        )

@@ -36,6 +36,7 @@ import transaction
 
 from kinto_emailer import listener
 from kinto_emailer.delivery import Counter, Job, Report, Transport, attempt
+from kinto_emailer.hookindex import HookIndex
 from kinto_emailer.listener import Change, Notice, describe
 from kinto_emailer.messages import Draft
 from kinto_emailer.preferences import Preferences, PreferenceStore
@@ -672,6 +673,7 @@ class JobQueue:
         self.transport = transport
         self.worker: WorkerThread | None = None
         self.waker = Waker(dsn)
+        self.hooks = HookIndex(storage, dsn, self._execute)
         self._count = count
 
     @contextlib.contextmanager
@@ -824,9 +826,11 @@ class JobQueue:
             self.worker = None
 
     def close(self) -> None:
-        """When the process stops: its worker, and the wake-up it still owes."""
+        """When the process stops: its worker, the wake-up it still owes, what it knows
+        of hooks."""
         self.stop_worker()
         self.waker.close()
+        self.hooks.close()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until no message is due or being sent; False if ``timeout`` passed first."""

@@ -595,7 +595,10 @@ def build_notification(event: Any) -> None:
         return
     try:
         change = change_of(event)
-        if change is not None and hooks_apply(change, registry.storage, registry.emailer_settings):
+        # On PostgreSQL, what each process keeps of the hooks (see kinto_emailer.hookindex).
+        index = getattr(registry, "emailer_hooks_index", None)
+        storage = registry.storage if index is None else index.reader(event.request)
+        if change is not None and hooks_apply(change, storage, registry.emailer_settings):
             delivery.record(change)
     except Exception:
         logger.exception("Could not take note of %r", event)

@@ -123,6 +123,9 @@ class HookResolutionTest(EmailerWebTest):
         self.app.post_json("/batch", {"requests": list(requests)}, headers=self.headers)
 
     def test_hooks_saved_in_a_batch_apply_to_its_writes_before_and_after_them(self):
+        # Known to have no hooks, from a write before.
+        self.create_record("/buckets/b/collections/c/records")
+        self.assertEqual(self.mails(), [])
         hooks = {"data": {"kinto-emailer": {"hooks": [{**HOOK, "resource_name": "record"}]}}}
         self.batch(
             {"method": "PUT", "path": "/buckets/b/collections/c/records/before"},

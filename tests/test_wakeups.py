@@ -2,13 +2,14 @@
 few per burst of writes that have (never one per write), while every mail still goes."""
 
 import collections
+import json
 import select
 import time
 
 import psycopg2
 
-from kinto_emailer import wakeups
-from tests.support import EmailerWebTest, skip_unless_postgresql
+from kinto_emailer import jobs, wakeups
+from tests.support import EmailerWebTest, eventually, skip_unless_postgresql
 from tests.test_postgresql import PostgreSQL
 
 
@@ -89,3 +90,46 @@ class WakeupTest(PostgreSQL, EmailerWebTest):
         counts = collections.Counter(m.body for m in self.sink.received)
         self.assertEqual(len(counts), writes)
         self.assertEqual(set(counts.values()), {1})
+
+
+@skip_unless_postgresql
+class HooksKnownTest(PostgreSQL, EmailerWebTest):
+    """Each Kinto process keeps which buckets and collections have hooks."""
+
+    def setUp(self):
+        super().setUp()
+        self.index = self.registry.emailer_hooks_index
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        # This process now knows that b has no hooks.
+        self.create_record("/buckets/b/collections/c/records")
+        self.assertEqual(self.mails(), [])
+
+    def test_hooks_saved_by_this_process_apply_to_its_next_request(self):
+        self.put_hooks("/buckets/b", HOOK)
+        self.create_record("/buckets/b/collections/c/records")
+        self.assertEqual(len(self.mails()), 1)
+
+    def test_hooks_saved_through_another_kinto_process_apply_once_it_heard_of_them(self):
+        heard = self.index.generation()
+        other = self.make_app({"emailer.worker": "false"})
+        hooks = {"data": {"kinto-emailer": {"hooks": [HOOK]}}}
+        other.put_json("/buckets/b", hooks, headers=self.headers)
+        # Within moments of the commit.
+        self.assertTrue(eventually(lambda: self.index.generation() != heard))
+        self.create_record("/buckets/b/collections/c/records")
+        self.assertEqual(len(self.mails()), 1)
+
+    def test_hooks_saved_around_kinto_apply_once_what_was_known_is_too_old(self):
+        self.index.max_age = 0.5
+        self.addCleanup(setattr, self.index, "max_age", type(self.index).max_age)
+        with jobs.session(self.registry.emailer_delivery.queue.dsn) as connection:
+            jobs.execute(
+                connection,
+                "UPDATE objects SET data = data || %s::jsonb"
+                " WHERE resource_name = 'bucket' AND id = 'b'",
+                (json.dumps({"kinto-emailer": {"hooks": [HOOK]}}),),
+            )
+        time.sleep(self.index.max_age)
+        self.create_record("/buckets/b/collections/c/records")
+        self.assertEqual(len(self.mails()), 1)
