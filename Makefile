@@ -12,7 +12,7 @@ help:
 	@echo "make test        run the whole test suite (lint, unit, plugin and functional tests)"
 	@echo "make lint        check the code with ruff"
 	@echo "make functional  run the functional tests against a Kinto server they start"
-	@echo "make bench       run the benchmarks and print their ratios"
+	@echo "make bench       run the benchmarks and print their ratios (ROWS=\"flood ...\": some)"
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -47,10 +47,11 @@ test: lint
 functional: $(INSTALL_STAMP)
 	$(PYTHON) -m pytest functional
 
-# procrastinate only serves as a point of comparison.
+# procrastinate only serves as a point of comparison. ROWS="flood writers" runs only those
+# groups of rows (python benchmarks/run.py --help lists them).
 bench: $(INSTALL_STAMP)
 	$(PYTHON) -m pip install --quiet -e ".[test,bench]"
-	$(PYTHON) benchmarks/run.py
+	$(PYTHON) benchmarks/run.py $(ROWS)
 
 clean:
 	rm -rf $(VENV) mail .pytest_cache *.egg-info

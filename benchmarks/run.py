@@ -1,16 +1,20 @@
 """Benchmarks: the plugin's cost on client writes, and the speed of delivery.
 
-Each comparison runs its variants interleaved, in one process, against a real SMTP
-server (aiosmtpd, started here) and, for the PostgreSQL rows, the server on
-127.0.0.1:5432. It prints one table of ratios. Run with ``make bench``.
+Each comparison runs its variants interleaved, in one run, against a real SMTP server
+(aiosmtpd, started here) and, for the PostgreSQL rows, the server on 127.0.0.1:5432 (the
+database ``kinto_emailer_bench``, or ``KINTO_EMAILER_BENCH_DATABASE``). It prints one
+table of ratios. Run with ``make bench``; ``make bench ROWS="flood writers"`` (or
+``python benchmarks/run.py flood writers``) runs only the groups of rows named.
 """
 
+import argparse
 import collections
 import contextlib
 import csv
 import io
 import itertools
 import json
+import multiprocessing
 import os
 import smtplib
 import statistics
@@ -48,12 +52,16 @@ CREATE_ROUNDS = 200
 """One create takes a millisecond or a few: more rounds keep its median steady."""
 DELIVERY_ROUNDS = 5
 GROUPING_ROUNDS = 5
-DATABASE = POSTGRESQL_URL.rsplit("/", 1)[0] + "/kinto_emailer_bench"
+DATABASE = os.environ.get(
+    "KINTO_EMAILER_BENCH_DATABASE", POSTGRESQL_URL.rsplit("/", 1)[0] + "/kinto_emailer_bench"
+)
 HEADERS = {**ALICE, "Content-Type": "application/json"}
 HOOK = {"template": "{action}d {uri}: {new[title]}", "recipients": ["a@example.com"]}
 RECORD = {"data": {"title": "benchmark"}}
 FLOOR = {"listener": "does nothing"}
 """Instead of a hook: Kinto with an empty listener of the same events, not the plugin."""
+QUIET = {"plugin": "no hooks"}
+"""Instead of a hook: the plugin, and no hooks anywhere."""
 SLOWEST_FILTER = "^(?:(?:a?){33}){15}z"
 """The slowest of the filters tried within the README's bounds, on ids of a's: 993 RE2
 instructions, whose states grow with each "a" until RE2 leaves its DFA for its NFA
@@ -77,10 +85,13 @@ def make_app(
     postgresql: bool = False,
     bucket: str = "b",
     worker: bool = True,
+    initialize: bool = True,
 ) -> webtest.TestApp:
     """Kinto with the plugin (and ``hook`` on ``bucket``), or without it (``hook=None``).
 
-    Apps on PostgreSQL share the database: each writes to a bucket of its own.
+    Apps on PostgreSQL share the database: each writes to a bucket of its own. Apps made
+    at once by several processes leave the schema to the one made first
+    (``initialize=False``).
     """
     # Bounds high enough never to drop mail: the rows measure its cost, not its absence.
     bounds = {
@@ -102,9 +113,10 @@ def make_app(
         settings["includes"] = "benchmarks.listener_floor"
     app = webtest.TestApp(kinto_main({}, **settings))
     registry = app.app.registry
-    registry.storage.initialize_schema()
-    registry.permission.initialize_schema()
-    metadata = {"kinto-emailer": {"hooks": [hook]}} if hook and hook != FLOOR else {}
+    if initialize:
+        registry.storage.initialize_schema()
+        registry.permission.initialize_schema()
+    metadata = {"kinto-emailer": {"hooks": [hook]}} if hook and hook not in (FLOOR, QUIET) else {}
     app.put_json(f"/v1/buckets/{bucket}", {"data": metadata}, headers=HEADERS)
     app.put_json(f"/v1/buckets/{bucket}/collections/c", headers=HEADERS)
     return app
@@ -630,6 +642,102 @@ def procrastinate_floor(count: int = 1000) -> float:
     return asyncio.run(run())
 
 
+WRITERS = 8
+WRITER_ROUNDS = 20
+WRITES = 10
+"""Records each writer creates in a round."""
+
+
+def writer(index: int, port: int, start: object, done: object) -> None:
+    """One of the concurrent writers: ``WRITES`` records per round, with the plugin on
+    even rounds and without it on odd ones, in buckets without hooks."""
+    sink = SMTPSink(port=port)  # Its port only: no mail is sent.
+    apps = [
+        make_app(sink, hook, True, bucket=f"{name}{index}", worker=False, initialize=False)
+        for name, hook in (("quiet", QUIET), ("off", None))
+    ]
+    for round_number in range(WRITER_ROUNDS):
+        name = ("quiet", "off")[round_number % 2]
+        app = apps[round_number % 2]
+        start.wait()  # type: ignore[attr-defined]
+        for _ in range(WRITES):
+            app.post_json(f"/v1{records(f'{name}{index}')}", RECORD, headers=HEADERS)
+        done.wait()  # type: ignore[attr-defined]
+    close(*apps)
+
+
+def concurrent_writes_row(sink: SMTPSink) -> tuple:
+    """``WRITERS`` processes creating records at once, in buckets without hooks: how much
+    longer a round takes with the plugin, which notes nothing and wakes no worker there."""
+    context = multiprocessing.get_context("spawn")
+    # A writer that fails breaks the barriers: the others stop instead of waiting forever.
+    start, done = (context.Barrier(WRITERS + 1, timeout=600) for _ in range(2))
+    processes = [
+        context.Process(target=writer, args=(i, sink.port, start, done)) for i in range(WRITERS)
+    ]
+    for process in processes:
+        process.start()
+    seconds: list[list[float]] = [[], []]
+    for round_number in range(WRITER_ROUNDS):
+        start.wait()
+        started = time.perf_counter()
+        done.wait()
+        seconds[round_number % 2].append(time.perf_counter() - started)
+    for process in processes:
+        process.join()
+    on, off = (statistics.median(s) for s in seconds)
+    return (
+        f"{WRITERS} concurrent writers x {WRITES} creates, buckets without hooks:"
+        " plugin on / off (PostgreSQL)",
+        "<= 1.05",
+        on,
+        off,
+    )
+
+
+REVIEWER = "reviewer@example.com"
+FLOODED = 100_000
+FLOOD_TIMEOUT = 120.0
+
+
+def flood_row(sink: SMTPSink, count: int = FLOODED) -> tuple:
+    """Seconds until a reviewer's one mail reaches the SMTP server, while another bucket
+    has ``count`` messages queued (as its writes would have left them) and one worker
+    starts; and how many of the other bucket's went out before it."""
+    hook = {"template": "{uri}", "recipients": [REVIEWER], "resource_name": "record"}
+    app = make_app(sink, hook, postgresql=True, bucket="review", worker=False)
+    queue = app.app.registry.emailer_delivery.queue
+    queue.expand_all()
+    items = drafts(count, bucket="flood")
+    with jobs.session(DATABASE, autocommit=False) as connection:
+        for start in range(0, count, 1000):
+            jobs.defer(connection, items[start : start + 1000])
+    with jobs.session(DATABASE) as connection:
+        jobs.execute(connection, "VACUUM ANALYZE kinto_emailer_jobs")
+    sink.clear()
+    app.put_json("/v1/buckets/review/collections/c/records/r", headers=HEADERS)
+    started = time.perf_counter()
+    queue.start_worker()
+    received: list[str] = []
+    while REVIEWER not in received and time.perf_counter() - started < FLOOD_TIMEOUT:
+        time.sleep(0.01)
+        received = [m.rcpt_tos[0] for m in list(sink.received)]
+    elapsed = time.perf_counter() - started
+    queue.stop_worker()
+    queue.flush()
+    close(app)
+    sink.clear()
+    before = received.index(REVIEWER) if REVIEWER in received else len(received)
+    return (
+        f"a reviewer's one mail while {count} of another bucket are queued"
+        f" ({before} of those sent before it)",
+        "<= 5 s",
+        elapsed,
+        None,
+        None,
+    )
+
+
 def empty_database(sink: SMTPSink) -> None:
     """The benchmark's database, with Kinto's and the queue's tables, and no data."""
     app = make_app(sink, HOOK, postgresql=True, bucket="setup")
@@ -642,38 +750,65 @@ def empty_database(sink: SMTPSink) -> None:
             jobs.execute(connection, "VACUUM FULL procrastinate_jobs")
 
 
-def main() -> int:
+GROUPS: dict[str, tuple[bool, Callable[[SMTPSink, SMTPSink], list[tuple]]]] = {
+    # name: (needs PostgreSQL, rows)
+    "writes": (False, lambda sink, slow: write_rows(sink, slow, postgresql=False)),
+    "filters": (False, lambda sink, slow: filter_rows(sink)),
+    "grouping": (False, lambda sink, slow: [grouping_row(sink, postgresql=False)]),
+    "pg-writes": (True, lambda sink, slow: write_rows(sink, slow, postgresql=True)),
+    "writers": (True, lambda sink, slow: [concurrent_writes_row(sink)]),
+    "delivery": (True, lambda sink, slow: delivery_rows(sink)),
+    "pg-grouping": (True, lambda sink, slow: [grouping_row(sink, postgresql=True)]),
+    "digests": (True, lambda sink, slow: digest_rows(sink)),
+    "flood": (True, lambda sink, slow: [flood_row(sink)]),
+}
+
+
+def print_rows(rows: list[tuple]) -> None:
+    print(f"\n{'measure':<96} {'target':>14} {'A':>10} {'B':>10} {'ratio':>7}")
+    for name, target, a, b, *ratio in rows:
+        value = ratio[0] if ratio else a / b
+        if "memory" in target:
+            unit, scale = "MiB", 1 / 2**20
+        elif target.endswith(" s"):
+            unit, scale = "s", 1
+        else:
+            unit, scale = "ms", 1000
+        b_text = f"{b * scale:>7.1f}{unit:<3}" if b is not None else f"{'':>10}"
+        r_text = f"{value:>7.2f}" if value is not None else f"{'':>7}"
+        print(f"{name:<96} {target:>14} {a * scale:>7.1f}{unit:<3} {b_text} {r_text}")
+
+
+def main(args: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("groups", nargs="*", help=f"groups of rows to run: {', '.join(GROUPS)}")
+    groups = parser.parse_args(args).groups or list(GROUPS)
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        parser.error(f"unknown groups {', '.join(unknown)}: choose among {', '.join(GROUPS)}")
     sink = SMTPSink().start()
     slow_sink = SMTPSink(delay=0.2).start()
+    rows: list[tuple] = []
     try:
-        rows = write_rows(sink, slow_sink, postgresql=False)
-        rows += filter_rows(sink)
-        rows.append(grouping_row(sink, postgresql=False))
-        if postgresql_available(DATABASE):
+        postgresql = any(GROUPS[g][0] for g in groups) and postgresql_available(DATABASE)
+        if postgresql:
             empty_database(sink)
-            rows += write_rows(sink, slow_sink, postgresql=True)
-            rows += delivery_rows(sink)
-            rows.append(grouping_row(sink, postgresql=True))
-            rows += digest_rows(sink)
-        else:
-            print(f"No PostgreSQL at {DATABASE}: its rows are left out.")
+        for group in groups:
+            needs_postgresql, make_rows = GROUPS[group]
+            if needs_postgresql and not postgresql:
+                print(f"No PostgreSQL at {DATABASE}: the rows of {group} are left out.")
+                continue
+            rows += make_rows(sink, slow_sink)
     finally:
         sink.stop()
         slow_sink.stop()
 
-    print(f"\n{'measure':<96} {'target':>14} {'A':>10} {'B':>10} {'ratio':>7}")
-    for name, target, a, b, *ratio in rows:
-        value = ratio[0] if ratio else a / b
-        unit = "MiB" if "memory" in target else "ms"
-        scale = 1 / 2**20 if unit == "MiB" else 1000
-        b_text = f"{b * scale:>7.1f}{unit:<3}" if b is not None else f"{'':>10}"
-        r_text = f"{value:>7.2f}" if value is not None else f"{'':>7}"
-        print(f"{name:<96} {target:>14} {a * scale:>7.1f}{unit:<3} {b_text} {r_text}")
+    print_rows(rows)
     print(
         f"\nA and B: medians of {ROUNDS} interleaved rounds ({CREATE_ROUNDS} for one create,"
-        f" {DELIVERY_ROUNDS} for the delivery"
-        f" of 1000 messages, {GROUPING_ROUNDS} for batches of 1000; the 10000 messages are"
-        " drained once, the digests made once each)."
+        f" {DELIVERY_ROUNDS} for the delivery of 1000 messages, {GROUPING_ROUNDS} for batches"
+        f" of 1000, {WRITER_ROUNDS} for the concurrent writers; the 10000 messages are"
+        " drained once, the digests made once each, the flood measured once)."
     )
     return 0
 
