@@ -13,7 +13,7 @@ help:
 	@echo "make lint        check the code with ruff"
 	@echo "make functional  run the functional tests against a Kinto server they start"
 	@echo "make remote-settings  run Mozilla Remote Settings' own tests with this plugin"
-	@echo "make bench       run the benchmarks and print their ratios"
+	@echo "make bench       run the benchmarks and print their ratios (ROWS=\"flood ...\": some)"
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -52,10 +52,11 @@ functional: $(INSTALL_STAMP)
 remote-settings: $(INSTALL_STAMP)
 	$(PYTHON) -m pytest functional/remote_settings
 
-# procrastinate only serves as a point of comparison.
+# procrastinate only serves as a point of comparison. ROWS="flood writers" runs only those
+# groups of rows (python benchmarks/run.py --help lists them).
 bench: $(INSTALL_STAMP)
 	$(PYTHON) -m pip install --quiet -e ".[test,bench]"
-	$(PYTHON) benchmarks/run.py
+	$(PYTHON) benchmarks/run.py $(ROWS)
 
 clean:
 	rm -rf $(VENV) mail .pytest_cache *.egg-info

@@ -1,14 +1,20 @@
 """Benchmarks: the plugin's cost on client writes, and the speed of delivery.
 
-Each comparison runs its variants interleaved, in one process, against a real SMTP
-server (aiosmtpd, started here) and, for the PostgreSQL rows, the server on
-127.0.0.1:5432. It prints one table of ratios. Run with ``make bench``.
+Each comparison runs its variants interleaved, in one run, against a real SMTP server
+(aiosmtpd, started here) and, for the PostgreSQL rows, the server on 127.0.0.1:5432 (the
+database ``kinto_emailer_bench``, or ``KINTO_EMAILER_BENCH_DATABASE``). It prints one
+table of ratios. Run with ``make bench``; ``make bench ROWS="flood writers"`` (or
+``python benchmarks/run.py flood writers``) runs only the groups of rows named.
 """
 
+import argparse
 import collections
 import contextlib
+import csv
+import io
 import itertools
 import json
+import multiprocessing
 import os
 import smtplib
 import statistics
@@ -21,7 +27,6 @@ import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 import webtest
 from kinto import main as kinto_main
 from kinto.core import scripts
@@ -48,12 +53,16 @@ CREATE_ROUNDS = 200
 """One create takes a millisecond or a few: more rounds keep its median steady."""
 DELIVERY_ROUNDS = 5
 GROUPING_ROUNDS = 5
-DATABASE = POSTGRESQL_URL.rsplit("/", 1)[0] + "/kinto_emailer_bench"
+DATABASE = os.environ.get(
+    "KINTO_EMAILER_BENCH_DATABASE", POSTGRESQL_URL.rsplit("/", 1)[0] + "/kinto_emailer_bench"
+)
 HEADERS = {**ALICE, "Content-Type": "application/json"}
 HOOK = {"template": "{action}d {uri}: {new[title]}", "recipients": ["a@example.com"]}
 RECORD = {"data": {"title": "benchmark"}}
 FLOOR = {"listener": "does nothing"}
 """Instead of a hook: Kinto with an empty listener of the same events, not the plugin."""
+QUIET = {"plugin": "no hooks"}
+"""Instead of a hook: the plugin, and no hooks anywhere."""
 SLOWEST_FILTER = "^(?:(?:a?){33}){15}z"
 """The slowest of the filters tried within the README's bounds, on ids of a's: 993 RE2
 instructions, whose states grow with each "a" until RE2 leaves its DFA for its NFA
@@ -77,10 +86,13 @@ def make_app(
     postgresql: bool = False,
     bucket: str = "b",
     worker: bool = True,
+    initialize: bool = True,
 ) -> webtest.TestApp:
     """Kinto with the plugin (and ``hook`` on ``bucket``), or without it (``hook=None``).
 
-    Apps on PostgreSQL share the database: each writes to a bucket of its own.
+    Apps on PostgreSQL share the database: each writes to a bucket of its own. Apps made
+    at once by several processes leave the schema to the one made first
+    (``initialize=False``).
     """
     # Bounds high enough never to drop mail: the rows measure its cost, not its absence.
     bounds = {
@@ -102,8 +114,9 @@ def make_app(
         settings["includes"] = "benchmarks.listener_floor"
     app = webtest.TestApp(kinto_main({}, **settings))
     registry = app.app.registry
-    scripts.migrate({"registry": registry})
-    metadata = {"kinto-emailer": {"hooks": [hook]}} if hook and hook != FLOOR else {}
+    if initialize:
+        scripts.migrate({"registry": registry})
+    metadata = {"kinto-emailer": {"hooks": [hook]}} if hook and hook not in (FLOOR, QUIET) else {}
     app.put_json(f"/v1/buckets/{bucket}", {"data": metadata}, headers=HEADERS)
     app.put_json(f"/v1/buckets/{bucket}/collections/c", headers=HEADERS)
     return app
@@ -121,14 +134,14 @@ def settle(app: webtest.TestApp) -> None:
 
 def queued() -> int:
     """Messages waiting in the PostgreSQL queue."""
-    with psycopg.connect(DATABASE) as connection:
-        (count,) = connection.execute("SELECT count(*) FROM kinto_emailer_jobs").fetchone()  # type: ignore[misc]
-    return count
+    with jobs.session(DATABASE) as connection:
+        [(count,)] = jobs.execute(connection, "SELECT count(*) FROM kinto_emailer_jobs")
+    return int(count)
 
 
 def empty_queue() -> None:
-    with psycopg.connect(DATABASE, autocommit=True) as connection:
-        connection.execute("TRUNCATE kinto_emailer_changes, kinto_emailer_jobs")
+    with jobs.session(DATABASE) as connection:
+        jobs.execute(connection, "TRUNCATE kinto_emailer_changes, kinto_emailer_jobs")
 
 
 def compare(
@@ -379,47 +392,49 @@ def queue_digest_entries(recipients: int, per_recipient: int) -> None:
     sender = parse_mailbox("Kinto <kinto@example.com>")
     created = datetime.now(UTC) - timedelta(hours=1)
     columns = "id, parent_id, resource_name, last_modified, data, deleted"
-    with psycopg.connect(DATABASE) as connection:
-        cursor = connection.cursor()
-        with cursor.copy(f"COPY objects ({columns}) FROM STDIN") as copy:
-            for n in range(recipients):
-                recipient = parse_mailbox(f"user{n}@example.com")
-                address = recipient.addr_spec
-                index = json.dumps({"recipient": address})
-                copy.write_row(
-                    (
-                        object_id(address),
-                        digests.index_parent("daily"),
-                        digests.INDEX,
-                        created + timedelta(milliseconds=n),
-                        index,
-                        False,
-                    )
+    rows = io.StringIO()
+    copy = csv.writer(rows)
+    for n in range(recipients):
+        recipient = parse_mailbox(f"user{n}@example.com")
+        address = recipient.addr_spec
+        index = json.dumps({"recipient": address})
+        copy.writerow(
+            (
+                object_id(address),
+                digests.index_parent("daily"),
+                digests.INDEX,
+                created + timedelta(milliseconds=n),
+                index,
+                False,
+            )
+        )
+        for i in range(per_recipient):
+            uri = f"/buckets/b/collections/c{i % 3}/records/r{n}-{i}"
+            draft = messages.Draft(
+                sender,
+                recipient,
+                f"Record r{n}-{i} created",
+                f"created {uri}",
+                uri,
+                "http://localhost/v1/",
+                key=messages.idempotency_key("bench-digest", n, i),
+                created=created,
+            )
+            entry = digests.Entry(draft, "/buckets/b", uri.rsplit("/", 2)[0])
+            copy.writerow(
+                (
+                    draft.key[:32],
+                    digests.entries_parent("daily", address),
+                    digests.ENTRY,
+                    # Kinto's objects table wants one timestamp per object of a parent.
+                    created + timedelta(milliseconds=i),
+                    json.dumps(entry.to_json()),
+                    False,
                 )
-                for i in range(per_recipient):
-                    uri = f"/buckets/b/collections/c{i % 3}/records/r{n}-{i}"
-                    draft = messages.Draft(
-                        sender,
-                        recipient,
-                        f"Record r{n}-{i} created",
-                        f"created {uri}",
-                        uri,
-                        "http://localhost/v1/",
-                        key=messages.idempotency_key("bench-digest", n, i),
-                        created=created,
-                    )
-                    entry = digests.Entry(draft, "/buckets/b", uri.rsplit("/", 2)[0])
-                    copy.write_row(
-                        (
-                            draft.key[:32],
-                            digests.entries_parent("daily", address),
-                            digests.ENTRY,
-                            # Kinto's objects table wants one timestamp per object of a parent.
-                            created + timedelta(milliseconds=i),
-                            json.dumps(entry.to_json()),
-                            False,
-                        )
-                    )
+            )
+    rows.seek(0)
+    with jobs.session(DATABASE) as connection, connection.cursor() as cursor:
+        cursor.copy_expert(f"COPY objects ({columns}) FROM STDIN WITH (FORMAT csv)", rows)
 
 
 def digest_run(sink: SMTPSink, recipients: int, traced: bool) -> tuple[float, int, int, int]:
@@ -428,11 +443,12 @@ def digest_run(sink: SMTPSink, recipients: int, traced: bool) -> tuple[float, in
     app = make_app(sink, HOOK, postgresql=True, bucket="digests", worker=False)
     registry = app.app.registry
     queue_digest_entries(recipients, 10)
-    with psycopg.connect(DATABASE) as connection:
-        (stored,) = connection.execute(
+    with jobs.session(DATABASE) as connection:
+        [(stored,)] = jobs.execute(
+            connection,
             "SELECT sum(octet_length(data::text)) FROM objects WHERE resource_name = %s",
             (digests.ENTRY,),
-        ).fetchone()  # type: ignore[misc]
+        )
     at = datetime.now(UTC) + timedelta(days=1)
     if traced:
         tracemalloc.start()
@@ -441,8 +457,8 @@ def digest_run(sink: SMTPSink, recipients: int, traced: bool) -> tuple[float, in
     elapsed = time.perf_counter() - started
     peak = tracemalloc.get_traced_memory()[1] if traced else 0
     tracemalloc.stop()
-    with psycopg.connect(DATABASE, autocommit=True) as connection:
-        connection.execute("TRUNCATE kinto_emailer_jobs")
+    with jobs.session(DATABASE) as connection:
+        jobs.execute(connection, "TRUNCATE kinto_emailer_jobs")
     close(app)
     return elapsed, peak, count, int(stored)
 
@@ -492,7 +508,7 @@ def drafts(count: int, bucket: str = "b") -> list[messages.Draft]:
 
 def queue_drafts(queue: object, items: list[messages.Draft], per_event: int) -> None:
     """Jobs as writes make them (one per event of ``per_event`` messages), in one transaction."""
-    with psycopg.connect(DATABASE) as connection:
+    with jobs.session(DATABASE, autocommit=False) as connection:
         for start in range(0, len(items), per_event):
             jobs.defer(connection, items[start : start + per_event])
 
@@ -617,7 +633,7 @@ def queue_floor(items: list[messages.Draft]) -> float:
     """Seconds per message of this queue's worker (claims, keys), SMTP left out."""
     # Messages only, queued beforehand: no change to work out.
     worker = jobs.Worker(DATABASE, Accepting(), EmailerSettings(), lambda name, n: None, lambda: 0)
-    with psycopg.connect(DATABASE) as connection:
+    with jobs.session(DATABASE, autocommit=False) as connection:
         jobs.defer(connection, items)
     stop = threading.Event()
     started = time.perf_counter()
@@ -668,6 +684,102 @@ def procrastinate_floor(count: int = 1000) -> float:
     return asyncio.run(run())
 
 
+WRITERS = 8
+WRITER_ROUNDS = 20
+WRITES = 10
+"""Records each writer creates in a round."""
+
+
+def writer(index: int, port: int, start: object, done: object) -> None:
+    """One of the concurrent writers: ``WRITES`` records per round, with the plugin on
+    even rounds and without it on odd ones, in buckets without hooks."""
+    sink = SMTPSink(port=port)  # Its port only: no mail is sent.
+    apps = [
+        make_app(sink, hook, True, bucket=f"{name}{index}", worker=False, initialize=False)
+        for name, hook in (("quiet", QUIET), ("off", None))
+    ]
+    for round_number in range(WRITER_ROUNDS):
+        name = ("quiet", "off")[round_number % 2]
+        app = apps[round_number % 2]
+        start.wait()  # type: ignore[attr-defined]
+        for _ in range(WRITES):
+            app.post_json(f"/v1{records(f'{name}{index}')}", RECORD, headers=HEADERS)
+        done.wait()  # type: ignore[attr-defined]
+    close(*apps)
+
+
+def concurrent_writes_row(sink: SMTPSink) -> tuple:
+    """``WRITERS`` processes creating records at once, in buckets without hooks: how much
+    longer a round takes with the plugin, which notes nothing and wakes no worker there."""
+    context = multiprocessing.get_context("spawn")
+    # A writer that fails breaks the barriers: the others stop instead of waiting forever.
+    start, done = (context.Barrier(WRITERS + 1, timeout=600) for _ in range(2))
+    processes = [
+        context.Process(target=writer, args=(i, sink.port, start, done)) for i in range(WRITERS)
+    ]
+    for process in processes:
+        process.start()
+    seconds: list[list[float]] = [[], []]
+    for round_number in range(WRITER_ROUNDS):
+        start.wait()
+        started = time.perf_counter()
+        done.wait()
+        seconds[round_number % 2].append(time.perf_counter() - started)
+    for process in processes:
+        process.join()
+    on, off = (statistics.median(s) for s in seconds)
+    return (
+        f"{WRITERS} concurrent writers x {WRITES} creates, buckets without hooks:"
+        " plugin on / off (PostgreSQL)",
+        "<= 1.05",
+        on,
+        off,
+    )
+
+
+REVIEWER = "reviewer@example.com"
+FLOODED = 100_000
+FLOOD_TIMEOUT = 120.0
+
+
+def flood_row(sink: SMTPSink, count: int = FLOODED) -> tuple:
+    """Seconds until a reviewer's one mail reaches the SMTP server, while another bucket
+    has ``count`` messages queued (as its writes would have left them) and one worker
+    starts; and how many of the other bucket's went out before it."""
+    hook = {"template": "{uri}", "recipients": [REVIEWER], "resource_name": "record"}
+    app = make_app(sink, hook, postgresql=True, bucket="review", worker=False)
+    queue = app.app.registry.emailer_delivery.queue
+    queue.expand_all()
+    items = drafts(count, bucket="flood")
+    with jobs.session(DATABASE, autocommit=False) as connection:
+        for start in range(0, count, 1000):
+            jobs.defer(connection, items[start : start + 1000])
+    with jobs.session(DATABASE) as connection:
+        jobs.execute(connection, "VACUUM ANALYZE kinto_emailer_jobs")
+    sink.clear()
+    app.put_json("/v1/buckets/review/collections/c/records/r", headers=HEADERS)
+    started = time.perf_counter()
+    queue.start_worker()
+    received: list[str] = []
+    while REVIEWER not in received and time.perf_counter() - started < FLOOD_TIMEOUT:
+        time.sleep(0.01)
+        received = [m.rcpt_tos[0] for m in list(sink.received)]
+    elapsed = time.perf_counter() - started
+    queue.stop_worker()
+    queue.flush()
+    close(app)
+    sink.clear()
+    before = received.index(REVIEWER) if REVIEWER in received else len(received)
+    return (
+        f"a reviewer's one mail while {count} of another bucket are queued"
+        f" ({before} of those sent before it)",
+        "<= 5 s",
+        elapsed,
+        None,
+        None,
+    )
+
+
 def empty_database(sink: SMTPSink) -> None:
     """The benchmark's database, with Kinto's and the queue's tables, and no data."""
     app = make_app(sink, HOOK, postgresql=True, bucket="setup")
@@ -675,45 +787,72 @@ def empty_database(sink: SMTPSink) -> None:
     app.app.registry.emailer_delivery.queue.flush()
     close(app)
     # Dead rows of earlier runs slow job fetching down: start compact.
-    with psycopg.connect(DATABASE, autocommit=True) as connection:
-        connection.execute("VACUUM FULL kinto_emailer_changes, kinto_emailer_jobs")
-        if connection.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()[0]:
-            connection.execute("VACUUM FULL procrastinate_jobs")
+    with jobs.session(DATABASE) as connection:
+        jobs.execute(connection, "VACUUM FULL kinto_emailer_changes, kinto_emailer_jobs")
+        if jobs.execute(connection, "SELECT to_regclass('procrastinate_jobs')")[0][0]:
+            jobs.execute(connection, "VACUUM FULL procrastinate_jobs")
 
 
-def main() -> int:
+GROUPS: dict[str, tuple[bool, Callable[[SMTPSink, SMTPSink], list[tuple]]]] = {
+    # name: (needs PostgreSQL, rows)
+    "writes": (False, lambda sink, slow: write_rows(sink, slow, postgresql=False)),
+    "filters": (False, lambda sink, slow: filter_rows(sink)),
+    "grouping": (False, lambda sink, slow: [grouping_row(sink, postgresql=False)]),
+    "outbox-flood": (False, lambda sink, slow: [outbox_flood_row()]),
+    "pg-writes": (True, lambda sink, slow: write_rows(sink, slow, postgresql=True)),
+    "writers": (True, lambda sink, slow: [concurrent_writes_row(sink)]),
+    "delivery": (True, lambda sink, slow: delivery_rows(sink)),
+    "pg-grouping": (True, lambda sink, slow: [grouping_row(sink, postgresql=True)]),
+    "digests": (True, lambda sink, slow: digest_rows(sink)),
+    "flood": (True, lambda sink, slow: [flood_row(sink)]),
+}
+
+
+def print_rows(rows: list[tuple]) -> None:
+    print(f"\n{'measure':<96} {'target':>14} {'A':>10} {'B':>10} {'ratio':>7}")
+    for name, target, a, b, *ratio in rows:
+        value = ratio[0] if ratio else a / b
+        if "memory" in target:
+            unit, scale = "MiB", 1 / 2**20
+        elif target.endswith(" s"):
+            unit, scale = "s", 1
+        else:
+            unit, scale = "ms", 1000
+        b_text = f"{b * scale:>7.1f}{unit:<3}" if b is not None else f"{'':>10}"
+        r_text = f"{value:>7.2f}" if value is not None else f"{'':>7}"
+        print(f"{name:<96} {target:>14} {a * scale:>7.1f}{unit:<3} {b_text} {r_text}")
+
+
+def main(args: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("groups", nargs="*", help=f"groups of rows to run: {', '.join(GROUPS)}")
+    groups = parser.parse_args(args).groups or list(GROUPS)
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        parser.error(f"unknown groups {', '.join(unknown)}: choose among {', '.join(GROUPS)}")
     sink = SMTPSink().start()
     slow_sink = SMTPSink(delay=0.2).start()
+    rows: list[tuple] = []
     try:
-        rows = write_rows(sink, slow_sink, postgresql=False)
-        rows += filter_rows(sink)
-        rows.append(grouping_row(sink, postgresql=False))
-        rows.append(outbox_flood_row())
-        if postgresql_available(DATABASE):
+        postgresql = any(GROUPS[g][0] for g in groups) and postgresql_available(DATABASE)
+        if postgresql:
             empty_database(sink)
-            rows += write_rows(sink, slow_sink, postgresql=True)
-            rows += delivery_rows(sink)
-            rows.append(grouping_row(sink, postgresql=True))
-            rows += digest_rows(sink)
-        else:
-            print(f"No PostgreSQL at {DATABASE}: its rows are left out.")
+        for group in groups:
+            needs_postgresql, make_rows = GROUPS[group]
+            if needs_postgresql and not postgresql:
+                print(f"No PostgreSQL at {DATABASE}: the rows of {group} are left out.")
+                continue
+            rows += make_rows(sink, slow_sink)
     finally:
         sink.stop()
         slow_sink.stop()
 
-    print(f"\n{'measure':<96} {'target':>14} {'A':>10} {'B':>10} {'ratio':>7}")
-    for name, target, a, b, *ratio in rows:
-        value = ratio[0] if ratio else a / b
-        unit = "MiB" if "memory" in target else "ms"
-        scale = 1 / 2**20 if unit == "MiB" else 1000
-        b_text = f"{b * scale:>7.1f}{unit:<3}" if b is not None else f"{'':>10}"
-        r_text = f"{value:>7.2f}" if value is not None else f"{'':>7}"
-        print(f"{name:<96} {target:>14} {a * scale:>7.1f}{unit:<3} {b_text} {r_text}")
+    print_rows(rows)
     print(
         f"\nA and B: medians of {ROUNDS} interleaved rounds ({CREATE_ROUNDS} for one create,"
-        f" {DELIVERY_ROUNDS} for the delivery"
-        f" of 1000 messages, {GROUPING_ROUNDS} for batches of 1000; the 10000 messages are"
-        " drained once, the digests made once each)."
+        f" {DELIVERY_ROUNDS} for the delivery of 1000 messages, {GROUPING_ROUNDS} for batches"
+        f" of 1000, {WRITER_ROUNDS} for the concurrent writers; the 10000 messages are"
+        " drained once, the digests made once each, the flood measured once)."
     )
     return 0
 

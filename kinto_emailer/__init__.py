@@ -14,7 +14,7 @@ from kinto.core import metrics
 from kinto.core.events import ResourceChanged
 from kinto.events import ServerFlushed
 from pyramid.config import Configurator
-from pyramid.events import ApplicationCreated, NewRequest
+from pyramid.events import ApplicationCreated, ContextFound, NewRequest
 from pyramid.exceptions import ConfigurationError
 from pyramid.registry import Registry
 from pyramid_mailer import IMailer
@@ -33,7 +33,7 @@ from kinto_emailer.errors import InvalidHook
 from kinto_emailer.listener import (
     Expansion,
     build_notification,
-    drafts_by_change,
+    notices_by_change,
     send_notification,
 )
 from kinto_emailer.migration import EmailerMigration
@@ -41,7 +41,7 @@ from kinto_emailer.settings import EmailerSettings, parse_settings, with_environ
 
 
 if TYPE_CHECKING:
-    from kinto_emailer.jobs import JobQueue, PrepareEach
+    from kinto_emailer.jobs import JobQueue, NoticesEach
 
 
 __version__ = "5.0.0.dev0"
@@ -63,7 +63,7 @@ def _job_queue(
     settings: EmailerSettings,
     transport: Transport,
     count: Counter,
-    prepare: "PrepareEach",
+    notices: "NoticesEach",
 ) -> "JobQueue | None":
     """Jobs in PostgreSQL when Kinto stores its data there (and neither a Maildir queue
     nor the debug mailer, which the request itself fills, is set)."""
@@ -74,7 +74,7 @@ def _job_queue(
     from kinto_emailer import jobs
 
     dsn = jobs.conninfo(config.get_settings()["storage_url"])
-    return jobs.JobQueue(backend, dsn, settings, transport, count, prepare)
+    return jobs.JobQueue(backend, dsn, settings, transport, count, notices)
 
 
 def _on_first_request(config: Configurator, starts: list[Callable[[], None]]) -> None:
@@ -112,8 +112,8 @@ def includeme(config: Configurator) -> None:
 
     transport = transport_from_settings(emailer_settings, mailer)
     expand = partial(Expansion, storage=registry.storage, settings=emailer_settings)
-    prepare_each = partial(drafts_by_change, storage=registry.storage, settings=emailer_settings)
-    queue = _job_queue(config, emailer_settings, transport, count, prepare_each)
+    notices = partial(notices_by_change, storage=registry.storage, settings=emailer_settings)
+    queue = _job_queue(config, emailer_settings, transport, count, notices)
     registry.emailer_outbox = Outbox(transport, emailer_settings, count, expand)
     registry.emailer_delivery = Delivery(emailer_settings, registry.emailer_outbox, queue)
     # Messages being sent or due when the process exits normally are not lost.
@@ -148,3 +148,10 @@ def includeme(config: Configurator) -> None:
         for_resources=("record", "collection", "group"),
         for_actions=("create", "update", "delete"),
     )
+    if queue is not None:
+        registry.emailer_hooks_index = index = queue.hooks
+        config.add_subscriber(index.on_new_request, NewRequest)
+        config.add_subscriber(index.on_context_found, ContextFound)
+        config.add_subscriber(
+            index.on_metadata_changed, ResourceChanged, for_resources=("bucket", "collection")
+        )

@@ -732,7 +732,7 @@ class Delivery:
     def close(self, timeout: float) -> None:
         """When the process stops: let what is due or under way go out, then stop."""
         if self.queue is not None:
-            self.queue.stop_worker()
+            self.queue.close()
         self.outbox.close(timeout)
 
 

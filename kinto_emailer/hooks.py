@@ -433,6 +433,12 @@ def _problems(
             yield index, e
 
 
+def declared(metadata: Mapping[str, Any]) -> bool:
+    """Whether ``metadata`` holds any hook, usable or not: a check without parsing them."""
+    value = metadata.get(METADATA_KEY)
+    return isinstance(value, dict) and bool(value.get("hooks"))
+
+
 def load(
     metadata: Mapping[str, Any], bucket_id: str, settings: EmailerSettings, scope: str
 ) -> tuple[Hook, ...]:

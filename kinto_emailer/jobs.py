@@ -28,22 +28,25 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-import psycopg
-import psycopg.rows
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
 import sqlalchemy
 import transaction
 
+from kinto_emailer import listener
 from kinto_emailer.delivery import Counter, Job, Report, Transport, attempt
-from kinto_emailer.listener import Change, describe
+from kinto_emailer.hookindex import HookIndex
+from kinto_emailer.listener import Change, Notice, describe
 from kinto_emailer.messages import Draft
-from kinto_emailer.quotas import Tally, Usage
+from kinto_emailer.preferences import Preferences, PreferenceStore
+from kinto_emailer.quotas import Usage
 from kinto_emailer.settings import EmailerSettings
+from kinto_emailer.wakeups import CHANNEL, Waker, connect
 
 
 logger = logging.getLogger(__name__)
 
-# Notified by the triggers of the queue's tables (see the migrations/ folder).
-CHANNEL = "kinto_emailer_jobs"
 # Rows claimed at once: one query for many messages, few enough that other workers
 # find work too.
 CLAIM_SIZE = 100
@@ -65,7 +68,7 @@ TABLES = (
     "kinto_emailer_usage",
 )
 
-# Pyformat parameters: the same query runs on Kinto's psycopg2 connection and on psycopg's.
+# Pyformat parameters, for psycopg2 (Kinto's driver), on Kinto's connections and ours.
 QUEUE = """
 INSERT INTO kinto_emailer_jobs (key, draft, attempts, due)
 SELECT draft->>'key', draft, %(attempts)s, statement_timestamp() + make_interval(secs => %(delay)s)
@@ -132,23 +135,22 @@ PRUNE = """
 DELETE FROM kinto_emailer_sent WHERE sent_at < now() - make_interval(secs => %(max_age)s)
 """
 PRUNE_USAGE = "DELETE FROM kinto_emailer_usage WHERE window_start < now() - interval '1 day'"
-# Rows made first, then locked in the order of their keys: two workers counting against
-# the same bucket or recipient wait for each other and never deadlock.
-USAGE_ROWS = """
+# Every row one expansion may count against, made if missing and locked in one pass, in
+# the order of the table's key: two expansions wait for each other's rows, never in a
+# cycle (a deadlock, where PostgreSQL aborts one). The no-op update locks existing rows.
+USAGE_HOLD = """
 INSERT INTO kinto_emailer_usage (window_start, key)
-SELECT %(window)s, key FROM unnest(%(keys)s::text[]) AS key ORDER BY key
-    ON CONFLICT DO NOTHING
-"""
-USAGE = """
-SELECT key, used, dropped FROM kinto_emailer_usage
- WHERE window_start = %(window)s AND key = ANY(%(keys)s)
- ORDER BY key
-   FOR UPDATE
+SELECT window_start, key
+  FROM unnest(%(windows)s::timestamptz[], %(keys)s::text[]) AS u(window_start, key)
+ ORDER BY window_start, key
+    ON CONFLICT (window_start, key) DO UPDATE SET used = kinto_emailer_usage.used
+RETURNING window_start, key, used, dropped
 """
 USAGE_UPDATE = """
 UPDATE kinto_emailer_usage SET used = u.used, dropped = u.dropped
-  FROM unnest(%(keys)s::text[], %(used)s::int[], %(dropped)s::int[]) AS u(key, used, dropped)
- WHERE window_start = %(window)s AND kinto_emailer_usage.key = u.key
+  FROM unnest(%(windows)s::timestamptz[], %(keys)s::text[], %(used)s::int[], %(dropped)s::int[])
+       AS u(window_start, key, used, dropped)
+ WHERE kinto_emailer_usage.window_start = u.window_start AND kinto_emailer_usage.key = u.key
 """
 # clock_timestamp(): a job a worker queued while this statement started is due too.
 DUE = """
@@ -194,8 +196,9 @@ INSERT INTO kinto_emailer_counts (name, value) VALUES (%s, %s)
 COUNT_NAMED = COUNT.replace("(%s, %s)", "(%(name)s, %(n)s)")
 
 
-PrepareEach = Callable[[list[Change], Tally], Iterator[list[Draft]]]
-"""The mail of each change in turn: :func:`kinto_emailer.listener.drafts_by_change`."""
+NoticesEach = Callable[[list[Change]], Iterator[tuple[Change, list[Notice]]]]
+"""The messages that each change's hooks decide on, in turn:
+:func:`kinto_emailer.listener.notices_by_change`."""
 
 
 def json_arrays(items: Iterable[Any], limit: int) -> Iterator[tuple[str, int]]:
@@ -215,8 +218,7 @@ def json_arrays(items: Iterable[Any], limit: int) -> Iterator[tuple[str, int]]:
 
 
 def defer(connection: Any, drafts: Sequence[Draft], attempts: int = 0, delay: float = 0) -> int:
-    """Queue ``drafts`` on ``connection`` (psycopg2 or psycopg), in its transaction; the
-    bytes of their JSON.
+    """Queue ``drafts`` on ``connection``, in its transaction; the bytes of their JSON.
 
     One statement per :data:`QUEUE_BYTES`; a message already queued is not queued twice.
     """
@@ -249,7 +251,7 @@ SELECT f.key, f.draft, f.attempts, f.last_error
 
 
 def fail(connection: Any, failed: Sequence[Failed]) -> None:
-    """Keep ``failed`` in the failed list, on ``connection`` (psycopg2 or psycopg)."""
+    """Keep ``failed`` in the failed list, on ``connection``."""
     with connection.cursor() as cursor:
         for array, _ in json_arrays((f._asdict() for f in failed), QUEUE_BYTES):
             cursor.execute(FAIL, {"failed": array})
@@ -259,6 +261,32 @@ def conninfo(storage_url: str) -> str:
     """The libpq address of Kinto's storage URL (which may name a SQLAlchemy driver)."""
     url = sqlalchemy.engine.make_url(storage_url).set(drivername="postgresql")
     return url.render_as_string(hide_password=False)
+
+
+def execute(connection: Any, query: str, parameters: Any = None) -> list[tuple]:
+    """Run ``query`` on ``connection``; its rows, if it returns any."""
+    with connection.cursor() as cursor:
+        cursor.execute(query, parameters)
+        return cursor.fetchall() if cursor.description else []
+
+
+@contextlib.contextmanager
+def session(dsn: str, autocommit: bool = True) -> Iterator[Any]:
+    """A connection of the queue's own, closed after use; committed unless
+    ``autocommit`` (rolled back on an error)."""
+    connection = connect(dsn, autocommit)
+    try:
+        if autocommit:  # psycopg2's "with connection" would open a transaction all the same.
+            yield connection
+        else:
+            with connection:
+                yield connection
+    finally:
+        connection.close()
+
+
+# A connection lost (or closed after a failure): the worker connects again.
+LOST = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
 class Worker:
@@ -279,44 +307,39 @@ class Worker:
         self.max_age = datetime.timedelta(seconds=settings.max_age)
         self._count = count
         # Claims, retries and failures, in the transaction that holds the claimed rows.
-        self._claims: psycopg.Connection | None = None
+        self._claims: Any = None
         # Sent keys (kept whatever happens to the claim), and wake-ups.
-        self._keys: psycopg.Connection | None = None
         self._sent: _SentKeys | None = None
         self._pruned = 0.0
         # New mail wakes the worker at once; retries scheduled for later are found by
         # polling, often enough for the shortest retry delay.
         self.poll_interval = min(5.0, max(0.1, min(settings.retry_delays, default=10.0) / 2))
 
-    def _connect(self) -> tuple[psycopg.Connection, psycopg.Connection, "_SentKeys"]:
+    def _connect(self) -> tuple[Any, "_SentKeys"]:
         if self._claims is None or self._claims.closed:
-            self._claims = psycopg.connect(self.dsn)
+            self._claims = connect(self.dsn, autocommit=False)
             # PostgreSQL ends the session (and frees its rows) of a worker whose machine
             # stopped answering, after about stalled_timeout.
             idle = max(1, int(self.settings.stalled_timeout / 3))
             interval = max(1, int(self.settings.stalled_timeout / 6))
-            self._claims.execute(
+            execute(
+                self._claims,
                 f"SET tcp_keepalives_idle = {idle}; SET tcp_keepalives_interval = {interval};"
                 " SET tcp_keepalives_count = 3;"
-                " SET jit = off"
+                " SET jit = off",
             )
             self._claims.commit()
-        if self._keys is None or self._keys.closed or self._sent is None:
-            self._keys = psycopg.connect(self.dsn, autocommit=True)
-            # A key is written after every message: not waiting for the disk at each one
-            # saves a WAL flush per message. Only a crash of PostgreSQL itself can then
-            # lose the last keys written (well under a second): those messages go out again.
-            self._keys.execute("SET synchronous_commit = off")
-            self._keys.execute(f"LISTEN {CHANNEL}")
-            self._sent = _SentKeys(self._keys, self.settings.stalled_timeout)
+        if self._sent is None or self._sent.connection.closed:
+            self._sent = _SentKeys(self.dsn, self.settings.stalled_timeout)
         self._sent.settle()
-        return self._claims, self._keys, self._sent
+        return self._claims, self._sent
 
     def close(self) -> None:
-        for connection in (self._claims, self._keys):
-            if connection is not None:
-                connection.close()
-        self._claims = self._keys = self._sent = None
+        if self._claims is not None:
+            self._claims.close()
+        if self._sent is not None:
+            self._sent.connection.close()
+        self._claims = self._sent = None
         self.transport.close()
 
     def run(self, stop: threading.Event) -> None:
@@ -328,7 +351,7 @@ class Worker:
                     expanded = self.expand()
                     if not self.work(stop) and not expanded:
                         self._wait(stop)
-                except psycopg.OperationalError as e:
+                except LOST as e:
                     logger.warning("The mail worker lost its database (%s): trying again", e)
                     self.close()
                     stop.wait(1.0)
@@ -340,33 +363,33 @@ class Worker:
             self.close()
 
     def _wait(self, stop: threading.Event) -> None:
-        _, keys, _ = self._connect()
+        _, sent = self._connect()
         deadline = time.monotonic() + self.poll_interval
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            for _ in keys.notifies(timeout=min(left, 0.5), stop_after=1):
+            if sent.woken(min(left, 0.5)):
                 return
 
     def _prune(self) -> None:
         """Keys older than ``max_age`` are forgotten: a message that old is dropped anyway."""
         if time.monotonic() - self._pruned < PRUNE_EVERY and self._pruned:
             return
-        _, keys, _ = self._connect()
-        keys.execute(PRUNE, {"max_age": self.settings.max_age})
-        keys.execute(PRUNE_USAGE)
+        _, sent = self._connect()
+        sent.execute(PRUNE, {"max_age": self.settings.max_age})
+        sent.execute(PRUNE_USAGE)
         self._pruned = time.monotonic()
 
     def work(self, stop: threading.Event) -> bool:
         """Claim due messages and send them; False when none was due."""
-        claims, keys, sent = self._connect()
+        claims, sent = self._connect()
         settings = self.settings
         started = time.monotonic()
-        with claims.transaction():
-            rows = claims.execute(CLAIM, {"limit": CLAIM_SIZE}).fetchall()
+        with claims:  # One transaction: committed, or rolled back on an error.
+            rows = execute(claims, CLAIM, {"limit": CLAIM_SIZE})
             if not rows:
                 return False
-            already = keys.execute(
+            already = sent.execute(
                 "SELECT key FROM kinto_emailer_sent WHERE key = ANY(%s)", ([r[0] for r in rows],)
-            ).fetchall()
+            )
             sent_keys = {key for (key,) in already}
             outcomes = _Outcomes(sent, self._count)
             report = Report()
@@ -388,60 +411,119 @@ class Worker:
                 )
             report.log()
             sent.settle()  # The last key is stored before the claim ends.
-            claims.execute("DELETE FROM kinto_emailer_jobs WHERE key = ANY(%s)", (done,))
+            execute(claims, "DELETE FROM kinto_emailer_jobs WHERE key = ANY(%s)", (done,))
             for delay, jobs in outcomes.retries.items():
                 for attempts, group in _by_attempts(jobs).items():
                     defer(claims, group, attempts, delay)
             if outcomes.failures:
                 fail(claims, outcomes.failures)
             for name, n in outcomes.counts.items():
-                claims.execute(COUNT, (name, n))
+                execute(claims, COUNT, (name, n))
         for name, n in outcomes.counts.items():
             self._count(name, n)
         return True
 
 
 class _SentKeys:
-    """Writes the key of each sent message without waiting for PostgreSQL's answer.
+    """The worker's autocommit session: sent keys, pruning, and the wake-ups it LISTENs to.
 
-    The key leaves for the server as soon as the message was accepted; its answer is
-    read before the connection's next statement, while the next message is on its way.
+    An asynchronous psycopg2 connection, so that the key of each sent message is written
+    without waiting for PostgreSQL's answer: the key leaves for the server as soon as the
+    message was accepted (psycopg2 sends a statement whole at once, unless the socket's
+    buffer is full), and its answer is read before the session's next statement, while
+    the next message is on its way.
     """
 
-    INSERT = b"INSERT INTO kinto_emailer_sent (key) VALUES ($1) ON CONFLICT DO NOTHING"
+    INSERT = "INSERT INTO kinto_emailer_sent (key) VALUES (%s) ON CONFLICT DO NOTHING"
 
-    def __init__(self, connection: psycopg.Connection, timeout: float) -> None:
-        self.pgconn = connection.pgconn
+    def __init__(self, dsn: str, timeout: float) -> None:
         self.timeout = timeout
+        self.connection = psycopg2.connect(dsn, async_=True)
         self._unanswered = False
+        self._wait()
+        self._cursor = self.connection.cursor()
+        # A key is written after every message: not waiting for the disk at each one
+        # saves a WAL flush per message. Only a crash of PostgreSQL itself can then lose
+        # the last keys written (well under a second): those messages go out again.
+        self.execute("SET synchronous_commit = off")
+        self.execute(f"LISTEN {CHANNEL}")
 
-    def _wait(self, readable: bool) -> None:
-        socket = [self.pgconn.socket]
-        if not any(
-            select.select(socket if readable else [], [] if readable else socket, [], self.timeout)
-        ):
-            raise psycopg.OperationalError("PostgreSQL did not answer the worker")
+    def _wait(self) -> None:
+        """Until the statement under way is answered; its error, if it failed."""
+        while (state := self.connection.poll()) != psycopg2.extensions.POLL_OK:
+            waited: tuple[list[Any], list[Any]] = ([self.connection], [])
+            if state != psycopg2.extensions.POLL_READ:
+                waited = waited[::-1]
+            if not any(select.select(*waited, [], self.timeout)):
+                raise psycopg2.OperationalError("PostgreSQL did not answer the worker")
+
+    def execute(self, query: str, parameters: Any = None) -> list[tuple]:
+        self.settle()
+        self._cursor.execute(query, parameters)
+        self._wait()
+        return self._cursor.fetchall() if self._cursor.description else []
 
     def add(self, key: str) -> None:
         self.settle()
-        self.pgconn.send_query_params(self.INSERT, [key.encode()])
-        while self.pgconn.flush():
-            self._wait(readable=False)
+        self._cursor.execute(self.INSERT, (key,))
         self._unanswered = True
 
     def settle(self) -> None:
         """Read the answer to the last key written; raise if it was not stored."""
-        if not self._unanswered:
-            return
-        self._unanswered = False
-        self.pgconn.consume_input()
-        while self.pgconn.is_busy():
-            self._wait(readable=True)
-            self.pgconn.consume_input()
-        while (result := self.pgconn.get_result()) is not None:
-            if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
-                error = (result.error_message or b"").decode(errors="replace")
-                raise psycopg.OperationalError(f"A sent key was not stored: {error}")
+        if self._unanswered:
+            self._unanswered = False
+            self._wait()
+
+    def woken(self, timeout: float) -> bool:
+        """Whether a wake-up came since the last call, waiting ``timeout`` for one."""
+        self.settle()
+        notifies = self.connection.notifies
+        if not notifies and select.select([self.connection], [], [], timeout)[0]:
+            self._wait()  # Reads what came: notifications.
+        woken = bool(notifies)
+        notifies.clear()
+        return woken
+
+
+Execute = Callable[[str, dict[str, Any]], list[tuple]]
+
+
+class _HeldUsage:
+    """The hourly usage of one expansion (see :mod:`kinto_emailer.quotas`): every row it
+    may count against, locked in one pass (:data:`USAGE_HOLD`) until its transaction
+    ends, and written back at its end."""
+
+    def __init__(
+        self,
+        run: Execute,
+        limited: Callable[[int], None],
+        keys: Iterable[tuple[datetime.datetime, list[str]]],
+    ) -> None:
+        self._run = run
+        self.limited = limited
+        pairs = sorted({(window, key) for window, names in keys for key in names})
+        rows = (
+            run(USAGE_HOLD, {"windows": [w for w, _ in pairs], "keys": [k for _, k in pairs]})
+            if pairs
+            else []
+        )
+        self._usage = {(window, key): Usage(used, dropped) for window, key, used, dropped in rows}
+
+    @contextlib.contextmanager
+    def usage(self, window: datetime.datetime, keys: Sequence[str]) -> Iterator[dict[str, Usage]]:
+        yield {key: self._usage[window, key] for key in keys}
+
+    def write(self) -> None:
+        if self._usage:
+            self._run(
+                USAGE_UPDATE,
+                {
+                    "windows": [window for window, _ in self._usage],
+                    "keys": [key for _, key in self._usage],
+                    "used": [u.used for u in self._usage.values()],
+                    "dropped": [u.dropped for u in self._usage.values()],
+                },
+            )
 
 
 def _by_attempts(jobs: list[Job]) -> dict[int, list[Draft]]:
@@ -519,14 +601,16 @@ class JobQueue:
         settings: EmailerSettings,
         transport: Transport,
         count: Counter,
-        prepare: PrepareEach,
+        notices: NoticesEach,
     ) -> None:
         self.storage = storage
-        self.prepare = prepare
+        self.notices = notices
         self.dsn = dsn
         self.settings = settings
         self.transport = transport
         self.worker: WorkerThread | None = None
+        self.waker = Waker(dsn)
+        self.hooks = HookIndex(storage, dsn, self._execute)
         self._count = count
 
     @contextlib.contextmanager
@@ -536,9 +620,8 @@ class JobQueue:
             yield session.connection().connection.driver_connection
 
     def _execute(self, query: str, parameters: dict[str, Any]) -> list[tuple]:
-        with self._connection() as connection, connection.cursor() as cursor:
-            cursor.execute(query, parameters)
-            return cursor.fetchall() if cursor.description else []
+        with self._connection() as connection:
+            return execute(connection, query, parameters)
 
     @contextlib.contextmanager
     def _savepoint(self, name: str) -> Iterator[None]:
@@ -560,6 +643,7 @@ class JobQueue:
         """
         try:
             self._execute(RECORD, {"change": json.dumps(change)})
+            self.waker.after_commit()
         except Exception as e:
             self._execute(f"ROLLBACK TO SAVEPOINT {RECORD_SAVEPOINT}", {})
             logger.error(
@@ -573,6 +657,7 @@ class JobQueue:
         """Queue ``drafts`` in the current transaction of Kinto's storage; their bytes."""
         with self._connection() as connection:
             queued = defer(connection, drafts)
+        self.waker.after_commit()
         self._count("queued", len(drafts))
         return queued
 
@@ -602,16 +687,33 @@ class JobQueue:
         return len(rows)
 
     def _expand(self, rows: list[tuple]) -> int:
-        """Work out ``rows`` in turn, up to :data:`EXPAND_BYTES` of messages; how many."""
-        done = []
-        queued = 0
-        each = self.prepare([change for _, change in rows], self)
-        for (change_id, _), drafts in zip(rows, each, strict=False):
-            done.append(change_id)
-            if drafts:
-                queued += self.defer(drafts)
-            if queued >= EXPAND_BYTES:
+        """Work out ``rows`` in turn, up to :data:`EXPAND_BYTES` of messages; how many.
+
+        The messages of the changes are decided first; then the hourly usage and the
+        preferences they may touch are locked, all at once, and only then are they
+        routed: two workers whose changes share buckets or recipients wait for each
+        other at most once, never in a cycle.
+        """
+        decided = []
+        size = 0
+        each = self.notices([change for _, change in rows])
+        for (change_id, _), (change, notices) in zip(rows, each, strict=False):
+            decided.append((change_id, change, notices))
+            size += sum(len(n.draft.subject) + len(n.draft.body) for n in notices)
+            if size >= EXPAND_BYTES:
                 break
+        keys = [listener.usage_of(change, notices) for _, change, notices in decided if notices]
+        usage = _HeldUsage(self._execute, self.limited, keys)
+        PreferenceStore(self.storage).lock(
+            n.draft.recipient.addr_spec for _, _, notices in decided for n in notices
+        )
+        known: dict[str, Preferences] = {}
+        for _, change, notices in decided:
+            drafts = listener.routed(change, notices, usage, self.storage, self.settings, known)
+            if drafts:
+                self.defer(drafts)
+        usage.write()
+        done = [change_id for change_id, _, _ in decided]
         self._execute("DELETE FROM kinto_emailer_changes WHERE id = ANY(%(ids)s)", {"ids": done})
         return len(done)
 
@@ -631,24 +733,6 @@ class JobQueue:
                 fail(connection, [failed])
             self._execute("DELETE FROM kinto_emailer_changes WHERE id = %(id)s", {"id": change_id})
 
-    @contextlib.contextmanager
-    def usage(self, window: datetime.datetime, keys: Sequence[str]) -> Iterator[dict[str, Usage]]:
-        """Hourly usage (see :mod:`kinto_emailer.quotas`), locked until the transaction ends."""
-        parameters = {"window": window, "keys": sorted(keys)}
-        self._execute(USAGE_ROWS, parameters)
-        found = self._execute(USAGE, parameters)
-        usage = {key: Usage(used, dropped) for key, used, dropped in found}
-        yield usage
-        self._execute(
-            USAGE_UPDATE,
-            {
-                "window": window,
-                "keys": list(usage),
-                "used": [u.used for u in usage.values()],
-                "dropped": [u.dropped for u in usage.values()],
-            },
-        )
-
     def limited(self, n: int) -> None:
         """Counted in the transaction of the mail it concerns, for ``status``."""
         self._execute(COUNT_NAMED, {"name": "limited", "n": n})
@@ -663,8 +747,8 @@ class JobQueue:
 
     def flush(self) -> None:
         """Forget every message, sent key and count, as Kinto's flush forgets the data."""
-        with psycopg.connect(self.dsn, autocommit=True) as connection:
-            connection.execute(f"TRUNCATE {', '.join(TABLES)}")
+        with session(self.dsn) as connection:
+            execute(connection, f"TRUNCATE {', '.join(TABLES)}")
 
     def start_worker(self) -> None:
         self.worker = WorkerThread(self.make_worker())
@@ -675,12 +759,19 @@ class JobQueue:
             self.worker.stop(self.settings.drain_timeout)
             self.worker = None
 
+    def close(self) -> None:
+        """When the process stops: its worker, the wake-up it still owes, what it knows
+        of hooks."""
+        self.stop_worker()
+        self.waker.close()
+        self.hooks.close()
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait until no message is due or being sent; False if ``timeout`` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with psycopg.connect(self.dsn, autocommit=True) as connection:
+        with session(self.dsn) as connection:
             while True:
-                (due,) = connection.execute(DUE).fetchone()  # type: ignore[misc]
+                [(due,)] = execute(connection, DUE)
                 if not due:
                     return True
                 if deadline is not None and time.monotonic() > deadline:
@@ -689,33 +780,39 @@ class JobQueue:
 
     def failed(self) -> list[dict[str, Any]]:
         """The messages given up, oldest first."""
-        with psycopg.connect(self.dsn, autocommit=True) as connection:
-            cursor = connection.cursor(row_factory=psycopg.rows.dict_row)
-            return cursor.execute(
+        with (
+            session(self.dsn) as connection,
+            connection.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor,
+        ):
+            cursor.execute(
                 "SELECT key, draft, attempts, last_error, failed_at"
                 " FROM kinto_emailer_failed ORDER BY failed_at"
-            ).fetchall()
+            )
+            return [dict(row) for row in cursor.fetchall()]
 
     def resend(self, keys: list[str] | None = None) -> int:
         """Queue failed messages again (those of ``keys``, else all); how many were."""
-        with psycopg.connect(self.dsn) as connection:
-            rows = connection.execute(
+        with session(self.dsn, autocommit=False) as connection:
+            rows = execute(
+                connection,
                 "DELETE FROM kinto_emailer_failed WHERE %s::text[] IS NULL OR key = ANY(%s)"
                 " RETURNING draft",
                 (keys, keys),
-            ).fetchall()
+            )
             drafts = [Draft.from_json(d) for (d,) in rows if "change" not in d]
             if drafts:
                 defer(connection, drafts)
             # A change that could not be worked out is worked out again.
             for (d,) in rows:
                 if "change" in d:
-                    connection.execute(RECORD_INSERT, {"change": json.dumps(d["change"])})
+                    execute(connection, RECORD_INSERT, {"change": json.dumps(d["change"])})
+        if rows:
+            self.waker.wake()
         return len(rows)
 
     def status(self) -> dict[str, int]:
         """Counts of messages, for ``kinto-emailer status``."""
-        with psycopg.connect(self.dsn, autocommit=True) as connection:
-            counts = dict(connection.execute(STATUS).fetchall())
+        with session(self.dsn) as connection:
+            counts = dict(execute(connection, STATUS))
         counts["queued"] = max(0, counts["due"] - counts["sending"])
         return {name: int(counts.get(name, 0)) for name in STATUS_NAMES}

@@ -75,51 +75,49 @@ class EventStore:
         self.bucket_id = bucket_id
         self.settings = settings
         self.made_at = made_at
-        self._bucket_hooks: tuple[Hook, ...] | None = None
-        self._collection_hooks: dict[str, Scoped] = {}
+        self._stored: dict[tuple[str, str], Mapping[str, Any]] = {}
+        # By the identity of the metadata they were loaded from (kept alive by the store).
+        self._hooks: dict[int, tuple[Hook, ...]] = {}
         self._members: dict[str, list[str]] = {}
 
-    def _get(self, resource_name: str, parent_id: str, object_id: str) -> Mapping[str, Any]:
-        try:
-            return self.storage.get(
-                resource_name=resource_name, parent_id=parent_id, object_id=object_id
-            )
-        except ObjectNotFoundError:
-            return {}
+    def _get(self, resource_name: str, object_id: str) -> Mapping[str, Any]:
+        """A bucket or collection of the bucket, read once; {} if there is none."""
+        key = (resource_name, object_id)
+        if key not in self._stored:
+            parent_id = "" if resource_name == "bucket" else f"/buckets/{self.bucket_id}"
+            try:
+                self._stored[key] = self.storage.get(
+                    resource_name=resource_name, parent_id=parent_id, object_id=object_id
+                )
+            except ObjectNotFoundError:
+                self._stored[key] = {}
+        return self._stored[key]
 
-    def _bucket(self) -> Scoped:
-        scope = f"/buckets/{self.bucket_id}"
-        if self._bucket_hooks is None:
-            bucket = self._get("bucket", "", self.bucket_id)
-            self._bucket_hooks = hooks.load(bucket, self.bucket_id, self.settings, scope)
-        return scope, self._bucket_hooks
-
-    def _collection(self, collection_id: str, metadata: Mapping[str, Any]) -> Scoped:
-        if hooks.METADATA_KEY in metadata:
-            scope = f"/buckets/{self.bucket_id}/collections/{collection_id}"
-            return scope, hooks.load(metadata, self.bucket_id, self.settings, scope)
-        return self._bucket()
-
-    def _stored_collection(self, collection_id: str) -> Scoped:
-        if collection_id not in self._collection_hooks:
-            metadata = self._get("collection", f"/buckets/{self.bucket_id}", collection_id)
-            self._collection_hooks[collection_id] = self._collection(collection_id, metadata)
-        return self._collection_hooks[collection_id]
+    def place(self, context: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+        """The URI of the bucket or collection whose hooks apply to an object, and its
+        metadata."""
+        resource_name = context["resource_name"]
+        if resource_name in ("collection", "record"):
+            collection_id = context["collection_id"]
+            if resource_name == "record":
+                metadata = self._get("collection", collection_id)
+            else:
+                # The event holds the collection's metadata, even when it was just deleted.
+                metadata = context["old"] if context["action"] == "delete" else context["new"]
+            if hooks.METADATA_KEY in (metadata or {}):
+                return f"/buckets/{self.bucket_id}/collections/{collection_id}", metadata
+        return f"/buckets/{self.bucket_id}", self._get("bucket", self.bucket_id)
 
     def hooks_for(self, context: Mapping[str, Any]) -> Scoped:
         """The hooks that apply to an object, and their scope (where they are kept)."""
-        resource_name = context["resource_name"]
-        if resource_name == "collection":
-            # The event holds the collection's metadata, even when it was just deleted.
-            metadata = context["old"] if context["action"] == "delete" else context["new"]
-            return self._collection(context["collection_id"], metadata or {})
-        if resource_name == "record":
-            return self._stored_collection(context["collection_id"])
-        return self._bucket()
+        scope, metadata = self.place(context)
+        if id(metadata) not in self._hooks:
+            self._hooks[id(metadata)] = hooks.load(metadata, self.bucket_id, self.settings, scope)
+        return scope, self._hooks[id(metadata)]
 
     def group_members(self, group_id: str) -> list[str]:
         if group_id not in self._members:
-            group = self._get("group", f"/buckets/{self.bucket_id}", group_id)
+            group = self._get("group", group_id)
             self._members[group_id] = list(group.get("members", []))
         return self._members[group_id]
 
@@ -140,6 +138,21 @@ def change_of(event: Any) -> Change | None:
         # Mail is dated, kept for digests and dropped after max_age by this time.
         "made_at": datetime.now(UTC).isoformat(),
     }
+
+
+def hooks_apply(change: Change, storage: Any, settings: EmailerSettings) -> bool:
+    """Whether any hook is stored now for an object of ``change``.
+
+    Kinto notifies its events once the request's writes are done, in their transaction:
+    hooks saved or removed by the same request (a batch) count as they will be stored. A
+    change no hook applies to is not noted: nothing to work out, no worker to wake.
+    """
+    made_at = datetime.fromisoformat(change["made_at"])
+    store = EventStore(storage, change["base"]["bucket_id"], settings, made_at)
+    return any(
+        hooks.declared(store.place(object_context(change["base"], impacted))[1])
+        for impacted in change["impacted"]
+    )
 
 
 def base_context(event: Any) -> dict[str, Any]:
@@ -495,6 +508,16 @@ def bound_of(change: Change, settings: EmailerSettings, tally: Tally) -> Bound:
     )
 
 
+def usage_of(change: Change, notices: list[Notice]) -> tuple[datetime, list[str]]:
+    """The hourly usage that the mail of ``notices`` may count against (see
+    :func:`bound_of`): its window, and its keys."""
+    return quotas.keys_of(
+        [n.draft.recipient.addr_spec for n in notices],
+        change["base"]["bucket_id"],
+        datetime.fromisoformat(change["made_at"]),
+    )
+
+
 def describe(change: Change) -> str:
     """``change`` in a few words, for logs; whatever it holds."""
     base = change.get("base", {})
@@ -562,18 +585,29 @@ class Expansion:
             raise
 
 
-def drafts_by_change(
-    changes: Iterable[Change], tally: Tally, storage: Any, settings: EmailerSettings
-) -> Iterator[list[messages.Draft]]:
-    """The mail to send now about each of ``changes``, in turn (see :class:`Expansion`);
-    an error is raised for a change that cannot be worked out.
-
-    ``tally`` keeps the hourly usage of the bounds. Lazy: a caller that stops early leaves
-    the remaining changes unworked.
+def notices_by_change(
+    changes: Iterable[Change], storage: Any, settings: EmailerSettings
+) -> Iterator[tuple[Change, list[Notice]]]:
+    """Each of ``changes`` in turn, with the messages its hooks decide on (see
+    :func:`route` for what becomes of them); an error is raised for a change that cannot
+    be worked out. Lazy: a caller that stops early leaves the remaining changes unworked.
     """
-    known: dict[str, Preferences] = {}
     for change in changes:
-        yield Expansion(change, tally, storage, settings, known).take()
+        yield change, list(notices_for_change(change, storage, settings))
+
+
+def routed(
+    change: Change,
+    notices: list[Notice],
+    tally: Tally,
+    storage: Any,
+    settings: EmailerSettings,
+    known: dict[str, Preferences],
+) -> list[messages.Draft]:
+    """The mail to send now of ``change``'s ``notices``; digest entries and preferences are
+    stored on the way (see :func:`route`). ``tally`` keeps the hourly usage of the bounds.
+    """
+    return route(notices, storage, settings, known, bound_of(change, settings, tally))
 
 
 def build_notification(event: Any) -> None:
@@ -589,7 +623,10 @@ def build_notification(event: Any) -> None:
         return
     try:
         change = change_of(event)
-        if change is not None:
+        # On PostgreSQL, what each process keeps of the hooks (see kinto_emailer.hookindex).
+        index = getattr(registry, "emailer_hooks_index", None)
+        storage = registry.storage if index is None else index.reader(event.request)
+        if change is not None and hooks_apply(change, storage, registry.emailer_settings):
             delivery.record(change)
     except Exception:
         logger.exception("Could not take note of %r", event)

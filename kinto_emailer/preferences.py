@@ -120,6 +120,17 @@ _MEMORY_LOCK = threading.Lock()
 # A transaction lock of the address, held until commit; unlike a row lock, it also
 # serializes the writers of an address that has no object yet.
 ADDRESS_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%(key)s))"
+# Several at once, in the order of the locks themselves (two addresses may share one).
+ADDRESS_LOCKS = """
+SELECT pg_advisory_xact_lock(lock) FROM (
+    SELECT DISTINCT hashtext(key) AS lock FROM unnest(%(keys)s::text[]) AS key
+     ORDER BY lock OFFSET 0
+) AS locks
+"""
+
+
+def _lock_key(address: str) -> str:
+    return f"{RESOURCE}/{object_id(address)}"
 
 
 class PreferenceStore:
@@ -128,17 +139,30 @@ class PreferenceStore:
     def __init__(self, storage: Any) -> None:
         self.storage = storage
 
-    @contextlib.contextmanager
-    def _locked(self, address: str) -> Iterator[None]:
-        if type(self.storage).__module__ != "kinto.core.storage.postgresql":
-            with _MEMORY_LOCK:
-                yield
-            return
+    def _on_postgresql(self) -> bool:
+        return type(self.storage).__module__ == "kinto.core.storage.postgresql"
+
+    def _execute(self, query: str, parameters: dict[str, Any]) -> None:
         with self.storage.client.connect() as session:
             connection = session.connection().connection.driver_connection
             with connection.cursor() as cursor:
-                cursor.execute(ADDRESS_LOCK, {"key": f"{RESOURCE}/{object_id(address)}"})
+                cursor.execute(query, parameters)
+
+    @contextlib.contextmanager
+    def _locked(self, address: str) -> Iterator[None]:
+        if not self._on_postgresql():
+            with _MEMORY_LOCK:
+                yield
+            return
+        self._execute(ADDRESS_LOCK, {"key": _lock_key(address)})
         yield
+
+    def lock(self, addresses: Iterable[str]) -> None:
+        """On PostgreSQL, hold the locks of ``addresses`` until the transaction ends, taken
+        at once: whatever order later updates come in, they wait for no one, and two
+        transactions that lock this way never wait for each other in a cycle."""
+        if self._on_postgresql():
+            self._execute(ADDRESS_LOCKS, {"keys": sorted({_lock_key(a) for a in addresses})})
 
     def read_many(self, addresses: Iterable[str]) -> dict[str, Preferences]:
         """The preferences of each address that has any, in one query."""
@@ -165,8 +189,8 @@ class PreferenceStore:
     def update(self, address: str, change: Callable[[Preferences], Preferences]) -> Preferences:
         """Store ``change`` of what ``address`` has now, under the address's lock; the result.
 
-        On PostgreSQL the lock is held until the current transaction ends: take the locks
-        of several addresses in sorted order, so that two writers cannot deadlock.
+        On PostgreSQL the lock is held until the current transaction ends: a transaction
+        that updates several addresses takes their locks first, with :meth:`lock`.
         """
         with self._locked(address):
             current = self.read(address)

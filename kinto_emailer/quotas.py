@@ -10,7 +10,7 @@ stores the mail), else in the process.
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -89,6 +89,14 @@ def recipient_key(address: str) -> str:
     return f"recipient:{local.split('+', 1)[0] or local}@{domain}"
 
 
+def keys_of(
+    recipients: Iterable[str], bucket_id: str, made_at: datetime
+) -> tuple[datetime, list[str]]:
+    """The window and the sorted keys that the mail of one change to ``recipients``
+    counts against."""
+    return window_of(made_at), sorted({bucket_key(bucket_id), *map(recipient_key, recipients)})
+
+
 _SETTING = {
     "change": "kinto.emailer.max_messages_per_change",
     "bucket": "kinto.emailer.max_messages_per_bucket_hour",
@@ -112,9 +120,8 @@ def admit(
     """
     if not recipients:
         return []
-    window = window_of(made_at)
+    window, keys = keys_of(recipients, bucket_id, made_at)
     bucket = bucket_key(bucket_id)
-    keys = sorted({bucket, *map(recipient_key, recipients)})
     limits = {
         "bucket": settings.max_messages_per_bucket_hour,
         "recipient": settings.max_messages_per_recipient_hour,

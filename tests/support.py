@@ -12,7 +12,6 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
-import psycopg
 import transaction
 from aiosmtpd.controller import Controller
 from kinto import DEFAULT_SETTINGS as KINTO_DEFAULT_SETTINGS
@@ -291,10 +290,12 @@ class EmailerWebTest(BaseWebTest, unittest.TestCase):
         from kinto_emailer import jobs, migration
 
         queue = self.registry.emailer_delivery.queue
-        with psycopg.connect(queue.dsn, autocommit=True) as connection:
-            connection.execute(f"DROP TABLE {', '.join(tables or jobs.TABLES)}")
-            connection.execute(
-                "DELETE FROM metadata WHERE name = %s", (f"{migration.NAME}_schema_version",)
+        with jobs.session(queue.dsn) as connection:
+            jobs.execute(connection, f"DROP TABLE {', '.join(tables or jobs.TABLES)}")
+            jobs.execute(
+                connection,
+                "DELETE FROM metadata WHERE name = %s",
+                (f"{migration.NAME}_schema_version",),
             )
 
     @classmethod

@@ -13,9 +13,7 @@ import sys
 import tempfile
 from unittest import mock
 
-import psycopg
-
-from kinto_emailer import scripts
+from kinto_emailer import jobs, scripts
 from kinto_emailer.scripts import emailer_main
 from tests.support import (
     POSTGRESQL_URL,
@@ -58,12 +56,13 @@ class CheckTest(PostgreSQL, EmailerWebTest):
     def store_as_4x_did(self, uri, emailer):
         """Write ``emailer`` in the metadata of ``uri`` as 4.x let editors, unchecked."""
         parent_id, resource_name, object_id = uri.rsplit("/", 2)
-        with psycopg.connect(POSTGRESQL_URL, autocommit=True) as connection:
-            updated = connection.execute(
+        with jobs.session(POSTGRESQL_URL) as connection, connection.cursor() as cursor:
+            cursor.execute(
                 "UPDATE objects SET data = jsonb_set(data, '{kinto-emailer}', %s::jsonb)"
                 " WHERE parent_id = %s AND resource_name = %s AND id = %s",
                 (json.dumps(emailer), parent_id, resource_name.removesuffix("s"), object_id),
-            ).rowcount
+            )
+            updated = cursor.rowcount
         self.assertEqual(updated, 1)
 
     def check(self):

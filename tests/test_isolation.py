@@ -4,10 +4,9 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 import transaction
 
-from kinto_emailer import digests, messages, recipients, send_digests
+from kinto_emailer import digests, jobs, messages, recipients, send_digests
 from tests.support import EmailerWebTest, skip_unless_postgresql
 from tests.test_postgresql import PostgreSQL
 
@@ -114,8 +113,8 @@ class PoisonTest(PostgreSQL, EmailerWebTest):
         self.app.put_json("/buckets/b/collections/c", headers=self.headers)
 
     def execute(self, query, *parameters):
-        with psycopg.connect(self.queue.dsn, autocommit=True) as connection:
-            connection.execute(query, parameters)
+        with jobs.session(self.queue.dsn) as connection:
+            jobs.execute(connection, query, parameters)
 
     def test_a_stored_message_that_cannot_be_loaded_fails_alone(self):
         self.execute(

@@ -6,8 +6,6 @@ import sys
 import tempfile
 import unittest
 
-import psycopg
-
 from kinto_emailer import jobs, migration
 from tests.support import POSTGRESQL_URL, skip_unless_postgresql, write_config
 
@@ -39,9 +37,8 @@ class KintoMigrateTest(unittest.TestCase):
         self.addCleanup(self.migrate)
 
     def execute(self, query, parameters=None):
-        with psycopg.connect(self.dsn, autocommit=True) as connection:
-            cursor = connection.execute(query, parameters)
-            return cursor.fetchall() if cursor.description else []
+        with jobs.session(self.dsn) as connection:
+            return jobs.execute(connection, query, parameters)
 
     def migrate(self, *args):
         return subprocess.run(

@@ -119,6 +119,56 @@ class HookResolutionTest(EmailerWebTest):
         self.create_record("/buckets/b/collections/c/records")
         self.assertEqual(self.mails(), [])
 
+    def batch(self, *requests):
+        self.app.post_json("/batch", {"requests": list(requests)}, headers=self.headers)
+
+    def test_hooks_saved_in_a_batch_apply_to_its_writes_before_and_after_them(self):
+        # Known to have no hooks, from a write before.
+        self.create_record("/buckets/b/collections/c/records")
+        self.assertEqual(self.mails(), [])
+        hooks = {"data": {"kinto-emailer": {"hooks": [{**HOOK, "resource_name": "record"}]}}}
+        self.batch(
+            {"method": "PUT", "path": "/buckets/b/collections/c/records/before"},
+            {"method": "PATCH", "path": "/buckets/b", "body": hooks},
+            {"method": "PUT", "path": "/buckets/b/collections/c/records/after"},
+        )
+        self.assertEqual(
+            sorted(m.body for m in self.mails()),
+            [f"created /buckets/b/collections/c/records/{r}" for r in ("after", "before")],
+        )
+
+    def test_hooks_removed_in_a_batch_mail_nobody_about_its_writes(self):
+        self.put_hooks("/buckets/b", HOOK)
+        self.batch(
+            {"method": "PUT", "path": "/buckets/b/collections/c/records/r"},
+            {"method": "PUT", "path": "/buckets/b", "body": {"data": {}}},
+        )
+        self.assertEqual(self.mails(), [])
+
+    def test_a_batch_over_collections_with_and_without_hooks_mails_about_those_with(self):
+        hooks = {"kinto-emailer": {"hooks": [HOOK]}}
+        self.batch(
+            {"method": "PUT", "path": "/buckets/b/collections/quiet", "body": {"data": {}}},
+            {"method": "PUT", "path": "/buckets/b/collections/loud", "body": {"data": hooks}},
+            {"method": "PUT", "path": "/buckets/b/collections/quiet/records/q"},
+            {"method": "PUT", "path": "/buckets/b/collections/loud/records/l"},
+        )
+        self.assertEqual(
+            sorted(m.body for m in self.mails()),
+            [
+                "created /buckets/b/collections/loud",
+                "created /buckets/b/collections/loud/records/l",
+            ],
+        )
+
+    def test_a_group_saved_with_the_hooks_of_its_bucket_mails(self):
+        hooks = {"data": {"kinto-emailer": {"hooks": [{**HOOK, "resource_name": "group"}]}}}
+        self.batch(
+            {"method": "PUT", "path": "/buckets/b/groups/g", "body": {"data": {"members": []}}},
+            {"method": "PATCH", "path": "/buckets/b", "body": hooks},
+        )
+        self.assertEqual([m.body for m in self.mails()], ["created /buckets/b/groups/g"])
+
 
 class PlaceholderTest(EmailerWebTest):
     def setUp(self):

@@ -116,7 +116,8 @@ class EventsTest(PostgreSQL, transactions.EventsTest):
                 started_early.put_json(
                     "/buckets/b/collections/c1/records/lost", headers=self.headers
                 )
-            self.assertIn("run kinto migrate", logs.output[0])
+            # The worker of this class's app may log that it misses the tables too.
+            self.assertTrue(any("run kinto migrate" in line for line in logs.output))
             self.app.get("/buckets/b/collections/c1/records/lost", headers=self.headers)
         finally:
             self.migrate()

@@ -11,8 +11,6 @@ import sys
 import tempfile
 import time
 
-import psycopg
-
 from kinto_emailer import jobs, messages, recipients
 from tests.support import EmailerWebTest, eventually, skip_unless_postgresql, write_config
 from tests.test_postgresql import PostgreSQL
@@ -146,12 +144,13 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
 
     def test_a_message_or_change_that_cannot_be_loaded_is_listed_and_stops_nothing(self):
         poison = {**drafts_of_age(0)[0].to_json(), "key": "poison", "recipient": "nobody"}
-        with psycopg.connect(self.queue.dsn, autocommit=True) as connection:
-            connection.execute(
+        with jobs.session(self.queue.dsn) as connection:
+            jobs.execute(
+                connection,
                 "INSERT INTO kinto_emailer_jobs (key, draft) VALUES ('poison', %s)",
                 (json.dumps(poison),),
             )
-            connection.execute("INSERT INTO kinto_emailer_changes (change) VALUES ('{}')")
+            jobs.execute(connection, "INSERT INTO kinto_emailer_changes (change) VALUES ('{}')")
         self.create_records(2)
         self.start_worker()
         self.assertEqual(len(self.sink.wait_for(2)), 2)
@@ -174,16 +173,16 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
     def test_status_counts_the_messages_a_worker_holds_without_locking_any(self):
         self.create_records(3)
         self.queue.expand_all()
-        with psycopg.connect(self.queue.dsn) as worker:
-            worker.execute("SELECT key FROM kinto_emailer_jobs LIMIT 1 FOR UPDATE").fetchall()
+        with jobs.session(self.queue.dsn, autocommit=False) as worker:
+            jobs.execute(worker, "SELECT key FROM kinto_emailer_jobs LIMIT 1 FOR UPDATE")
             status = self.queue.status()
             self.assertEqual((status["queued"], status["sending"]), (2, 1))
             self.assertIn("sending    1", self.command("status"))
-            with psycopg.connect(self.queue.dsn) as connection:
+            with jobs.session(self.queue.dsn) as connection:
                 # A row locked by a transaction keeps its id (xmax) after it ended.
-                (locked,) = connection.execute(
-                    "SELECT count(*) FROM kinto_emailer_jobs WHERE xmax <> '0'"
-                ).fetchone()
+                [(locked,)] = jobs.execute(
+                    connection, "SELECT count(*) FROM kinto_emailer_jobs WHERE xmax <> '0'"
+                )
             self.assertEqual(locked, 1)
         self.assertEqual(self.queue.status()["queued"], 3)
 
@@ -199,7 +198,7 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
 
     def test_mail_of_changes_older_than_max_age_is_dropped(self):
         old = drafts_of_age(days=3)
-        with psycopg.connect(self.queue.dsn) as connection:
+        with jobs.session(self.queue.dsn, autocommit=False) as connection:
             jobs.defer(connection, old)
         self.start_worker()
         self.assertTrue(eventually(lambda: self.queue.status()["dropped"] == 1))
@@ -216,10 +215,11 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
         self.assertEqual(self.queue.status()["sent"], 0)
 
     def test_keys_older_than_max_age_are_forgotten(self):
-        with psycopg.connect(self.queue.dsn, autocommit=True) as connection:
-            connection.execute(
+        with jobs.session(self.queue.dsn) as connection:
+            jobs.execute(
+                connection,
                 "INSERT INTO kinto_emailer_sent (key, sent_at)"
-                " VALUES ('old', now() - interval '3 days'), ('recent', now())"
+                " VALUES ('old', now() - interval '3 days'), ('recent', now())",
             )
         self.start_worker()
         # A worker prunes when it starts, then every minute.

@@ -61,8 +61,8 @@ class LargeChangeTest(PostgreSQL, EmailerWebTest):
         self.assertEqual(self.queue.expand(), 1)
         status = self.queue.status()
         self.assertEqual((status["changes"], status["queued"]), (1, len(READERS) * RECORDS))
-        with jobs.psycopg.connect(self.queue.dsn, autocommit=True) as connection:
-            statements = connection.execute(STATEMENTS).fetchall()
+        with jobs.session(self.queue.dsn) as connection:
+            statements = jobs.execute(connection, STATEMENTS)
         self.assertGreaterEqual(len(statements), 8)
         self.assertLessEqual(max(size for _, size in statements), QUEUE_BYTES)
 
