@@ -16,6 +16,7 @@ import tests.test_preferences as preferences
 import tests.test_storage as storage
 import tests.test_transactions as transactions
 import tests.test_validation as validation
+from kinto_emailer import jobs
 from kinto_emailer.scripts import emailer_main
 from tests.support import POSTGRESQL_URL, skip_unless_postgresql, write_config
 
@@ -88,6 +89,20 @@ class StorageTest(PostgreSQL, storage.StorageTest):
     def test_registry_storage_is_the_backend_itself(self):
         super().test_registry_storage_is_the_backend_itself()
         self.assertIsInstance(self.storage, PostgreSQLStorage)
+
+    def test_the_flush_endpoint_empties_the_plugin_s_tables(self):
+        count = "SELECT count(*) FROM kinto_emailer_usage"
+        dsn = self.registry.emailer_delivery.queue.dsn
+        with jobs.session(dsn) as connection:
+            jobs.execute(
+                connection,
+                "INSERT INTO kinto_emailer_usage (key, window_start, used)"
+                " VALUES ('bucket:b', '2024-01-01', 3)",
+            )
+            self.assertEqual(jobs.execute(connection, count), [(1,)])
+        self.app.post("/__flush__", status=202)
+        with jobs.session(dsn) as connection:
+            self.assertEqual(jobs.execute(connection, count), [(0,)])
 
 
 @skip_unless_postgresql
