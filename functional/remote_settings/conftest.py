@@ -24,6 +24,7 @@ SIGNER = os.path.join(HERE, "signer", "")
 UPSTREAM = (SIGNER, os.path.join(HERE, "browser_tests", ""))
 SIGNER_DATABASE_URL = POSTGRESQL_URL + "_remote_settings"
 
+
 def pytest_configure(config: pytest.Config) -> None:
     # Upstream runs its tests with pytest-xdist, which registers this marker.
     config.addinivalue_line("markers", "xdist_group(name): tests that share one xdist worker")
