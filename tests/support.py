@@ -174,27 +174,25 @@ def free_port() -> int:
 
 def postgresql_available(url: str = POSTGRESQL_URL) -> bool:
     """True when the server of ``url`` answers; its database is created if missing."""
-    import sqlalchemy
+    import psycopg2
 
     admin_url = url.rsplit("/", 1)[0] + "/postgres"
     database = url.rsplit("/", 1)[1]
     try:
-        engine = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as connection:
-            exists = connection.execute(
-                sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                {"name": database},
-            ).scalar()
-            if not exists:
-                connection.execute(sqlalchemy.text(f'CREATE DATABASE "{database}"'))
-            # As Kinto recommends: timestamps are computed in UTC.
-            connection.execute(
-                sqlalchemy.text(f"ALTER DATABASE \"{database}\" SET TIMEZONE TO 'UTC'")
-            )
-        engine.dispose()
-        return True
-    except sqlalchemy.exc.OperationalError:
+        connection = psycopg2.connect(admin_url)
+    except psycopg2.OperationalError:
         return False
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            if cursor.fetchone() is None:
+                cursor.execute(f'CREATE DATABASE "{database}"')
+            # As Kinto recommends: timestamps are computed in UTC.
+            cursor.execute(f"ALTER DATABASE \"{database}\" SET TIMEZONE TO 'UTC'")
+    finally:
+        connection.close()
+    return True
 
 
 def skip_unless_postgresql(cls: type) -> type:

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg2
 import pytest
-import sqlalchemy
 
 from functional.remote_settings.servers import CONFIG, environment
 from functional.server import kinto, running_kinto
@@ -33,14 +33,16 @@ class Server:
 def fresh_database(url: str) -> bool:
     """Drops the database of ``url`` and creates it again; False without a server."""
     admin_url, name = url.rsplit("/", 1)
-    engine = sqlalchemy.create_engine(f"{admin_url}/postgres", isolation_level="AUTOCOMMIT")
     try:
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    except sqlalchemy.exc.OperationalError:
+        connection = psycopg2.connect(f"{admin_url}/postgres")
+    except psycopg2.OperationalError:
         return False
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
-        engine.dispose()
+        connection.close()
     return postgresql_available(url)
 
 
