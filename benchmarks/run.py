@@ -685,7 +685,7 @@ def procrastinate_floor(count: int = 1000) -> float:
 
 
 WRITERS = 8
-WRITER_ROUNDS = 20
+WRITER_ROUNDS = 30
 WRITES = 10
 """Records each writer creates in a round."""
 
@@ -694,16 +694,27 @@ def writer(index: int, port: int, start: object, done: object) -> None:
     """One of the concurrent writers: ``WRITES`` records per round, with the plugin on
     even rounds and without it on odd ones, in buckets without hooks."""
     sink = SMTPSink(port=port)  # Its port only: no mail is sent.
+    names = ("quiet", "off")
     apps = [
         make_app(sink, hook, True, bucket=f"{name}{index}", worker=False, initialize=False)
-        for name, hook in (("quiet", QUIET), ("off", None))
+        for name, hook in zip(names, (QUIET, None), strict=True)
     ]
-    for round_number in range(WRITER_ROUNDS):
-        name = ("quiet", "off")[round_number % 2]
-        app = apps[round_number % 2]
-        start.wait()  # type: ignore[attr-defined]
+
+    def write(round_number: int) -> None:
+        name, app = names[round_number % 2], apps[round_number % 2]
         for _ in range(WRITES):
             app.post_json(f"/v1{records(f'{name}{index}')}", RECORD, headers=HEADERS)
+
+    # Untimed: a round of each, once the plugin's process listens to hook changes (its
+    # steady state, where it keeps what it read).
+    index_of_hooks = apps[0].app.registry.emailer_hooks_index
+    while index_of_hooks.generation() is None:
+        time.sleep(0.01)
+    write(0)
+    write(1)
+    for round_number in range(WRITER_ROUNDS):
+        start.wait()  # type: ignore[attr-defined]
+        write(round_number)
         done.wait()  # type: ignore[attr-defined]
     close(*apps)
 

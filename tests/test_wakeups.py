@@ -113,6 +113,7 @@ class HooksKnownTest(PostgreSQL, EmailerWebTest):
     def test_hooks_saved_through_another_kinto_process_apply_once_it_heard_of_them(self):
         heard = self.index.generation()
         other = self.make_app({"emailer.worker": "false"})
+        self.addCleanup(other.app.registry.emailer_delivery.close, 5)
         hooks = {"data": {"kinto-emailer": {"hooks": [HOOK]}}}
         other.put_json("/buckets/b", hooks, headers=self.headers)
         # Within moments of the commit.
