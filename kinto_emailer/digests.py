@@ -18,7 +18,7 @@ import transaction
 from kinto.core.storage import Filter, Sort
 from kinto.core.utils import COMPARISON
 
-from kinto_emailer import messages, preferences, recipients
+from kinto_emailer import listing, messages, preferences, recipients
 from kinto_emailer.settings import EmailerSettings
 
 
@@ -101,19 +101,8 @@ class DigestStore:
 
     def recipients(self, cadence: str) -> Iterator[list[str]]:
         """Pages of recipients with entries, in a stable order, one query a page."""
-        last = ""
-        while True:
-            page = self.storage.list_all(
-                resource_name=INDEX,
-                parent_id=index_parent(cadence),
-                sorting=[Sort("id", 1)],
-                pagination_rules=[[Filter("id", last, COMPARISON.GT)]] if last else None,
-                limit=PAGE,
-            )
-            if not page:
-                return
+        for page in listing.pages(self.storage, INDEX, index_parent(cadence), PAGE):
             yield [obj["recipient"] for obj in page]
-            last = page[-1]["id"]
 
     def take(
         self,

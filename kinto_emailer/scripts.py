@@ -16,12 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import transaction
-from kinto.core.storage import Filter, Sort
-from kinto.core.utils import COMPARISON
 from pyramid.exceptions import ConfigurationError
 from pyramid.paster import bootstrap, setup_logging
 
-from kinto_emailer import hooks, messages, recipients, send_digests
+from kinto_emailer import hooks, listing, messages, recipients, send_digests
 from kinto_emailer.errors import EmailerError
 from kinto_emailer.migration import EmailerMigration
 from kinto_emailer.settings import EmailerSettings
@@ -166,19 +164,8 @@ PAGE = 1000
 
 
 def _every(storage: Any, resource_name: str, parent_id: str) -> Iterator[dict[str, Any]]:
-    last = None
-    while True:
-        page = storage.list_all(
-            resource_name=resource_name,
-            parent_id=parent_id,
-            sorting=[Sort("id", 1)],
-            pagination_rules=[[Filter("id", last, COMPARISON.GT)]] if last else None,
-            limit=PAGE,
-        )
+    for page in listing.pages(storage, resource_name, parent_id, PAGE):
         yield from page
-        if len(page) < PAGE:
-            return
-        last = page[-1]["id"]
 
 
 def stored_refusals(
