@@ -7,6 +7,7 @@ import ssl
 import threading
 import time
 import unittest
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -206,17 +207,18 @@ def skip_unless_postgresql(cls: type) -> type:
 def write_config(
     directory: str,
     smtp_port: int,
-    *lines: str,
+    settings: Mapping[str, str] | None = None,
     includes: str = "kinto_emailer",
     postgresql: bool = False,
 ) -> str:
-    """``tests/config/kinto.ini`` in ``directory``, with ``lines`` added, on Kinto's
-    PostgreSQL storage if asked; its path."""
+    """``tests/config/kinto.ini`` in ``directory``, with ``settings`` added (``emailer.x``
+    for ``kinto.emailer.x``), on Kinto's PostgreSQL storage if asked; its path."""
+    lines = [f"kinto.{key} = {value}" for key, value in (settings or {}).items()]
     with open(os.path.join(HERE, "config", "kinto.ini")) as f:
         text = f.read().replace("includes = kinto_emailer", f"includes = {includes}")
     if postgresql:
         text = text.replace("kinto.core.storage.memory", "kinto.core.storage.postgresql")
-        lines = (f"kinto.storage_url = {POSTGRESQL_URL}", *lines)
+        lines.insert(0, f"kinto.storage_url = {POSTGRESQL_URL}")
     path = os.path.join(directory, "kinto.ini")
     with open(path, "w") as f:
         f.write(text.format(port=smtp_port, extra="\n".join(lines)))

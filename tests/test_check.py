@@ -39,7 +39,7 @@ class CheckTest(PostgreSQL, EmailerWebTest):
         cls.config = write_config(
             cls.directory.name,
             cls.sink.port,
-            *[f"kinto.{key} = {value}" for key, value in cls.extra_settings.items()],
+            cls.extra_settings,
             postgresql=True,
         )
 

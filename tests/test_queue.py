@@ -55,7 +55,7 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
         cls.config = write_config(
             cls.directory.name,
             cls.sink.port,
-            *[f"kinto.{key} = {value}" for key, value in QUEUE_SETTINGS.items()],
+            QUEUE_SETTINGS,
             postgresql=True,
         )
 
