@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import webtest
@@ -35,6 +35,8 @@ from kinto.core import scripts
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.commit_clock import COMMITTED  # noqa: E402
+from benchmarks.sink import CountingSink  # noqa: E402
 from kinto_emailer import digests, hooks, jobs, messages, send_digests  # noqa: E402
 from kinto_emailer.preferences import object_id  # noqa: E402
 from kinto_emailer.recipients import parse_mailbox  # noqa: E402
@@ -81,14 +83,16 @@ def batch(bucket: str, size: int) -> dict:
 
 
 def make_app(
-    sink: SMTPSink,
+    sink: SMTPSink | CountingSink,
     hook: dict | None,
     postgresql: bool = False,
     bucket: str = "b",
     worker: bool = True,
     initialize: bool = True,
+    connections: int = 1,
 ) -> webtest.TestApp:
-    """Kinto with the plugin (and ``hook`` on ``bucket``), or without it (``hook=None``).
+    """Kinto with the plugin (and ``hook`` on ``bucket``), or without it (``hook=None``),
+    sending over ``connections`` SMTP connections; :data:`commit_clock` notes its commits.
 
     Apps on PostgreSQL share the database: each writes to a bucket of its own. Apps made
     at once by several processes leave the schema to the one made first
@@ -102,7 +106,12 @@ def make_app(
     settings = app_settings(
         sink.port,
         batch_max_requests=1000,
-        **{"emailer.worker": str(worker).lower(), **bounds},
+        includes="benchmarks.commit_clock kinto_emailer",
+        **{
+            "emailer.worker": str(worker).lower(),
+            "emailer.smtp_connections": str(connections),
+            **bounds,
+        },
     )
     if postgresql:
         for backend in ("storage", "permission"):
@@ -519,30 +528,40 @@ def drafts(count: int, bucket: str = "b") -> list[messages.Draft]:
     ]
 
 
-def queue_drafts(queue: object, items: list[messages.Draft], per_event: int) -> None:
+def queue_drafts(items: list[messages.Draft], per_event: int) -> None:
     """Jobs as writes make them (one per event of ``per_event`` messages), in one transaction."""
     with jobs.session(DATABASE, autocommit=False) as connection:
         for start in range(0, len(items), per_event):
             jobs.defer(connection, items[start : start + per_event])
 
 
-def worker_config(directory: str, port: int) -> str:
+def worker_config(directory: str, port: int, connections: int = 1) -> str:
     with open(os.path.join(ROOT, "tests", "config", "kinto.ini")) as f:
         text = f.read().replace("kinto.core.storage.memory", "kinto.core.storage.postgresql")
-    extra = f"kinto.storage_url = {DATABASE}\nkinto.emailer.worker = false"
-    path = os.path.join(directory, "kinto.ini")
+    extra = (
+        f"kinto.storage_url = {DATABASE}\nkinto.emailer.worker = false\n"
+        f"kinto.emailer.smtp_connections = {connections}"
+    )
+    path = os.path.join(directory, f"kinto-{connections}.ini")
     with open(path, "w") as f:
         f.write(text.format(port=port, extra=extra))
     return path
 
 
 def drain(
-    queue: object, sink: SMTPSink, config: str, workers: int, items: list, per_event: int
+    sink: SMTPSink | CountingSink,
+    config: str,
+    workers: int,
+    count: int,
+    fill: Callable[[], float],
+    queue: object,
 ) -> float:
-    """Seconds from the commit of ``items``' jobs to their delivery by ``workers`` processes.
+    """Seconds from the commit of ``count`` messages' jobs or changes, which ``fill``
+    writes in one transaction and whose ``perf_counter`` it returns, until the SMTP
+    server got them from ``workers`` processes.
 
-    The processes start first, so that their start-up is not counted, and the jobs are
-    written in one transaction, before the clock starts: workers see none until it commits.
+    The processes start first, so that their start-up is not counted: workers see
+    nothing until the commit.
     """
     command = [os.path.join(os.path.dirname(sys.executable), "kinto-emailer"), "worker", config]
     processes = [
@@ -552,11 +571,10 @@ def drain(
     for process in processes:
         process.stdout.readline()  # type: ignore[union-attr]
     time.sleep(1)
-    queue_drafts(queue, items, per_event)
-    started = time.perf_counter()
-    sink.wait_for(len(items), timeout=1800)
-    queue.join(60)  # type: ignore[attr-defined]
+    started = fill()
+    sink.wait_for(count, timeout=1800)
     elapsed = time.perf_counter() - started
+    queue.join(60)  # type: ignore[attr-defined]
     for process in processes:
         process.terminate()
         process.wait()
@@ -564,38 +582,115 @@ def drain(
     return elapsed
 
 
-def raw_send(sink: SMTPSink, items: list[messages.Draft]) -> float:
-    """Seconds for smtplib to send ``items`` over one connection: the practical limit."""
+def queued_drafts(items: list[messages.Draft], per_event: int) -> Callable[[], float]:
+    def fill() -> float:
+        queue_drafts(items, per_event)
+        return time.perf_counter()
+
+    return fill
+
+
+def changes(app: webtest.TestApp, bucket: str, count: int) -> Callable[[], float]:
+    """``count`` one-recipient changes, in one batch: when it committed."""
+
+    def fill() -> float:
+        COMMITTED.clear()
+        app.post_json("/v1/batch", batch(bucket, count), headers=HEADERS)
+        return COMMITTED[0]
+
+    return fill
+
+
+def raw_send(sink: SMTPSink | CountingSink, items: list[messages.Draft]) -> float:
+    """Seconds for smtplib to send ``items``, built beforehand, over one connection: the
+    practical limit."""
+    built = [messages.build(draft) for draft in items]
     started = time.perf_counter()
     connection = smtplib.SMTP("127.0.0.1", sink.port)
-    for draft in items:
-        outgoing = messages.build(draft)
+    for outgoing in built:
         connection.sendmail(outgoing.sender, [outgoing.recipient], outgoing.as_bytes())
     connection.quit()
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    sink.wait_for(len(items), timeout=60)
+    sink.clear()
+    return elapsed
+
+
+CHANGES = 500
+CONNECTIONS = (1, 4)
+
+
+def change_rows(
+    where: str, seconds: dict[int, list[float]], raw_seconds: list[float]
+) -> list[tuple]:
+    raw = statistics.median(raw_seconds)
+    return [
+        (
+            f"delivery of {CHANGES} one-recipient changes ({where}, {n} SMTP connection(s))"
+            " / raw smtplib, one connection (throughput)",
+            ">= 1.0" if n > 1 else "",
+            statistics.median(seconds[n]),
+            raw,
+            raw / statistics.median(seconds[n]),
+        )
+        for n in CONNECTIONS
+    ]
+
+
+def memory_delivery_rows() -> list[tuple]:
+    """From the commit of the changes until the SMTP server (its own process) got their
+    mail, from the Kinto process's outbox."""
+    counting = CountingSink()
+    apps = {n: make_app(counting, HOOK, bucket=f"d{n}", connections=n) for n in CONNECTIONS}
+    seconds: dict[int, list[float]] = {n: [] for n in CONNECTIONS}
+    raw_seconds = []
+    for _ in range(DELIVERY_ROUNDS):
+        raw_seconds.append(raw_send(counting, drafts(CHANGES)))
+        for n, app in apps.items():
+            started = changes(app, f"d{n}", CHANGES)()
+            counting.wait_for(CHANGES, timeout=600)
+            seconds[n].append(time.perf_counter() - started)
+            app.app.registry.emailer_delivery.join()
+            counting.clear()
+    close(*apps.values())
+    counting.stop()
+    return change_rows("memory", seconds, raw_seconds)
 
 
 def delivery_rows(sink: SMTPSink) -> list[tuple]:
     # The queue of a Kinto without its own worker: the worker processes do the sending.
-    app = make_app(sink, HOOK, postgresql=True, worker=False)
-    queue = app.app.registry.emailer_delivery.queue
+    counting = CountingSink()
+    apps = {
+        n: make_app(counting, HOOK, postgresql=True, bucket=f"d{n}", worker=False)
+        for n in CONNECTIONS
+    }
+    queue = apps[1].app.registry.emailer_delivery.queue
     rows = []
     with tempfile.TemporaryDirectory() as directory:
-        config = worker_config(directory, sink.port)
+        configs = {n: worker_config(directory, counting.port, n) for n in CONNECTIONS}
+        seconds: dict[int, list[float]] = {n: [] for n in CONNECTIONS}
+        raw_seconds = []
+        for _ in range(DELIVERY_ROUNDS):
+            raw_seconds.append(raw_send(counting, drafts(CHANGES)))
+            for n, app in apps.items():
+                fill = changes(app, f"d{n}", CHANGES)
+                seconds[n].append(drain(counting, configs[n], 1, CHANGES, fill, queue))
+                counting.clear()
+        rows += change_rows("PostgreSQL, one worker", seconds, raw_seconds)
 
         count = 1000
         for per_event in (100, 1):
             worker_seconds, raw_seconds = [], []
             for _ in range(DELIVERY_ROUNDS):
-                raw_seconds.append(raw_send(sink, drafts(count)))
-                sink.clear()
-                worker_seconds.append(drain(queue, sink, config, 1, drafts(count), per_event))
-                sink.clear()
+                raw_seconds.append(raw_send(counting, drafts(count)))
+                fill = queued_drafts(drafts(count), per_event)
+                worker_seconds.append(drain(counting, configs[1], 1, count, fill, queue))
+                counting.clear()
             worker, raw = statistics.median(worker_seconds), statistics.median(raw_seconds)
             rows.append(
                 (
-                    f"delivery of {count} messages in events of {per_event}, one worker"
-                    " / raw smtplib (throughput)",
+                    f"delivery of {count} queued messages in events of {per_event}, one worker,"
+                    " one connection / raw smtplib (throughput)",
                     ">= 0.80",
                     worker,
                     raw,
@@ -605,7 +700,8 @@ def delivery_rows(sink: SMTPSink) -> list[tuple]:
 
         count = 10_000
         sink.clear()
-        seconds = drain(queue, sink, config, 2, drafts(count), 100)
+        config = worker_config(directory, sink.port)
+        seconds_all = drain(sink, config, 2, count, queued_drafts(drafts(count), 100), queue)
         per_key = collections.Counter(m.message["Message-ID"] for m in sink.received)
         lost = count - len(per_key)
         duplicated = sum(n - 1 for n in per_key.values())
@@ -623,12 +719,13 @@ def delivery_rows(sink: SMTPSink) -> list[tuple]:
                 f"{count} queued messages (events of 100) drained by two workers: "
                 f"{lost} lost, {duplicated} duplicated",
                 "0 lost, 0 dup.",
-                seconds,
+                seconds_all,
                 None,
                 None,
             )
         )
-    close(app)
+    close(*apps.values())
+    counting.stop()
     return rows
 
 
@@ -637,6 +734,9 @@ class Accepting:
 
     def send(self, outgoing: messages.Outgoing) -> None:
         return None
+
+    def send_all(self, outgoings: Iterable[messages.Outgoing]) -> Iterator[None]:
+        return map(self.send, outgoings)
 
     def close(self) -> None:
         pass
@@ -808,7 +908,8 @@ GROUPS: dict[str, tuple[bool, Callable[[SMTPSink, SMTPSink], list[tuple]]]] = {
     "outbox-flood": (False, lambda sink, slow: [outbox_flood_row()]),
     "pg-writes": (True, lambda sink, slow: write_rows(sink, slow, postgresql=True)),
     "writers": (True, lambda sink, slow: [concurrent_writes_row(sink)]),
-    "delivery": (True, lambda sink, slow: delivery_rows(sink)),
+    "delivery": (False, lambda sink, slow: memory_delivery_rows()),
+    "pg-delivery": (True, lambda sink, slow: delivery_rows(sink)),
     "pg-grouping": (True, lambda sink, slow: [grouping_row(sink, postgresql=True)]),
     "digests": (True, lambda sink, slow: digest_rows(sink)),
     "flood": (True, lambda sink, slow: [flood_row(sink)]),

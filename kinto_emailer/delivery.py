@@ -15,6 +15,7 @@ import heapq
 import itertools
 import logging
 import os
+import queue
 import signal
 import smtplib
 import ssl
@@ -22,7 +23,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -73,6 +75,13 @@ class Transport(Protocol):
     def send(self, outgoing: Outgoing) -> Failure | None:
         """Send ``outgoing``; None when it was accepted."""
 
+    def send_all(self, outgoings: Iterable[Outgoing]) -> Iterator[Failure | None]:
+        """Send ``outgoings``: the result of each, in their order, as soon as known.
+
+        ``outgoings`` is read as sending goes, in the caller's thread: a caller that stops
+        giving messages stops the sending, and every message taken has its result.
+        """
+
     def close(self) -> None:
         """Release the connection, if any."""
 
@@ -100,6 +109,7 @@ class Breaker:
         self.failures = 0
         self.reason = ""
         self._until = 0.0
+        self._lock = threading.Lock()  # Connections of one server share their breaker.
 
     def wait(self) -> float:
         """Seconds before the server may be tried again; 0 when it may be now."""
@@ -107,31 +117,32 @@ class Breaker:
 
     def trip(self, reason: str) -> float:
         """The server did not answer: how long to leave it alone."""
-        self.failures += 1
-        self.reason = reason
-        delay = min(self.LONGEST, self.FIRST * 2 ** (self.failures - 1))
-        self._until = self.clock() + delay
-        return delay
+        with self._lock:
+            self.failures += 1
+            self.reason = reason
+            delay = min(self.LONGEST, self.FIRST * 2 ** (self.failures - 1))
+            self._until = self.clock() + delay
+            return delay
 
     def reset(self) -> None:
-        self.failures = 0
-        self._until = 0.0
+        with self._lock:
+            self.failures = 0
+            self._until = 0.0
 
 
-class SMTPTransport:
-    """Talks SMTP with the ``mail.*`` settings of pyramid_mailer.
+class SMTPConnection:
+    """One SMTP dialogue with the server of the ``mail.*`` settings of pyramid_mailer.
 
-    The connection is kept between calls and opened again when the server dropped it.
-    When the server cannot be reached, the messages that follow are not tried until the
-    :class:`Breaker` lets a new connection through.
+    It is kept between messages and opened again when the server dropped it. When the
+    server cannot be reached, the messages that follow are not tried until ``breaker``
+    lets a new connection through.
     """
 
-    def __init__(self, mailer: Mailer, timeout: float) -> None:
+    def __init__(self, mailer: Mailer, timeout: float, breaker: Breaker) -> None:
         self.smtp = mailer.smtp_mailer
         self.timeout = timeout
-        self.breaker = Breaker()
+        self.breaker = breaker
         self._connection: smtplib.SMTP | None = None
-        self._lock = threading.Lock()
 
     def connect(self) -> smtplib.SMTP:
         smtp = self.smtp
@@ -162,10 +173,6 @@ class SMTPTransport:
         return connection
 
     def send(self, outgoing: Outgoing) -> Failure | None:
-        with self._lock:
-            return self._send(outgoing)
-
-    def _send(self, outgoing: Outgoing) -> Failure | None:
         while True:
             kept = self._connection is not None
             if not kept and (wait := self.breaker.wait()):
@@ -231,6 +238,58 @@ class SMTPTransport:
                 connection.close()
 
 
+class SMTPTransport:
+    """Sends over up to ``connections`` SMTP connections at once (``smtp_connections``).
+
+    Each message waits for the server's answer before the next goes on its connection:
+    several connections keep the server busy while each waits. They share one
+    :class:`Breaker`: a server that does not answer one does not get the others.
+    """
+
+    def __init__(self, mailer: Mailer, timeout: float, connections: int = 1) -> None:
+        self.breaker = Breaker()
+        self.connections = [
+            SMTPConnection(mailer, timeout, self.breaker) for _ in range(connections)
+        ]
+        self._idle: queue.LifoQueue[SMTPConnection] = queue.LifoQueue()
+        for connection in self.connections:
+            self._idle.put(connection)
+        self._senders: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def send(self, outgoing: Outgoing) -> Failure | None:
+        # The connection used last first: the others may be let go by the server.
+        connection = self._idle.get()
+        try:
+            return connection.send(outgoing)
+        finally:
+            self._idle.put(connection)
+
+    def send_all(self, outgoings: Iterable[Outgoing]) -> Iterator[Failure | None]:
+        if len(self.connections) == 1:
+            yield from map(self.send, outgoings)
+            return
+        with self._lock:
+            if self._senders is None:
+                self._senders = ThreadPoolExecutor(
+                    len(self.connections), thread_name_prefix="kinto-emailer-smtp"
+                )
+            senders = self._senders
+        # As many messages under way as there are connections, and one ready for each.
+        pending: deque[Future[Failure | None]] = deque()
+        for outgoing in outgoings:
+            if len(pending) == 2 * len(self.connections):
+                yield pending.popleft().result()
+            pending.append(senders.submit(self.send, outgoing))
+        while pending:
+            yield pending.popleft().result()
+
+    def close(self) -> None:
+        """Say goodbye to the server on every connection."""
+        for connection in self.connections:
+            connection.close()
+
+
 class DirectoryTransport:
     """``mail.debug_mailer``: each message becomes an ``.eml`` file of a folder."""
 
@@ -239,6 +298,9 @@ class DirectoryTransport:
 
     def close(self) -> None:
         pass
+
+    def send_all(self, outgoings: Iterable[Outgoing]) -> Iterator[Failure | None]:
+        return map(self.send, outgoings)
 
     def send(self, outgoing: Outgoing) -> Failure | None:
         path = os.path.join(self.directory, f"{uuid.uuid4().hex}.eml")
@@ -285,23 +347,18 @@ class Outcomes(Protocol):
 
 
 def attempt(
-    jobs: Sequence[Job],
+    jobs: Iterable[Job],
     transport: Transport,
     retry_delays: Sequence[float],
     max_age: timedelta,
     outcomes: Outcomes,
-    report: "Report | None" = None,
 ) -> None:
     """Try each job's message once, and report what happened to ``outcomes`` right away.
 
     Too old: dropped. Accepted: sent. Refused for good (5xx), or still failing after the
     last of ``retry_delays``: failed. Otherwise: retried after the next delay. The log has
-    one line per outcome of the batch, with a count and the first message as example;
-    a caller that tries several batches in a row may gather them in its own ``report``.
+    one line per outcome of the batch, with a count and the first message as example.
     """
-    if report is not None:
-        _attempt(jobs, transport, retry_delays, max_age, outcomes, report)
-        return
     report = Report()
     try:
         _attempt(jobs, transport, retry_delays, max_age, outcomes, report)
@@ -335,29 +392,38 @@ class Report:
 
 
 def _attempt(
-    jobs: Sequence[Job],
+    jobs: Iterable[Job],
     transport: Transport,
     retry_delays: Sequence[float],
     max_age: timedelta,
     outcomes: Outcomes,
     report: Report,
 ) -> None:
-    for job in jobs:
-        draft = job.draft
-        if datetime.now(UTC) - draft.created > max_age:
-            report.add("dropped", job, "older than max_age")
-            outcomes.dropped(job)
-            continue
-        job.attempts += 1
-        try:
-            failure = transport.send(build(draft))
-        except Exception as e:  # A bug of this one message: keep it, say why, go on.
-            if "failed" not in report.counts:  # The first one's traceback is enough.
-                logger.exception("Cannot build or send the mail about %s", draft.uri)
-            job.last_error = f"cannot build or send the message: {e!r}"
-            report.add("failed", job, job.last_error)
-            outcomes.failed(job)
-            continue
+    sending: deque[Job] = deque()
+
+    def messages() -> Iterator[Outgoing]:
+        """The messages of ``jobs`` to send; the others' outcomes, as they come."""
+        for job in jobs:
+            draft = job.draft
+            if datetime.now(UTC) - draft.created > max_age:
+                report.add("dropped", job, "older than max_age")
+                outcomes.dropped(job)
+                continue
+            job.attempts += 1
+            try:
+                outgoing = build(draft)
+            except Exception as e:  # A bug of this one message: keep it, say why, go on.
+                if "failed" not in report.counts:  # The first one's traceback is enough.
+                    logger.exception("Cannot build the mail about %s", draft.uri)
+                job.last_error = f"cannot build the message: {e!r}"
+                report.add("failed", job, job.last_error)
+                outcomes.failed(job)
+                continue
+            sending.append(job)
+            yield outgoing
+
+    for failure in transport.send_all(messages()):
+        job = sending.popleft()
         if failure is None:
             outcomes.sent(job)
             continue
@@ -752,4 +818,4 @@ def drain_on_sigterm() -> None:
 def transport_from_settings(settings: EmailerSettings, mailer: Mailer) -> Transport:
     if settings.debug:
         return DirectoryTransport(settings.debug_directory)
-    return SMTPTransport(mailer, settings.smtp_timeout)
+    return SMTPTransport(mailer, settings.smtp_timeout, settings.smtp_connections)

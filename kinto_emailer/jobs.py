@@ -35,7 +35,7 @@ import sqlalchemy
 import transaction
 
 from kinto_emailer import listener
-from kinto_emailer.delivery import Counter, Job, Report, Transport, attempt
+from kinto_emailer.delivery import Counter, Job, Transport, attempt
 from kinto_emailer.hookindex import HookIndex
 from kinto_emailer.listener import Change, Notice, describe
 from kinto_emailer.messages import Draft
@@ -392,24 +392,24 @@ class Worker:
             )
             sent_keys = {key for (key,) in already}
             outcomes = _Outcomes(sent, self._count)
-            report = Report()
-            done = []
-            for key, draft, attempts in rows:
-                if done and (stop.is_set() or time.monotonic() - started > CLAIM_SECONDS):
-                    break  # Committing lets go of the rows not started.
-                done.append(key)
-                if key in sent_keys:
-                    continue
-                try:
-                    job = Job(Draft.from_json(draft), attempts)
-                except Exception as e:  # Stored by an older version, or by hand.
-                    logger.error("Cannot load the queued mail %s: %r", key, e)
-                    outcomes.unloadable(key, draft, attempts, f"cannot load the message: {e!r}")
-                    continue
-                attempt(
-                    [job], self.transport, settings.retry_delays, self.max_age, outcomes, report
-                )
-            report.log()
+            done: list[str] = []
+
+            def claimed() -> Iterator[Job]:
+                for key, draft, attempts in rows:
+                    if done and (stop.is_set() or time.monotonic() - started > CLAIM_SECONDS):
+                        return  # Committing lets go of the rows not started.
+                    done.append(key)
+                    if key in sent_keys:
+                        continue
+                    try:
+                        yield Job(Draft.from_json(draft), attempts)
+                    except Exception as e:  # Stored by an older version, or by hand.
+                        logger.error("Cannot load the queued mail %s: %r", key, e)
+                        outcomes.unloadable(
+                            key, draft, attempts, f"cannot load the message: {e!r}"
+                        )
+
+            attempt(claimed(), self.transport, settings.retry_delays, self.max_age, outcomes)
             sent.settle()  # The last key is stored before the claim ends.
             execute(claims, "DELETE FROM kinto_emailer_jobs WHERE key = ANY(%s)", (done,))
             for delay, jobs in outcomes.retries.items():

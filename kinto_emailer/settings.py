@@ -34,6 +34,10 @@ PLACEHOLDER_SECRETS = frozenset(
 _PRINCIPAL_PREFIX = re.compile(r"\A[\w.-]+\Z")
 
 
+MAX_SMTP_CONNECTIONS = 32
+"""More would be refused by most servers, which limit the connections of one client."""
+
+
 @dataclass(frozen=True)
 class EmailerSettings:
     allowed_domains: tuple[str, ...] = ()
@@ -52,6 +56,8 @@ class EmailerSettings:
     """Addresses (or ``@domain``) a hook's ``sender`` may use, beside ``mail.default_sender``."""
     smtp_timeout: float = 10.0
     """Seconds to wait for the SMTP server before giving up on a message."""
+    smtp_connections: int = 1
+    """SMTP connections a process sends over at once."""
     retry_delays: tuple[float, ...] = (300.0, 600.0, 1200.0)
     """Seconds before each new attempt after a temporary SMTP failure."""
     max_age: float = 2 * 24 * 3600.0
@@ -282,6 +288,7 @@ _PARSERS = {
     "max_messages_per_recipient_hour": _positive(int, "integer"),
     "allowed_senders": _senders,
     "smtp_timeout": _positive(float, "number"),
+    "smtp_connections": _ranged(1, MAX_SMTP_CONNECTIONS),
     "retry_delays": _delays,
     "max_age": _positive(float, "number"),
     "drain_timeout": _positive(float, "number"),

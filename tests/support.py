@@ -74,6 +74,8 @@ class SMTPSink:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self.under_way = self.most_under_way = 0
+        """Messages being received at once (with a ``delay``), and the most so far."""
         self.controller = self._controller()
 
     def _controller(self) -> Controller:
@@ -91,7 +93,11 @@ class SMTPSink:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         if self.delay:
+            # One event loop: no lock needed to count the messages under way.
+            self.under_way += 1
+            self.most_under_way = max(self.most_under_way, self.under_way)
             await asyncio.sleep(self.delay)
+            self.under_way -= 1
         with self._lock:
             self.received.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
@@ -118,6 +124,7 @@ class SMTPSink:
         with self._lock:
             self.received.clear()
             self.attempts.clear()
+            self.most_under_way = 0
 
     def wait_for(self, count: int, timeout: float = WAIT) -> list[Received]:
         deadline = time.monotonic() + timeout

@@ -55,6 +55,7 @@ class ParseSettingsTest(unittest.TestCase):
                 "emailer.allowed_senders": "News@Exämple.com @bücher.example",
                 "emailer.max_recipients": 5,
                 "emailer.smtp_timeout": "2.5",
+                "emailer.smtp_connections": "4",
                 "emailer.retry_delays": "1 2.5 4",
                 "emailer.max_age": 60,
                 "mail.debug_mailer": "true",
@@ -78,6 +79,7 @@ class ParseSettingsTest(unittest.TestCase):
         )
         self.assertEqual(settings.max_recipients, 5)
         self.assertEqual(settings.smtp_timeout, 2.5)
+        self.assertEqual(settings.smtp_connections, 4)
         self.assertEqual(settings.retry_delays, (1.0, 2.5, 4.0))
         self.assertEqual(settings.max_age, 60.0)
         self.assertTrue(settings.debug)
@@ -98,6 +100,9 @@ class ParseSettingsTest(unittest.TestCase):
             ({"emailer.max_recipients": "ten"}, "'kinto.emailer.max_recipients'"),
             ({"emailer.max_recipients": True}, "'kinto.emailer.max_recipients'"),
             ({"emailer.smtp_timeout": -1}, "'kinto.emailer.smtp_timeout'"),
+            ({"emailer.smtp_connections": 0}, "'kinto.emailer.smtp_connections' must be"),
+            ({"emailer.smtp_connections": "33"}, "from 1 to 32, not '33'"),
+            ({"emailer.smtp_connections": "2.5"}, "'kinto.emailer.smtp_connections'"),
             ({"emailer.allowed_domains": "example"}, "'kinto.emailer.allowed_domains'"),
             ({"emailer.retry_delays": "300 soon"}, "'kinto.emailer.retry_delays' must list"),
             ({"emailer.retry_delays": "300 -1"}, "'kinto.emailer.retry_delays' must list"),
