@@ -603,10 +603,11 @@ class Outbox:
             self._sending += 1
             return taken, share
 
-    def _work_out(self, lane: Lane, count: int, size: int) -> list[Job]:
+    def _work_out(self, lane: Lane, count: int, size: int) -> Iterator[Job]:
         """Messages of ``lane``'s changes, oldest first: from ``count`` notices (one at
-        least for each change) and ``size`` characters at most, but for the first one."""
-        drafts: list[Draft] = []
+        least for each change) and ``size`` characters at most, but for the first one.
+
+        Worked out as they are taken: while the first ones are being sent."""
         while count > 0 and size > 0 and lane.scheduled < self.MAX_SCHEDULED:
             expansion = lane.expansion
             if expansion is None:
@@ -624,9 +625,8 @@ class Outbox:
                 lane.expansion = None
             count -= max(1, expansion.notices - before)
             size -= sum(map(draft_size, more))
-            drafts += more
-        self._add("queued", len(drafts))
-        return [Job(draft) for draft in drafts]
+            self._add("queued", len(more))
+            yield from map(Job, more)
 
     def _run(self) -> None:
         while True:
@@ -634,10 +634,12 @@ class Outbox:
             try:
                 size = self.ROUND_CHARS // len(taken)
                 lanes = [
-                    jobs + self._work_out(lane, share - len(jobs), size) for _, lane, jobs in taken
+                    itertools.chain(jobs, self._work_out(lane, share - len(jobs), size))
+                    for _, lane, jobs in taken
                 ]
                 # One message of each bucket, then the second of each...
-                jobs = [j for turn in itertools.zip_longest(*lanes) for j in turn if j is not None]
+                turns = itertools.zip_longest(*lanes)
+                jobs = (job for turn in turns for job in turn if job is not None)
                 attempt(jobs, self.transport, self.retry_delays, self.max_age, self)
             except Exception:
                 logger.exception("Mail delivery failed")
