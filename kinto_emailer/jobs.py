@@ -289,6 +289,15 @@ def session(dsn: str, autocommit: bool = True) -> Iterator[Any]:
 LOST = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
+def _trying_again(doing: str, error: Exception, stop: threading.Event) -> None:
+    """Say that the worker failed ``doing`` something, and wait a moment."""
+    if isinstance(error, LOST):
+        logger.warning("The mail worker lost its database %s (%s): trying again", doing, error)
+    else:
+        logger.error("The mail worker failed %s: trying again", doing, exc_info=error)
+    stop.wait(1.0)
+
+
 class Worker:
     """Claims due messages, sends them, and decides what happens to those not sent."""
 
@@ -343,30 +352,50 @@ class Worker:
         self.transport.close()
 
     def run(self, stop: threading.Event) -> None:
-        """Send until ``stop`` is set; the message under way is finished first."""
+        """Send until ``stop`` is set; the message under way is finished first.
+
+        Changes are worked out in a thread of their own, so that the SMTP server does not
+        wait for them.
+        """
+        expanding = threading.Thread(
+            target=self._expand_until, args=(stop,), name="kinto-emailer-expand", daemon=True
+        )
+        expanding.start()
         try:
             while not stop.is_set():
                 try:
                     self._prune()
-                    expanded = self.expand()
-                    if not self.work(stop) and not expanded:
-                        self._wait(stop)
-                except LOST as e:
-                    logger.warning("The mail worker lost its database (%s): trying again", e)
+                    if not self.work(stop):
+                        self._wait(self._connect()[1], stop)
+                except Exception as e:
                     self.close()
-                    stop.wait(1.0)
-                except Exception:
-                    logger.exception("The mail worker failed: trying again")
-                    self.close()
-                    stop.wait(1.0)
+                    _trying_again("sending", e, stop)
         finally:
+            expanding.join()
             self.close()
 
-    def _wait(self, stop: threading.Event) -> None:
-        _, sent = self._connect()
+    def _expand_until(self, stop: threading.Event) -> None:
+        """Work out changes as they come, until ``stop`` is set."""
+        wakeups: _SentKeys | None = None
+        while not stop.is_set():
+            try:
+                if wakeups is None:
+                    wakeups = _SentKeys(self.dsn, self.settings.stalled_timeout)
+                if not self.expand():
+                    self._wait(wakeups, stop)
+            except Exception as e:
+                if wakeups is not None:
+                    wakeups.connection.close()
+                    wakeups = None
+                _trying_again("working out changes", e, stop)
+        if wakeups is not None:
+            wakeups.connection.close()
+
+    def _wait(self, wakeups: "_SentKeys", stop: threading.Event) -> None:
+        """Until ``wakeups`` is woken, ``stop`` is set or a poll is due."""
         deadline = time.monotonic() + self.poll_interval
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            if sent.woken(min(left, 0.5)):
+            if wakeups.woken(min(left, 0.5)):
                 return
 
     def _prune(self) -> None:
