@@ -2,6 +2,7 @@
 
 import functools
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.headerregistry import Address
@@ -11,13 +12,14 @@ from email.utils import format_datetime
 from urllib.parse import quote, urlsplit
 
 from kinto_emailer import tokens
-from kinto_emailer.headers import header_value
+from kinto_emailer.headers import ENCODED_WORD_START, header_value
 from kinto_emailer.recipients import Mailbox, parse_mailbox
 
 
 # Lines up to RFC 5322's limit: folding at 78 would encode a long List-Unsubscribe URL
 # (RFC 2047), which mail providers then cannot read.
-POLICY = SMTP.clone(max_line_length=998)
+MAX_LINE_LENGTH = 998
+POLICY = SMTP.clone(max_line_length=MAX_LINE_LENGTH)
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,11 @@ class Outgoing:
 
     sender: str
     recipient: str
-    message: EmailMessage
+    data: bytes
 
     def as_bytes(self) -> bytes:
         """The message as sent: CRLF line ends, long lines encoded."""
-        return self.message.as_bytes(policy=POLICY)
+        return self.data
 
 
 def thread_id(root_url: str, uri: str) -> str:
@@ -133,36 +135,119 @@ def footer(draft: Draft) -> str:
     return "\n-- \n" + "\n".join(lines) + "\n"
 
 
-def set_header(message: EmailMessage, name: str, value: str | Mailbox) -> None:
-    """Set a header from values that data, or a request, may have made.
+# Writing a message the way EmailMessage does (parse each header, fold it, serialize) costs
+# milliseconds. build() writes the same bytes itself: a value the standard library would
+# write back unchanged is written as it is; any other goes through the standard library.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_DISPLAY_NAME = re.compile(r"(?:[!#-\[\]-~]+(?: [!#-\[\]-~]+)*)?")
+"""Printable ASCII but the quote and the backslash, which quoting would escape."""
+_SPECIALS = re.compile(r"[(),.:;<>@\[\]]")
+"""Which a display name is quoted for."""
+_ADDR_SPEC = re.compile(rf"{_DOT_ATOM}@{_DOT_ATOM}")
+_TEXT = re.compile(r"[!-~]+(?: [!-~]+)*")
+_VERBATIM = {
+    # Unstructured: the parser keeps every character of printable ASCII but encoded words.
+    "Subject": _TEXT,
+    "In-Reply-To": _TEXT,
+    "References": _TEXT,
+    "Auto-Submitted": _TEXT,
+    "List-Unsubscribe": _TEXT,
+    "List-Unsubscribe-Post": _TEXT,
+    # Written again with format_datetime() once parsed: the same, for the value that
+    # build() has it write, unless its year is below 1000 (parsed as 19xx or 20xx) or its
+    # offset has seconds.
+    "Date": re.compile(
+        r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d "
+        r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [1-9]\d{3} "
+        r"\d\d:\d\d:\d\d [+-]\d{4}"
+    ),
+    "Message-ID": re.compile(rf"<{_DOT_ATOM}@{_DOT_ATOM}>"),
+}
+"""The values of each header that its parser and folder leave as they are."""
 
-    Text and display names go through :func:`header_value`: the standard library would
-    decode their encoded words, and write what they hide as headers of their own.
+
+def _line(name: str, text: str) -> bytes:
+    """The ``name`` header line of ``text``, as EmailMessage writes it."""
+    value = header_value(text)
+    pattern = _VERBATIM.get(name)
+    line = _verbatim(name, value) if pattern is not None and pattern.fullmatch(value) else None
+    return line or _folded(name, value)
+
+
+_shared_line = functools.lru_cache(maxsize=1024)(_line)
+"""For the lines that the messages of a change share (Subject, Date), or of a thread."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _mailbox_line(name: str, mailbox: Mailbox) -> bytes:
+    """The ``name`` header line of ``mailbox``, as EmailMessage writes it.
+
+    Cached: From is the same for every message of a change, To for a recipient's messages.
     """
-    if isinstance(value, Mailbox):
-        message[name] = Address(header_value(value.display_name), addr_spec=value.addr_spec)
-    else:
-        message[name] = header_value(value)
+    display_name = header_value(mailbox.display_name)
+    line = None
+    if _DISPLAY_NAME.fullmatch(display_name) and _ADDR_SPEC.fullmatch(mailbox.addr_spec):
+        phrase = f'"{display_name}"' if _SPECIALS.search(display_name) else display_name
+        value = f"{phrase} <{mailbox.addr_spec}>" if phrase else mailbox.addr_spec
+        line = _verbatim(name, value)
+    return line or _folded(name, Address(display_name, addr_spec=mailbox.addr_spec))
+
+
+def _verbatim(name: str, value: str) -> bytes | None:
+    """``name: value`` for a value that the folder writes as it is, unless too long to fit
+    on one line (or holding the ``=?`` of an encoded word, that the parser would decode)."""
+    line = f"{name}: {value}"
+    if len(line) > MAX_LINE_LENGTH or ENCODED_WORD_START in value:
+        return None
+    return f"{line}\r\n".encode("ascii")
+
+
+def _folded(name: str, value: str | Address) -> bytes:
+    # EmailMessage parses a header when it is set and folds it when the message is written.
+    return (
+        POLICY.header_factory(name, value).fold(policy=POLICY).encode("ascii", "surrogateescape")
+    )
+
+
+_CONTENT = b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: '
+_MIME_VERSION = b"\r\nMIME-Version: 1.0\r\n\r\n"
+
+
+def _content(body: str) -> bytes:
+    """The headers that EmailMessage.set_content(body, charset="utf-8") adds, and the body
+    (the last part of the message)."""
+    lines = body.encode("utf-8").splitlines()
+    if all(len(line) <= MAX_LINE_LENGTH for line in lines):
+        data = b"\r\n".join(lines) + b"\r\n"
+        cte = b"7bit" if data.isascii() else b"8bit"
+        return _CONTENT + cte + _MIME_VERSION + data
+    # Quoted-printable or base64, whichever the standard library finds shorter.
+    part = EmailMessage(policy=POLICY)
+    part.set_content(body, charset="utf-8")
+    return part.as_bytes()
 
 
 def build(draft: Draft) -> Outgoing:
     """The message of ``draft``."""
-    message = EmailMessage(policy=POLICY)
-    set_header(message, "From", draft.sender)
-    set_header(message, "To", draft.recipient)
-    set_header(message, "Subject", draft.subject)
-    set_header(message, "Date", format_datetime(draft.created))
-    # Derived from the key: were a message ever sent twice, mail clients would see one.
-    set_header(message, "Message-ID", f"<{draft.key[:32]}@{draft.sender.domain}>")
     reference = thread_id(draft.root_url, draft.uri)
-    set_header(message, "In-Reply-To", reference)
-    set_header(message, "References", reference)
-    set_header(message, "Auto-Submitted", "auto-generated")
+    lines = [
+        _mailbox_line("From", draft.sender),
+        _mailbox_line("To", draft.recipient),
+        _shared_line("Subject", draft.subject),
+        _shared_line("Date", format_datetime(draft.created)),
+        # Derived from the key: were a message ever sent twice, mail clients would see one.
+        # Not cached, as a message's own lines would push out the shared ones.
+        _line("Message-ID", f"<{draft.key[:32]}@{draft.sender.domain}>"),
+        _shared_line("In-Reply-To", reference),
+        _shared_line("References", reference),
+        _shared_line("Auto-Submitted", "auto-generated"),
+    ]
     body = draft.body
     if draft.unsubscribe_url:
-        set_header(message, "List-Unsubscribe", f"<{draft.unsubscribe_url}>")
-        set_header(message, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+        lines.append(_line("List-Unsubscribe", f"<{draft.unsubscribe_url}>"))
+        lines.append(_shared_line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
     if draft.preferences_url:
         body = body.rstrip("\n") + "\n" + footer(draft)
-    message.set_content(body, charset="utf-8")
-    return Outgoing(draft.sender.addr_spec, draft.recipient.addr_spec, message)
+    lines.append(_content(body))
+    return Outgoing(draft.sender.addr_spec, draft.recipient.addr_spec, b"".join(lines))
