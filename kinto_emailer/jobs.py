@@ -128,6 +128,9 @@ SELECT {selected} FROM waiting, share, LATERAL (
 
 
 CLAIM_CHANGES = fair_claim("kinto_emailer_changes", ("id", "change"), "id", "true")
+CLAIM_CHANGE = (
+    "SELECT id, change FROM kinto_emailer_changes WHERE id = %(id)s FOR UPDATE SKIP LOCKED"
+)
 CLAIM = fair_claim(
     "kinto_emailer_jobs", ("key", "draft", "attempts"), "due", "due <= statement_timestamp()"
 )
@@ -669,8 +672,8 @@ class JobQueue:
 
         In one transaction of Kinto's storage: the messages, digest entries and
         preferences of a change are stored with its removal, or not at all. When they
-        cannot be worked out together, each change is on its own: one that fails alone
-        goes to the failed list, and the others mail.
+        cannot be worked out together, each change is on its own, in a transaction of its
+        own: one that fails alone goes to the failed list, and the others mail.
         """
         with transaction.manager:
             self._execute("SET LOCAL jit = off", {})  # See fair_claim.
@@ -682,8 +685,10 @@ class JobQueue:
                     return self._expand(rows)
             except Exception:
                 logger.exception("Could not work out %s changes at once: one by one", len(rows))
-                for row in rows:
-                    self._expand_alone(*row)
+        # The claim is let go: each change is claimed again in a transaction of its own,
+        # which holds the locks of no other change while it waits for its own.
+        for change_id, _ in rows:
+            self._expand_alone(change_id)
         return len(rows)
 
     def _expand(self, rows: list[tuple]) -> int:
@@ -717,21 +722,30 @@ class JobQueue:
         self._execute("DELETE FROM kinto_emailer_changes WHERE id = ANY(%(ids)s)", {"ids": done})
         return len(done)
 
-    def _expand_alone(self, change_id: int, change: Change) -> None:
-        try:
-            with self._savepoint("kinto_emailer_expand"):
-                self._expand([(change_id, change)])
-        except Exception as e:
-            logger.exception("Could not work out %s: kept as failed", describe(change))
-            failed = Failed(
-                f"change-{change_id}",
-                {"recipient": "", "uri": describe(change), "change": change},
-                0,
-                f"cannot work out the change: {e!r}",
-            )
-            with self._connection() as connection:
-                fail(connection, [failed])
-            self._execute("DELETE FROM kinto_emailer_changes WHERE id = %(id)s", {"id": change_id})
+    def _expand_alone(self, change_id: int) -> None:
+        """Work out one change in a transaction of its own, unless another worker claimed
+        it meanwhile; a change that cannot be worked out goes to the failed list."""
+        with transaction.manager:
+            rows = self._execute(CLAIM_CHANGE, {"id": change_id})
+            if not rows:
+                return
+            [(_, change)] = rows
+            try:
+                with self._savepoint("kinto_emailer_expand"):
+                    self._expand(rows)
+            except Exception as e:
+                logger.exception("Could not work out %s: kept as failed", describe(change))
+                failed = Failed(
+                    f"change-{change_id}",
+                    {"recipient": "", "uri": describe(change), "change": change},
+                    0,
+                    f"cannot work out the change: {e!r}",
+                )
+                with self._connection() as connection:
+                    fail(connection, [failed])
+                self._execute(
+                    "DELETE FROM kinto_emailer_changes WHERE id = %(id)s", {"id": change_id}
+                )
 
     def limited(self, n: int) -> None:
         """Counted in the transaction of the mail it concerns, for ``status``."""
