@@ -494,7 +494,7 @@ Execute = Callable[[str, dict[str, Any]], list[tuple]]
 class _HeldUsage:
     """The hourly usage of one expansion (see :mod:`kinto_emailer.quotas`): every row it
     may count against, locked in one pass (:data:`USAGE_HOLD`) until its transaction
-    ends, and written back at its end."""
+    ends, and written back at its end with the count of the mail it dropped."""
 
     def __init__(
         self,
@@ -503,7 +503,8 @@ class _HeldUsage:
         keys: Iterable[tuple[datetime.datetime, list[str]]],
     ) -> None:
         self._run = run
-        self.limited = limited
+        self._limited = limited
+        self._dropped = 0
         pairs = sorted({(window, key) for window, names in keys for key in names})
         rows = (
             run(USAGE_HOLD, {"windows": [w for w, _ in pairs], "keys": [k for _, k in pairs]})
@@ -516,7 +517,12 @@ class _HeldUsage:
     def usage(self, window: datetime.datetime, keys: Sequence[str]) -> Iterator[dict[str, Usage]]:
         yield {key: self._usage[window, key] for key in keys}
 
+    def limited(self, n: int) -> None:
+        self._dropped += n
+
     def write(self) -> None:
+        if self._dropped:
+            self._limited(self._dropped)
         if self._usage:
             self._run(
                 USAGE_UPDATE,
@@ -709,14 +715,19 @@ class JobQueue:
                 break
         keys = [listener.usage_of(change, notices) for _, change, notices in decided if notices]
         usage = _HeldUsage(self._execute, self.limited, keys)
-        PreferenceStore(self.storage).lock(
-            n.draft.recipient.addr_spec for _, _, notices in decided for n in notices
-        )
-        known: dict[str, Preferences] = {}
+        addresses = {
+            n.draft.recipient.addr_spec.lower() for _, _, notices in decided for n in notices
+        }
+        preferences = PreferenceStore(self.storage)
+        preferences.lock(addresses)
+        # Read once for every change, under their locks.
+        found = preferences.read_many(addresses) if addresses else {}
+        known = {address: found.get(address, Preferences()) for address in addresses}
+        drafts: list[Draft] = []
         for _, change, notices in decided:
-            drafts = listener.routed(change, notices, usage, self.storage, self.settings, known)
-            if drafts:
-                self.defer(drafts)
+            drafts += listener.routed(change, notices, usage, self.storage, self.settings, known)
+        if drafts:
+            self.defer(drafts)
         usage.write()
         done = [change_id for change_id, _, _ in decided]
         self._execute("DELETE FROM kinto_emailer_changes WHERE id = ANY(%(ids)s)", {"ids": done})
