@@ -128,6 +128,9 @@ SELECT {selected} FROM waiting, share, LATERAL (
 
 
 CLAIM_CHANGES = fair_claim("kinto_emailer_changes", ("id", "change"), "id", "true")
+CLAIM_CHANGE = (
+    "SELECT id, change FROM kinto_emailer_changes WHERE id = %(id)s FOR UPDATE SKIP LOCKED"
+)
 CLAIM = fair_claim(
     "kinto_emailer_jobs", ("key", "draft", "attempts"), "due", "due <= statement_timestamp()"
 )
@@ -520,7 +523,7 @@ Execute = Callable[[str, dict[str, Any]], list[tuple]]
 class _HeldUsage:
     """The hourly usage of one expansion (see :mod:`kinto_emailer.quotas`): every row it
     may count against, locked in one pass (:data:`USAGE_HOLD`) until its transaction
-    ends, and written back at its end."""
+    ends, and written back at its end with the count of the mail it dropped."""
 
     def __init__(
         self,
@@ -529,7 +532,8 @@ class _HeldUsage:
         keys: Iterable[tuple[datetime.datetime, list[str]]],
     ) -> None:
         self._run = run
-        self.limited = limited
+        self._limited = limited
+        self._dropped = 0
         pairs = sorted({(window, key) for window, names in keys for key in names})
         rows = (
             run(USAGE_HOLD, {"windows": [w for w, _ in pairs], "keys": [k for _, k in pairs]})
@@ -542,7 +546,12 @@ class _HeldUsage:
     def usage(self, window: datetime.datetime, keys: Sequence[str]) -> Iterator[dict[str, Usage]]:
         yield {key: self._usage[window, key] for key in keys}
 
+    def limited(self, n: int) -> None:
+        self._dropped += n
+
     def write(self) -> None:
+        if self._dropped:
+            self._limited(self._dropped)
         if self._usage:
             self._run(
                 USAGE_UPDATE,
@@ -698,8 +707,8 @@ class JobQueue:
 
         In one transaction of Kinto's storage: the messages, digest entries and
         preferences of a change are stored with its removal, or not at all. When they
-        cannot be worked out together, each change is on its own: one that fails alone
-        goes to the failed list, and the others mail.
+        cannot be worked out together, each change is on its own, in a transaction of its
+        own: one that fails alone goes to the failed list, and the others mail.
         """
         with transaction.manager:
             self._execute("SET LOCAL jit = off", {})  # See fair_claim.
@@ -711,8 +720,10 @@ class JobQueue:
                     return self._expand(rows)
             except Exception:
                 logger.exception("Could not work out %s changes at once: one by one", len(rows))
-                for row in rows:
-                    self._expand_alone(*row)
+        # The claim is let go: each change is claimed again in a transaction of its own,
+        # which holds the locks of no other change while it waits for its own.
+        for change_id, _ in rows:
+            self._expand_alone(change_id)
         return len(rows)
 
     def _expand(self, rows: list[tuple]) -> int:
@@ -733,34 +744,48 @@ class JobQueue:
                 break
         keys = [listener.usage_of(change, notices) for _, change, notices in decided if notices]
         usage = _HeldUsage(self._execute, self.limited, keys)
-        PreferenceStore(self.storage).lock(
-            n.draft.recipient.addr_spec for _, _, notices in decided for n in notices
-        )
-        known: dict[str, Preferences] = {}
+        addresses = {
+            n.draft.recipient.addr_spec.lower() for _, _, notices in decided for n in notices
+        }
+        preferences = PreferenceStore(self.storage)
+        preferences.lock(addresses)
+        # Read once for every change, under their locks.
+        found = preferences.read_many(addresses) if addresses else {}
+        known = {address: found.get(address, Preferences()) for address in addresses}
+        drafts: list[Draft] = []
         for _, change, notices in decided:
-            drafts = listener.routed(change, notices, usage, self.storage, self.settings, known)
-            if drafts:
-                self.defer(drafts)
+            drafts += listener.routed(change, notices, usage, self.storage, self.settings, known)
+        if drafts:
+            self.defer(drafts)
         usage.write()
         done = [change_id for change_id, _, _ in decided]
         self._execute("DELETE FROM kinto_emailer_changes WHERE id = ANY(%(ids)s)", {"ids": done})
         return len(done)
 
-    def _expand_alone(self, change_id: int, change: Change) -> None:
-        try:
-            with self._savepoint("kinto_emailer_expand"):
-                self._expand([(change_id, change)])
-        except Exception as e:
-            logger.exception("Could not work out %s: kept as failed", describe(change))
-            failed = Failed(
-                f"change-{change_id}",
-                {"recipient": "", "uri": describe(change), "change": change},
-                0,
-                f"cannot work out the change: {e!r}",
-            )
-            with self._connection() as connection:
-                fail(connection, [failed])
-            self._execute("DELETE FROM kinto_emailer_changes WHERE id = %(id)s", {"id": change_id})
+    def _expand_alone(self, change_id: int) -> None:
+        """Work out one change in a transaction of its own, unless another worker claimed
+        it meanwhile; a change that cannot be worked out goes to the failed list."""
+        with transaction.manager:
+            rows = self._execute(CLAIM_CHANGE, {"id": change_id})
+            if not rows:
+                return
+            [(_, change)] = rows
+            try:
+                with self._savepoint("kinto_emailer_expand"):
+                    self._expand(rows)
+            except Exception as e:
+                logger.exception("Could not work out %s: kept as failed", describe(change))
+                failed = Failed(
+                    f"change-{change_id}",
+                    {"recipient": "", "uri": describe(change), "change": change},
+                    0,
+                    f"cannot work out the change: {e!r}",
+                )
+                with self._connection() as connection:
+                    fail(connection, [failed])
+                self._execute(
+                    "DELETE FROM kinto_emailer_changes WHERE id = %(id)s", {"id": change_id}
+                )
 
     def limited(self, n: int) -> None:
         """Counted in the transaction of the mail it concerns, for ``status``."""

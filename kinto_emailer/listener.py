@@ -61,6 +61,17 @@ Scoped = tuple[str, tuple[Hook, ...]]
 """Hooks, and the URI of the bucket or collection that holds them."""
 
 
+class Reads:
+    """Buckets, collections and groups read, and the hooks loaded from them: shared by
+    the changes worked out together, each is read and loaded once for all of them."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+        # By the identity of the metadata they were loaded from, kept alive here: an id
+        # is never that of another object while its entry lasts.
+        self.hooks: dict[int, tuple[Mapping[str, Any], tuple[Hook, ...]]] = {}
+
+
 class EventStore:
     """What working out one change needs: its bucket, its time, and storage reads done
     once (hooks and group members).
@@ -69,29 +80,33 @@ class EventStore:
     """
 
     def __init__(
-        self, storage: Any, bucket_id: str, settings: EmailerSettings, made_at: datetime
+        self,
+        storage: Any,
+        bucket_id: str,
+        settings: EmailerSettings,
+        made_at: datetime,
+        reads: Reads | None = None,
     ) -> None:
         self.storage = storage
         self.bucket_id = bucket_id
         self.settings = settings
         self.made_at = made_at
-        self._stored: dict[tuple[str, str], Mapping[str, Any]] = {}
-        # By the identity of the metadata they were loaded from (kept alive by the store).
-        self._hooks: dict[int, tuple[Hook, ...]] = {}
+        self._reads = Reads() if reads is None else reads
         self._members: dict[str, list[str]] = {}
 
     def _get(self, resource_name: str, object_id: str) -> Mapping[str, Any]:
         """A bucket or collection of the bucket, read once; {} if there is none."""
-        key = (resource_name, object_id)
-        if key not in self._stored:
+        key = (self.bucket_id, resource_name, object_id)
+        stored = self._reads.objects
+        if key not in stored:
             parent_id = "" if resource_name == "bucket" else f"/buckets/{self.bucket_id}"
             try:
-                self._stored[key] = self.storage.get(
+                stored[key] = self.storage.get(
                     resource_name=resource_name, parent_id=parent_id, object_id=object_id
                 )
             except ObjectNotFoundError:
-                self._stored[key] = {}
-        return self._stored[key]
+                stored[key] = {}
+        return stored[key]
 
     def place(self, context: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
         """The URI of the bucket or collection whose hooks apply to an object, and its
@@ -111,9 +126,11 @@ class EventStore:
     def hooks_for(self, context: Mapping[str, Any]) -> Scoped:
         """The hooks that apply to an object, and their scope (where they are kept)."""
         scope, metadata = self.place(context)
-        if id(metadata) not in self._hooks:
-            self._hooks[id(metadata)] = hooks.load(metadata, self.bucket_id, self.settings, scope)
-        return scope, self._hooks[id(metadata)]
+        loaded = self._reads.hooks
+        if id(metadata) not in loaded:
+            hooks_of = hooks.load(metadata, self.bucket_id, self.settings, scope)
+            loaded[id(metadata)] = (metadata, hooks_of)
+        return scope, loaded[id(metadata)][1]
 
     def group_members(self, group_id: str) -> list[str]:
         if group_id not in self._members:
@@ -369,16 +386,16 @@ def _matches(change: Change, store: EventStore) -> list[tuple[str, Hook, dict[st
 
 
 def notices_for_change(
-    change: Change, storage: Any, settings: EmailerSettings
+    change: Change, storage: Any, settings: EmailerSettings, reads: Reads | None = None
 ) -> Iterator[Notice]:
     """Every message of one change, in order; a hook that cannot be rendered is skipped.
 
-    Hooks are those stored when the change is worked on. Past a hook's
-    ``group_threshold`` of objects for one recipient, that recipient gets one summary
-    instead of a message per object.
+    Hooks are those stored when the change is worked on (those ``reads`` read first,
+    for changes worked out together). Past a hook's ``group_threshold`` of objects for
+    one recipient, that recipient gets one summary instead of a message per object.
     """
     made_at = datetime.fromisoformat(change["made_at"])
-    store = EventStore(storage, change["base"]["bucket_id"], settings, made_at)
+    store = EventStore(storage, change["base"]["bucket_id"], settings, made_at, reads)
     mailed: list[tuple[str, Hook, dict[str, Any], list[Mailbox]]] = []
     per_recipient: dict[tuple[str, Hook, Mailbox], list[dict[str, Any]]] = {}
     # One message per address and object, however many hooks name the address.
@@ -591,9 +608,13 @@ def notices_by_change(
     """Each of ``changes`` in turn, with the messages its hooks decide on (see
     :func:`route` for what becomes of them); an error is raised for a change that cannot
     be worked out. Lazy: a caller that stops early leaves the remaining changes unworked.
+
+    Each bucket and collection is read once for all of ``changes``, which are worked out
+    as of the first read.
     """
+    reads = Reads()
     for change in changes:
-        yield change, list(notices_for_change(change, storage, settings))
+        yield change, list(notices_for_change(change, storage, settings, reads))
 
 
 def routed(

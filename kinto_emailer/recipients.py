@@ -1,5 +1,6 @@
 """Email addresses and group URIs: parsed on save, expanded into mailboxes at event time."""
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,8 +28,14 @@ class Mailbox:
     def address(self) -> Address:
         return Address(display_name=self.display_name, addr_spec=self.addr_spec)
 
-    def __str__(self) -> str:
+    @functools.cached_property
+    def _text(self) -> str:
         return str(self.address)
+
+    def __str__(self) -> str:
+        # Written for every message a mailbox is in: parsed mailboxes are shared (see
+        # parse_mailbox), and formatting one costs as much as parsing it.
+        return self._text
 
 
 ADDRESSES_CACHE_CHARS = 2_000_000

@@ -31,6 +31,24 @@ def pausing(each, reached, gate):
     return paused
 
 
+def one_by_one(each, reached=None, gate=None):
+    """``each``, failing for a claim of several changes: they are worked out one by one.
+    Before the second change alone, waits for ``gate`` once ``reached`` is set."""
+    alone = 0
+
+    def notices(changes):
+        nonlocal alone
+        if len(changes) > 1:
+            raise RuntimeError("a claim that cannot be worked out as a whole")
+        alone += 1
+        if alone == 2 and reached is not None:
+            reached.set()
+            gate.wait(30)
+        return each(changes)
+
+    return notices
+
+
 @skip_unless_postgresql
 class CrossingExpansionsTest(PostgreSQL, EmailerWebTest):
     extra_settings = {"emailer.worker": "false"}
@@ -66,29 +84,43 @@ class CrossingExpansionsTest(PostgreSQL, EmailerWebTest):
         self.connection.commit()
         return count
 
-    def test_two_expansions_over_the_same_buckets_in_crossing_orders(self):
+    def crossing(self, pausing, notices):
+        """Two workers expand at once: the first gets a1 and b1, and its ``notices``
+        (``pausing`` the queue's) wait at the gate; the second, with ``notices``, gets b2
+        and a2 meanwhile."""
         ids = [i for (i,) in self.execute("SELECT id FROM kinto_emailer_changes ORDER BY id")]
         self.assertEqual(len(ids), 4)
         # Kept from the first worker's claim, for the second.
         self.execute("SELECT 1 FROM kinto_emailer_changes WHERE id = ANY(%s) FOR UPDATE", ids[2:])
         reached, gate = threading.Event(), threading.Event()
-        first = copy.copy(self.queue)
+        first, second = copy.copy(self.queue), copy.copy(self.queue)
         first.notices = pausing(self.queue.notices, reached, gate)
-        workers = [
-            threading.Thread(target=first.expand),
-            threading.Thread(target=self.queue.expand),
-        ]
-        with self.assertNoLogs("kinto_emailer", logging.ERROR):
-            workers[0].start()
-            self.assertTrue(reached.wait(30))
-            self.connection.commit()
-            workers[1].start()
-            # The second worker is done, or waits for a row the first one holds.
-            self.assertTrue(eventually(lambda: not workers[1].is_alive() or self.waiting()))
-            gate.set()
-            for worker in workers:
-                worker.join(30)
+        second.notices = notices
+        workers = [threading.Thread(target=first.expand), threading.Thread(target=second.expand)]
+        workers[0].start()
+        self.assertTrue(reached.wait(30))
+        self.connection.commit()
+        workers[1].start()
+        # The second worker is done, or waits for a row the first one holds.
+        self.assertTrue(eventually(lambda: not workers[1].is_alive() or self.waiting()))
+        gate.set()
+        for worker in workers:
+            worker.join(30)
         self.assertEqual(self.queue.status()["changes"], 0)
+
+    def test_two_expansions_over_the_same_buckets_in_crossing_orders(self):
+        with self.assertNoLogs("kinto_emailer", logging.ERROR):
+            self.crossing(pausing, self.queue.notices)
+        self.assertMailed()
+
+    def test_two_expansions_one_by_one_over_the_same_buckets_in_crossing_orders(self):
+        # Claims that fail as a whole: each change is worked out alone, and lets go of
+        # its locks before the next one takes any.
+        self.crossing(one_by_one, one_by_one(self.queue.notices))
+        self.assertEqual(self.queue.failed(), [])
+        self.assertMailed()
+
+    def assertMailed(self):  # noqa: N802
         self.queue.start_worker()
         mails = self.sink.wait_for(4)
         self.assertTrue(self.queue.join(10))

@@ -1,6 +1,7 @@
 """The PostgreSQL mail queue with real worker processes (``kinto-emailer worker``)."""
 
 import collections
+import contextlib
 import datetime
 import email.utils
 import json
@@ -10,6 +11,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import psycopg2.extensions
+import sqlalchemy.event
 
 from kinto_emailer import jobs, messages, recipients
 from tests.support import EmailerWebTest, eventually, skip_unless_postgresql, write_config
@@ -285,3 +289,63 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
         for mail in self.sink.received:
             ids[mail.body].add(mail.message["Message-ID"])
         self.assertEqual({len(v) for v in ids.values()}, {1})
+
+
+@contextlib.contextmanager
+def statements(engine):
+    """Every statement run on ``engine``'s connections in the block, whatever runs it
+    (Kinto's storage, or the queue on the same connections)."""
+    run = []
+
+    class Counting(psycopg2.extensions.cursor):
+        def execute(self, query, parameters=None):
+            run.append(query)
+            return super().execute(query, parameters)
+
+    def counting(dbapi_connection, record, proxy):
+        dbapi_connection.cursor_factory = Counting
+
+    def plain(dbapi_connection, record):
+        if dbapi_connection is not None:
+            dbapi_connection.cursor_factory = psycopg2.extensions.cursor
+
+    sqlalchemy.event.listen(engine, "checkout", counting)
+    sqlalchemy.event.listen(engine, "checkin", plain)
+    try:
+        yield run
+    finally:
+        sqlalchemy.event.remove(engine, "checkout", counting)
+        sqlalchemy.event.remove(engine, "checkin", plain)
+
+
+@skip_unless_postgresql
+class ExpansionStatementsTest(PostgreSQL, EmailerWebTest):
+    extra_settings = QUEUE_SETTINGS
+
+    def setUp(self):
+        super().setUp()
+        self.queue = self.registry.emailer_delivery.queue
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", {**HOOK, "recipients": ["a@example.com", "b@example.com"]})
+        # The recipients' preferences, recorded once.
+        self.create_record("/buckets/b/collections/c/records")
+        self.queue.expand_all()
+
+    def expanded(self, changes):
+        for _ in range(changes):
+            self.create_record("/buckets/b/collections/c/records")
+        self.assertEqual(self.queue.status()["changes"], changes)
+        engine = self.registry.storage.client.session_factory.get_bind()
+        with statements(engine) as run:
+            self.queue.expand_all()
+        self.assertEqual(self.queue.status()["changes"], 0)
+        return run
+
+    def test_a_claim_costs_as_many_statements_for_one_change_as_for_a_hundred(self):
+        one = self.expanded(1)
+        many = self.expanded(jobs.CLAIM_SIZE)
+        self.assertEqual(
+            len(many), len(one), collections.Counter(" ".join(q.split())[:70] for q in many)
+        )
+        self.assertEqual(self.queue.status()["queued"], 2 * (1 + 1 + jobs.CLAIM_SIZE))
