@@ -37,7 +37,7 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.commit_clock import COMMITTED  # noqa: E402
 from benchmarks.sink import CountingSink  # noqa: E402
-from kinto_emailer import digests, hooks, jobs, messages, send_digests  # noqa: E402
+from kinto_emailer import digests, hooks, jobs, messages, send_digests, wakeups  # noqa: E402
 from kinto_emailer.preferences import object_id  # noqa: E402
 from kinto_emailer.recipients import parse_mailbox  # noqa: E402
 from kinto_emailer.settings import EmailerSettings  # noqa: E402
@@ -60,6 +60,12 @@ DATABASE = os.environ.get(
 )
 HEADERS = {**ALICE, "Content-Type": "application/json"}
 HOOK = {"template": "{action}d {uri}: {new[title]}", "recipients": ["a@example.com"]}
+RECORD_HOOK = {**HOOK, "resource_name": "record"}
+BOUNDS = {
+    f"emailer.max_messages_per_{what}": "1000000000"
+    for what in ("change", "bucket_hour", "recipient_hour")
+}
+"""Bounds high enough never to drop mail: the rows measure its cost, not its absence."""
 RECORD = {"data": {"title": "benchmark"}}
 FLOOR = {"listener": "does nothing"}
 """Instead of a hook: Kinto with an empty listener of the same events, not the plugin."""
@@ -71,8 +77,8 @@ instructions, whose states grow with each "a" until RE2 leaves its DFA for its N
 (``^(a+)+$``, hours with a backtracking engine, takes microseconds)."""
 
 
-def records(bucket: str) -> str:
-    return f"/buckets/{bucket}/collections/c/records"
+def records(bucket: str, collection: str = "c") -> str:
+    return f"/buckets/{bucket}/collections/{collection}/records"
 
 
 def batch(bucket: str, size: int) -> dict:
@@ -98,11 +104,6 @@ def make_app(
     at once by several processes leave the schema to the one made first
     (``initialize=False``).
     """
-    # Bounds high enough never to drop mail: the rows measure its cost, not its absence.
-    bounds = {
-        f"emailer.max_messages_per_{what}": "1000000000"
-        for what in ("change", "bucket_hour", "recipient_hour")
-    }
     settings = app_settings(
         sink.port,
         batch_max_requests=1000,
@@ -110,7 +111,7 @@ def make_app(
         **{
             "emailer.worker": str(worker).lower(),
             "emailer.smtp_connections": str(connections),
-            **bounds,
+            **BOUNDS,
         },
     )
     if postgresql:
@@ -529,19 +530,24 @@ def drafts(count: int, bucket: str = "b") -> list[messages.Draft]:
 
 
 def queue_drafts(items: list[messages.Draft], per_event: int) -> None:
-    """Jobs as writes make them (one per event of ``per_event`` messages), in one transaction."""
+    """Jobs as writes make them (one per event of ``per_event`` messages), in one
+    transaction, that wakes the workers as it commits."""
     with jobs.session(DATABASE, autocommit=False) as connection:
         for start in range(0, len(items), per_event):
             jobs.defer(connection, items[start : start + per_event])
+        jobs.execute(connection, f"NOTIFY {wakeups.CHANNEL}")
 
 
 def worker_config(directory: str, port: int, connections: int = 1) -> str:
     with open(os.path.join(ROOT, "tests", "config", "kinto.ini")) as f:
         text = f.read().replace("kinto.core.storage.memory", "kinto.core.storage.postgresql")
-    extra = (
-        f"kinto.storage_url = {DATABASE}\nkinto.emailer.worker = false\n"
-        f"kinto.emailer.smtp_connections = {connections}"
-    )
+    settings = {
+        "storage_url": DATABASE,
+        "emailer.worker": "false",
+        "emailer.smtp_connections": connections,
+        **BOUNDS,
+    }
+    extra = "\n".join(f"kinto.{key} = {value}" for key, value in settings.items())
     path = os.path.join(directory, f"kinto-{connections}.ini")
     with open(path, "w") as f:
         f.write(text.format(port=port, extra=extra))
@@ -591,11 +597,27 @@ def queued_drafts(items: list[messages.Draft], per_event: int) -> Callable[[], f
 
 
 def changes(app: webtest.TestApp, bucket: str, count: int) -> Callable[[], float]:
-    """``count`` one-recipient changes, in one batch: when it committed."""
+    """``count`` changes of one record each, in one transaction: when it committed.
+
+    A batch makes one change of its writes to one collection: a record goes to each of
+    ``count`` collections.
+    """
+    app.post_json(
+        "/v1/batch",
+        {
+            "defaults": {"method": "PUT"},
+            "requests": [{"path": f"/buckets/{bucket}/collections/c{i}"} for i in range(count)],
+        },
+        headers=HEADERS,
+    )
+    creates = {
+        "defaults": {"method": "POST", "body": RECORD},
+        "requests": [{"path": records(bucket, f"c{i}")} for i in range(count)],
+    }
 
     def fill() -> float:
         COMMITTED.clear()
-        app.post_json("/v1/batch", batch(bucket, count), headers=HEADERS)
+        app.post_json("/v1/batch", creates, headers=HEADERS)
         return COMMITTED[0]
 
     return fill
@@ -641,13 +663,16 @@ def memory_delivery_rows() -> list[tuple]:
     """From the commit of the changes until the SMTP server (its own process) got their
     mail, from the Kinto process's outbox."""
     counting = CountingSink()
-    apps = {n: make_app(counting, HOOK, bucket=f"d{n}", connections=n) for n in CONNECTIONS}
+    apps = {n: make_app(counting, RECORD_HOOK, bucket=f"d{n}", connections=n) for n in CONNECTIONS}
+    fills = {n: changes(app, f"d{n}", CHANGES) for n, app in apps.items()}
+    for app in apps.values():
+        app.app.registry.emailer_delivery.join()  # The collections' changes: no mail.
     seconds: dict[int, list[float]] = {n: [] for n in CONNECTIONS}
     raw_seconds = []
     for _ in range(DELIVERY_ROUNDS):
         raw_seconds.append(raw_send(counting, drafts(CHANGES)))
         for n, app in apps.items():
-            started = changes(app, f"d{n}", CHANGES)()
+            started = fills[n]()
             counting.wait_for(CHANGES, timeout=600)
             seconds[n].append(time.perf_counter() - started)
             app.app.registry.emailer_delivery.join()
@@ -661,10 +686,12 @@ def delivery_rows(sink: SMTPSink) -> list[tuple]:
     # The queue of a Kinto without its own worker: the worker processes do the sending.
     counting = CountingSink()
     apps = {
-        n: make_app(counting, HOOK, postgresql=True, bucket=f"d{n}", worker=False)
+        n: make_app(counting, RECORD_HOOK, postgresql=True, bucket=f"d{n}", worker=False)
         for n in CONNECTIONS
     }
+    fills = {n: changes(app, f"d{n}", CHANGES) for n, app in apps.items()}
     queue = apps[1].app.registry.emailer_delivery.queue
+    queue.expand_all()  # The collections' changes: no mail.
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         configs = {n: worker_config(directory, counting.port, n) for n in CONNECTIONS}
@@ -672,9 +699,8 @@ def delivery_rows(sink: SMTPSink) -> list[tuple]:
         raw_seconds = []
         for _ in range(DELIVERY_ROUNDS):
             raw_seconds.append(raw_send(counting, drafts(CHANGES)))
-            for n, app in apps.items():
-                fill = changes(app, f"d{n}", CHANGES)
-                seconds[n].append(drain(counting, configs[n], 1, CHANGES, fill, queue))
+            for n in CONNECTIONS:
+                seconds[n].append(drain(counting, configs[n], 1, CHANGES, fills[n], queue))
                 counting.clear()
         rows += change_rows("PostgreSQL, one worker", seconds, raw_seconds)
 

@@ -463,15 +463,20 @@ class _SentKeys:
     without waiting for PostgreSQL's answer: the key leaves for the server as soon as the
     message was accepted (psycopg2 sends a statement whole at once, unless the socket's
     buffer is full), and its answer is read before the session's next statement, while
-    the next message is on its way.
+    the next message is on its way. The keys of messages accepted before that answer
+    came go together in the next statement.
     """
 
-    INSERT = "INSERT INTO kinto_emailer_sent (key) VALUES (%s) ON CONFLICT DO NOTHING"
+    INSERT = (
+        "INSERT INTO kinto_emailer_sent (key) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
+    )
 
     def __init__(self, dsn: str, timeout: float) -> None:
         self.timeout = timeout
         self.connection = psycopg2.connect(dsn, async_=True)
         self._unanswered = False
+        # Keys of messages sent while the last keys written were not answered yet.
+        self._waiting: list[str] = []
         self._wait()
         self._cursor = self.connection.cursor()
         # A key is written after every message: not waiting for the disk at each one
@@ -496,15 +501,27 @@ class _SentKeys:
         return self._cursor.fetchall() if self._cursor.description else []
 
     def add(self, key: str) -> None:
-        self.settle()
-        self._cursor.execute(self.INSERT, (key,))
+        """Write ``key`` now, or with the others sent meanwhile once the last are answered:
+        messages sent over several connections do not each wait for a round trip."""
+        self._waiting.append(key)
+        if self._unanswered and self.connection.poll() == psycopg2.extensions.POLL_OK:
+            self._unanswered = False
+        if not self._unanswered:
+            self._write_waiting()
+
+    def _write_waiting(self) -> None:
+        keys, self._waiting = self._waiting, []
+        self._cursor.execute(self.INSERT, (keys,))
         self._unanswered = True
 
     def settle(self) -> None:
-        """Read the answer to the last key written; raise if it was not stored."""
-        if self._unanswered:
-            self._unanswered = False
-            self._wait()
+        """Write the keys still waiting; raise if any key written was not stored."""
+        while self._unanswered or self._waiting:
+            if self._unanswered:
+                self._unanswered = False
+                self._wait()
+            if self._waiting:
+                self._write_waiting()
 
     def woken(self, timeout: float) -> bool:
         """Whether a wake-up came since the last call, waiting ``timeout`` for one."""

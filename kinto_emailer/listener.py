@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kinto.core.events import AfterResourceChanged, ResourceChanged
+from kinto.core.storage import Filter
 from kinto.core.storage.exceptions import ObjectNotFoundError
+from kinto.core.utils import COMPARISON
 
 from kinto_emailer import hooks, messages, quotas, recipients, templates
 from kinto_emailer.digests import DigestStore, Entry
@@ -61,6 +63,10 @@ Scoped = tuple[str, tuple[Hook, ...]]
 """Hooks, and the URI of the bucket or collection that holds them."""
 
 
+Change = dict[str, Any]
+"""One event as JSON: the names it answers to, its placeholders, its impacted objects."""
+
+
 class Reads:
     """Buckets, collections and groups read, and the hooks loaded from them: shared by
     the changes worked out together, each is read and loaded once for all of them."""
@@ -70,6 +76,31 @@ class Reads:
         # By the identity of the metadata they were loaded from, kept alive here: an id
         # is never that of another object while its entry lasts.
         self.hooks: dict[int, tuple[Mapping[str, Any], tuple[Hook, ...]]] = {}
+
+    def prefetch(self, storage: Any, changes: Iterable[Change]) -> None:
+        """Read the buckets of ``changes``, and the collections of their records, in one
+        query per bucket: a flood of changes in many collections reads them at once."""
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for change in changes:
+            base = change["base"]
+            bucket_id = base["bucket_id"]
+            wanted.setdefault(("bucket", ""), set()).add(bucket_id)
+            if base["resource_name"] == "record":
+                parent = ("collection", f"/buckets/{bucket_id}")
+                wanted.setdefault(parent, set()).add(base["collection_id"])
+        for (resource_name, parent_id), ids in wanted.items():
+            found = {
+                obj["id"]: obj
+                for obj in storage.list_all(
+                    resource_name=resource_name,
+                    parent_id=parent_id,
+                    filters=[Filter("id", sorted(ids), COMPARISON.IN)],
+                )
+            }
+            for object_id in ids:
+                bucket_id = parent_id.rsplit("/", 1)[-1] if parent_id else object_id
+                key = (bucket_id, resource_name, object_id)
+                self.objects.setdefault(key, found.get(object_id, {}))
 
 
 class EventStore:
@@ -137,10 +168,6 @@ class EventStore:
             group = self._get("group", group_id)
             self._members[group_id] = list(group.get("members", []))
         return self._members[group_id]
-
-
-Change = dict[str, Any]
-"""One event as JSON: the names it answers to, its placeholders, its impacted objects."""
 
 
 def change_of(event: Any) -> Change | None:
@@ -612,7 +639,9 @@ def notices_by_change(
     Each bucket and collection is read once for all of ``changes``, which are worked out
     as of the first read.
     """
+    changes = list(changes)
     reads = Reads()
+    reads.prefetch(storage, changes)
     for change in changes:
         yield change, list(notices_for_change(change, storage, settings, reads))
 

@@ -326,15 +326,16 @@ class ExpansionStatementsTest(PostgreSQL, EmailerWebTest):
         super().setUp()
         self.queue = self.registry.emailer_delivery.queue
         self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        for i in range(jobs.CLAIM_SIZE):
+            self.app.put_json(f"/buckets/b/collections/c{i}", headers=self.headers)
         self.put_hooks("/buckets/b", {**HOOK, "recipients": ["a@example.com", "b@example.com"]})
         # The recipients' preferences, recorded once.
-        self.create_record("/buckets/b/collections/c/records")
+        self.create_record("/buckets/b/collections/c0/records")
         self.queue.expand_all()
 
-    def expanded(self, changes):
-        for _ in range(changes):
-            self.create_record("/buckets/b/collections/c/records")
+    def expanded(self, changes, collections=1):
+        for i in range(changes):
+            self.create_record(f"/buckets/b/collections/c{i % collections}/records")
         self.assertEqual(self.queue.status()["changes"], changes)
         engine = self.registry.storage.client.session_factory.get_bind()
         with statements(engine) as run:
@@ -349,3 +350,10 @@ class ExpansionStatementsTest(PostgreSQL, EmailerWebTest):
             len(many), len(one), collections.Counter(" ".join(q.split())[:70] for q in many)
         )
         self.assertEqual(self.queue.status()["queued"], 2 * (1 + 1 + jobs.CLAIM_SIZE))
+
+    def test_a_claim_reads_its_collections_at_once(self):
+        one = self.expanded(1)
+        many = self.expanded(jobs.CLAIM_SIZE, collections=jobs.CLAIM_SIZE)
+        self.assertEqual(
+            len(many), len(one), collections.Counter(" ".join(q.split())[:70] for q in many)
+        )
