@@ -22,6 +22,7 @@ import contextlib
 import datetime
 import json
 import logging
+import os
 import select
 import threading
 import time
@@ -358,10 +359,14 @@ class Worker:
         """Send until ``stop`` is set; the message under way is finished first.
 
         Changes are worked out in a thread of their own, so that the SMTP server does not
-        wait for them.
+        wait for them; it rings the sender as soon as it queued messages.
         """
+        bell = _Bell()
         expanding = threading.Thread(
-            target=self._expand_until, args=(stop,), name="kinto-emailer-expand", daemon=True
+            target=self._expand_until,
+            args=(stop, bell),
+            name="kinto-emailer-expand",
+            daemon=True,
         )
         expanding.start()
         try:
@@ -369,22 +374,25 @@ class Worker:
                 try:
                     self._prune()
                     if not self.work(stop):
-                        self._wait(self._connect()[1], stop)
+                        self._wait(self._connect()[1], stop, bell)
                 except Exception as e:
                     self.close()
                     _trying_again("sending", e, stop)
         finally:
             expanding.join()
+            bell.close()
             self.close()
 
-    def _expand_until(self, stop: threading.Event) -> None:
+    def _expand_until(self, stop: threading.Event, bell: "_Bell") -> None:
         """Work out changes as they come, until ``stop`` is set."""
         wakeups: _SentKeys | None = None
         while not stop.is_set():
             try:
                 if wakeups is None:
                     wakeups = _SentKeys(self.dsn, self.settings.stalled_timeout)
-                if not self.expand():
+                if self.expand():
+                    bell.ring()
+                else:
                     self._wait(wakeups, stop)
             except Exception as e:
                 if wakeups is not None:
@@ -394,11 +402,13 @@ class Worker:
         if wakeups is not None:
             wakeups.connection.close()
 
-    def _wait(self, wakeups: "_SentKeys", stop: threading.Event) -> None:
-        """Until ``wakeups`` is woken, ``stop`` is set or a poll is due."""
+    def _wait(
+        self, wakeups: "_SentKeys", stop: threading.Event, bell: "_Bell | None" = None
+    ) -> None:
+        """Until ``wakeups`` is woken (or ``bell`` rung), ``stop`` is set or a poll is due."""
         deadline = time.monotonic() + self.poll_interval
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            if wakeups.woken(min(left, 0.5)):
+            if wakeups.woken(min(left, 0.5), bell):
                 return
 
     def _prune(self) -> None:
@@ -523,15 +533,48 @@ class _SentKeys:
             if self._waiting:
                 self._write_waiting()
 
-    def woken(self, timeout: float) -> bool:
-        """Whether a wake-up came since the last call, waiting ``timeout`` for one."""
+    def woken(self, timeout: float, bell: "_Bell | None" = None) -> bool:
+        """Whether a wake-up came (or ``bell`` rang) since the last call, waiting
+        ``timeout`` for one."""
         self.settle()
         notifies = self.connection.notifies
-        if not notifies and select.select([self.connection], [], [], timeout)[0]:
-            self._wait()  # Reads what came: notifications.
-        woken = bool(notifies)
+        rung = False
+        if not notifies:
+            watched = [self.connection] if bell is None else [self.connection, bell]
+            readable = select.select(watched, [], [], timeout)[0]
+            if self.connection in readable:
+                self._wait()  # Reads what came: notifications.
+            rung = bell in readable and bell.answer()
+        woken = bool(notifies) or rung
         notifies.clear()
         return woken
+
+
+class _Bell:
+    """How a worker's thread that queued messages wakes its sender, at once: the NOTIFYs
+    of a process come at most every WAKE_INTERVAL."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def ring(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # Full: it rang already.
+            os.write(self._write, b"!")
+
+    def answer(self) -> bool:
+        """Whether it rang since the last answer."""
+        with contextlib.suppress(BlockingIOError):
+            return bool(os.read(self._read, 4096))
+        return False
+
+    def close(self) -> None:
+        os.close(self._read)
+        os.close(self._write)
 
 
 Execute = Callable[[str, dict[str, Any]], list[tuple]]

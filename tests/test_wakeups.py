@@ -4,6 +4,7 @@ few per burst of writes that have (never one per write), while every mail still 
 import collections
 import json
 import select
+import threading
 import time
 
 import psycopg2
@@ -134,3 +135,39 @@ class HooksKnownTest(PostgreSQL, EmailerWebTest):
         time.sleep(self.index.max_age)
         self.create_record("/buckets/b/collections/c/records")
         self.assertEqual(len(self.mails()), 1)
+
+
+@skip_unless_postgresql
+class BellTest(PostgreSQL, EmailerWebTest):
+    """A worker's sender takes the messages its own thread queued at once: it does not
+    wait for a NOTIFY, which a process sends at most every interval."""
+
+    extra_settings = {"emailer.worker": "false"}
+
+    def test_the_sender_is_rung_when_its_worker_queued_messages(self):
+        queue = self.registry.emailer_delivery.queue
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.put_hooks("/buckets/b", {**HOOK, "resource_name": "record"})
+        queue.expand_all()
+        # Neither a NOTIFY (past the write's own) nor a poll comes within the test.
+        queue.waker.interval = 600.0
+        self.addCleanup(setattr, queue.waker, "interval", wakeups.WAKE_INTERVAL)
+
+        def expand_late() -> int:
+            # Once the sender, woken by the write's NOTIFY, found nothing yet and waits.
+            if queue.status()["changes"]:
+                time.sleep(0.5)
+            return queue.expand()
+
+        worker = jobs.Worker(
+            queue.dsn, queue.transport, queue.settings, lambda name, n: None, expand_late
+        )
+        worker.poll_interval = 600.0
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, args=(stop,))
+        thread.start()
+        self.addCleanup(thread.join)
+        self.addCleanup(stop.set)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_record("/buckets/b/collections/c/records")
+        self.assertEqual(len(self.sink.wait_for(1, timeout=20)), 1)
