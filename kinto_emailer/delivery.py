@@ -110,6 +110,8 @@ class Breaker:
         self.reason = ""
         self._until = 0.0
         self._lock = threading.Lock()  # Connections of one server share their breaker.
+        self.opening = threading.Lock()
+        """Held while a connection is being opened."""
 
     def wait(self) -> float:
         """Seconds before the server may be tried again; 0 when it may be now."""
@@ -175,11 +177,14 @@ class SMTPConnection:
     def send(self, outgoing: Outgoing) -> Failure | None:
         while True:
             kept = self._connection is not None
-            if not kept and (wait := self.breaker.wait()):
-                return Failure(self.breaker.reason, permanent=False, not_before=wait)
             try:
                 if self._connection is None:
-                    self._connection = self.connect()
+                    # One connection opened at a time: a server that does not answer
+                    # costs one timeout, not one per connection.
+                    with self.breaker.opening:
+                        if wait := self.breaker.wait():
+                            return Failure(self.breaker.reason, permanent=False, not_before=wait)
+                        self._connection = self.connect()
                 self._connection.sendmail(
                     outgoing.sender, [outgoing.recipient], outgoing.as_bytes()
                 )

@@ -1,5 +1,6 @@
 """Several SMTP connections at once (``kinto.emailer.smtp_connections``)."""
 
+from tests import test_delivery
 from tests.support import EmailerWebTest, skip_unless_postgresql
 from tests.test_postgresql import PostgreSQL
 
@@ -67,4 +68,18 @@ class PostgreSQLConnectionsTest(PostgreSQL, ConnectionsTest):
 
 @skip_unless_postgresql
 class PostgreSQLOneConnectionTest(PostgreSQL, OneConnectionTest):
+    pass
+
+
+class UnreachableServerTest(test_delivery.UnreachableServerTest):
+    """Connections open one at a time: a server that does not answer is tried once."""
+
+    extra_settings = {
+        **test_delivery.UnreachableServerTest.extra_settings,
+        "emailer.smtp_connections": "3",
+    }
+
+
+@skip_unless_postgresql
+class PostgreSQLUnreachableServerTest(PostgreSQL, UnreachableServerTest):
     pass
