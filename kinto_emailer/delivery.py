@@ -35,8 +35,9 @@ from pyramid_mailer.mailer import Mailer, SMTP_SSLMailer
 from repoze.sendmail.delivery import QueuedMailDelivery
 from repoze.sendmail.maildir import TransactionCommitted
 
-from kinto_emailer.listener import Change, Expansion, describe, draft_size
+from kinto_emailer.listener import Change, Expansion, Reads, describe, draft_size
 from kinto_emailer.messages import Draft, Outgoing, build
+from kinto_emailer.preferences import Preferences
 from kinto_emailer.quotas import MemoryTally, Tally
 from kinto_emailer.settings import EmailerSettings
 
@@ -53,9 +54,19 @@ Counter = Callable[[str, int], None]
 
 T = TypeVar("T")
 
-Expand = Callable[[Change, Tally], Expansion]
-"""The mail of a change, to work out a part at a time within the bounds kept by a tally:
-:class:`kinto_emailer.listener.Expansion`."""
+
+class Expand(Protocol):
+    """The mail of a change, to work out a part at a time within the bounds kept by a
+    tally: :class:`kinto_emailer.listener.Expansion`."""
+
+    def __call__(
+        self,
+        change: Change,
+        tally: Tally,
+        *,
+        known: dict[str, Preferences] | None = None,
+        reads: Reads | None = None,
+    ) -> Expansion: ...
 
 
 @dataclass(frozen=True)
@@ -608,18 +619,24 @@ class Outbox:
             self._sending += 1
             return taken, share
 
-    def _work_out(self, lane: Lane, count: int, size: int) -> Iterator[Job]:
+    def _work_out(
+        self, lane: Lane, count: int, size: int, known: dict[str, Preferences], reads: Reads
+    ) -> Iterator[Job]:
         """Messages of ``lane``'s changes, oldest first: from ``count`` notices (one at
         least for each change) and ``size`` characters at most, but for the first one.
 
-        Worked out as they are taken: while the first ones are being sent."""
+        Worked out as they are taken: while the first ones are being sent. The changes
+        of a round share what they read (``known``, ``reads``), as a worker's claim does."""
         while count > 0 and size > 0 and lane.scheduled < self.MAX_SCHEDULED:
             expansion = lane.expansion
             if expansion is None:
                 with self._condition:
                     if not lane.changes:
                         break
-                    expansion = lane.expansion = self.expand(lane.changes.popleft(), self.tally)
+                    change = lane.changes.popleft()
+                expansion = lane.expansion = self.expand(
+                    change, self.tally, known=known, reads=reads
+                )
             before = expansion.notices
             try:
                 more = expansion.take(count, size)
@@ -638,8 +655,12 @@ class Outbox:
             taken, share = self._take_round()
             try:
                 size = self.ROUND_CHARS // len(taken)
+                known: dict[str, Preferences] = {}
+                reads = Reads()
                 lanes = [
-                    itertools.chain(jobs, self._work_out(lane, share - len(jobs), size))
+                    itertools.chain(
+                        jobs, self._work_out(lane, share - len(jobs), size, known, reads)
+                    )
                     for _, lane, jobs in taken
                 ]
                 # One message of each bucket, then the second of each...

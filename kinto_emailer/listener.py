@@ -583,7 +583,8 @@ class Expansion:
     causes 100,000 messages never has them all in memory, and another bucket's mail can
     go out between its parts. Each message counts once against the bounds.
 
-    ``known``: preferences read so far, by address, shared by the caller's changes.
+    ``known``: preferences read so far, by address, and ``reads``: buckets, collections
+    and groups read so far, both shared by the caller's changes.
     """
 
     def __init__(
@@ -593,6 +594,7 @@ class Expansion:
         storage: Any,
         settings: EmailerSettings,
         known: dict[str, Preferences] | None = None,
+        reads: Reads | None = None,
     ) -> None:
         self.change = change
         self.storage = storage
@@ -602,7 +604,7 @@ class Expansion:
         """Notices taken so far."""
         self._known = {} if known is None else known
         self._bound = bound_of(change, settings, tally)
-        self._notices = notices_for_change(change, storage, settings)
+        self._notices = notices_for_change(change, storage, settings, reads)
 
     def take(self, count: int | None = None, size: int | None = None) -> list[messages.Draft]:
         """The mail to send now of the change's next ``count`` notices (or fewer, ``size``

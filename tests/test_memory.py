@@ -1,6 +1,7 @@
 """Memory stays bounded on the memory backend: failed list, caches by size, logs per batch."""
 
 import logging
+import threading
 from unittest import mock
 
 from kinto_emailer import hooks, recipients, templates
@@ -123,3 +124,34 @@ def test_the_least_recently_used_entries_go_first_and_the_size_is_kept():
     info = cache.cache_info()
     assert (info.entries, info.chars) == (8, 8 * size)
     assert (info.hits, info.misses) == (2, 10)
+
+
+class SharedReadsTest(EmailerWebTest):
+    """The changes of a round read their bucket, and their recipients' preferences, once."""
+
+    def test_a_round_of_changes_reads_the_bucket_once(self):
+        self.app.put_json("/buckets/b", headers=self.headers)
+        for i in range(20):
+            self.app.put_json(f"/buckets/b/collections/c{i}", headers=self.headers)
+        self.put_hooks("/buckets/b", HOOK)
+        storage = self.registry.storage
+        reads = []
+
+        def get(**kwargs):
+            # What the outbox reads: a write reads the same to tell whether to note it.
+            if threading.current_thread().name == "kinto-emailer-outbox":
+                reads.append((kwargs["resource_name"], kwargs["object_id"]))
+            return read(**kwargs)
+
+        read = storage.get
+        self.addCleanup(setattr, storage, "get", read)
+        storage.get = get
+        # Twenty changes, handed over at once: one round works them out.
+        creates = [
+            {"method": "POST", "path": f"/buckets/b/collections/c{i}/records"} for i in range(20)
+        ]
+        self.app.post_json("/batch", {"requests": creates}, headers=self.headers)
+        self.assertEqual(len(self.mails()), 20)
+        self.assertEqual(reads.count(("bucket", "b")), 1, reads)
+        # Read once, and once more to record the scope that mails the address.
+        self.assertEqual(len([r for r in reads if r[0] == "emailer-preferences"]), 2, reads)
