@@ -235,8 +235,9 @@ def inbox_keys(
             if ":" not in name or is_group_uri(name):
                 continue
             key = inbox_key(name, verified_principals)
+            address = None if key == name else key
         else:
-            key = parse_mailbox(name).addr_spec.lower()
-        if "@" not in key or domain_allowed(parse_mailbox(key), allowed_domains):
+            address = key = parse_mailbox(name).addr_spec.lower()
+        if address is None or domain_allowed(parse_mailbox(address), allowed_domains):
             found.setdefault(key)
     return list(found)

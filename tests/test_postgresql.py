@@ -16,6 +16,7 @@ import tests.test_preferences as preferences
 import tests.test_storage as storage
 import tests.test_transactions as transactions
 import tests.test_validation as validation
+import tests.test_web as web
 from kinto_emailer import jobs
 from kinto_emailer.scripts import emailer_main
 from tests.support import POSTGRESQL_URL, skip_unless_postgresql, write_config
@@ -55,6 +56,16 @@ class HeaderInjectionTest(PostgreSQL, headers.HeaderInjectionTest):
 
 @skip_unless_postgresql
 class ValidationTest(PostgreSQL, validation.ValidationTest):
+    pass
+
+
+@skip_unless_postgresql
+class WebTest(PostgreSQL, web.WebTest):
+    pass
+
+
+@skip_unless_postgresql
+class WebRetentionTest(PostgreSQL, web.RetentionTest):
     pass
 
 

@@ -128,6 +128,7 @@ class InboxKeyTest(unittest.TestCase):
                 "/buckets/b/groups/other",
                 "ldap:c@example.com",
                 "ldap:d@other.example",
+                "account:e@other.example",
             ]
         }
         keys = recipients.inbox_keys(
@@ -138,4 +139,6 @@ class InboxKeyTest(unittest.TestCase):
             ("example.com",),
             ("ldap",),
         )
-        self.assertEqual(keys, ["a@example.com", "account:alice", "c@example.com"])
+        self.assertEqual(
+            keys, ["a@example.com", "account:alice", "c@example.com", "account:e@other.example"]
+        )
