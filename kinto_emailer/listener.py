@@ -34,6 +34,9 @@ from kinto_emailer.settings import EmailerSettings
 
 logger = logging.getLogger(__name__)
 
+Who = TypeVar("Who", bound=Hashable)
+"""A recipient: a mailbox, or the key of an inbox."""
+
 _PAYLOAD_KEYS = frozenset(
     {"timestamp", "action", "uri", "user_id", "resource_name", "id"}
     | {f"{name}_id" for name in ("bucket", "collection", "record", "group")}
@@ -284,14 +287,22 @@ def hook_mailboxes(hook: Hook, context: Mapping[str, Any], store: EventStore) ->
         store.group_members,
         settings.allowed_domains,
     )
-    if len(mailboxes) > settings.max_recipients:
+    return _first_recipients(mailboxes, context, settings)
+
+
+def _first_recipients(
+    found: list[Who], context: Mapping[str, Any], settings: EmailerSettings
+) -> list[Who]:
+    """The first ``max_recipients`` of a hook's recipients for one object."""
+    if len(found) > settings.max_recipients:
         logger.warning(
-            "A hook for %s has %s recipients: mailing the first %s (kinto.emailer.max_recipients)",
+            "A hook for %s has %s recipients: notifying the first %s"
+            " (kinto.emailer.max_recipients)",
             context["uri"],
-            len(mailboxes),
+            len(found),
             settings.max_recipients,
         )
-    return mailboxes[: settings.max_recipients]
+    return found[: settings.max_recipients]
 
 
 def hook_inbox_keys(hook: Hook, context: Mapping[str, Any], store: EventStore) -> list[str]:
@@ -307,7 +318,7 @@ def hook_inbox_keys(hook: Hook, context: Mapping[str, Any], store: EventStore) -
         settings.allowed_domains,
         settings.verified_principals,
     )
-    return keys[: settings.max_recipients]
+    return _first_recipients(keys, context, settings)
 
 
 def web_link(root_url: str, uri: str) -> str:
@@ -460,7 +471,6 @@ class WebNotice:
 
 
 AnyNotice = Notice | WebNotice
-Who = TypeVar("Who", bound=Hashable)
 
 
 def _fresh(

@@ -282,3 +282,27 @@ class RetentionTest(WebBase):
         )
         self.create("r1")
         self.assertEqual(self.subjects(alice), ["created r1"])
+
+
+class BoundsTest(WebBase):
+    extra_settings = {
+        **WebBase.extra_settings,
+        "emailer.max_messages_per_change": "2",
+        "emailer.max_messages_per_recipient_hour": "1",
+    }
+
+    def test_web_notifications_count_against_the_change_bound_only(self):
+        self.put_hooks(
+            "/buckets/b",
+            {**HOOK, "recipients": ["a@example.com"], "channels": ["email", "web"]},
+        )
+        self.create("r1", "r2")
+        # The address's hourly mail is used up by r1's email; its feed is no mailbox.
+        self.assertEqual(len(self.mails()), 1)
+        alice = user("a@example.com")
+        self.assertEqual(self.subjects(alice), ["created r2", "created r1"])
+        # One change of three records: two notifications, the change's bound.
+        requests = [{"method": "PUT", "path": f"{RECORDS}/s{i}"} for i in range(3)]
+        self.app.post_json("/batch", {"requests": requests}, headers=self.headers)
+        self.mails()
+        self.assertEqual(self.app.head(NOTIFICATIONS, headers=alice).headers["Total-Objects"], "4")
