@@ -625,13 +625,14 @@ def route(
     recorded: dict[str, dict[str, Scope]] = {}
     wanted: list[tuple[AnyNotice, str]] = []
     for notice in notices:
-        address = notice.address
-        preferences = Preferences() if address is None else known[address]
         if isinstance(notice, WebNotice):
+            inbox_address = notice.address
+            preferences = Preferences() if inbox_address is None else known[inbox_address]
             if web_wanted(preferences, notice.scope, notice.hook.locked):
                 wanted.append((notice, "web"))
             continue
-        assert address is not None  # Mail always has one.
+        address = notice.recipient
+        preferences = known[address]
         stored = preferences.scopes.get(notice.scope)
         choice = stored.choice if stored else None
         # The scope is locked for its page only when all its hooks are: a locked hook
