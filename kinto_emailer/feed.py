@@ -30,6 +30,7 @@ USER_DATA_ROUTE = "user-data-object"
 """Kinto's ``DELETE /v1/__user_data__/<principal>``."""
 WRITABLE = "read"
 """The one field readers change."""
+_ABSENT = object()
 
 
 def reader_key(request: Request) -> str:
@@ -63,8 +64,9 @@ class Notification(resource.Resource):
     def _extract_sorting(self, limit: int) -> list[Sort]:
         querystring = self.request.validated["querystring"]
         if not querystring.get("_sort"):
-            # Newest first; marking one read (which bumps last_modified) does not move it.
-            querystring["_sort"] = ["-created"]
+            # Newest first. Not by last_modified, which marking one read bumps: none
+            # moves, those of one change (one time) included.
+            querystring["_sort"] = ["-created", "-id"]
         return super()._extract_sorting(limit)  # type: ignore[no-any-return]
 
     def _extract_filters(self) -> list[Filter]:
@@ -90,7 +92,9 @@ class Notification(resource.Resource):
         for field in sorted(new.keys() | before.keys()):
             if field in (WRITABLE, self.model.modified_field):
                 continue
-            if new.get(field, {} if field == permissions else None) != before.get(field, {}):
+            # No permissions are none set; any other field added or removed is a change.
+            absent: object = {} if field == permissions else _ABSENT
+            if new.get(field, absent) != before.get(field, absent):
                 name = "permissions" if field == permissions else f"data.{field}"
                 raise_invalid(self.request, name=name, description="Only read may change.")
         if not isinstance(new.get(WRITABLE), bool):

@@ -1,6 +1,7 @@
 """The web channel: hooks that leave notifications people read through the API."""
 
 import base64
+import time
 
 import transaction
 
@@ -48,6 +49,9 @@ class WebBase(EmailerWebTest):
 
     def create(self, *ids: str) -> None:
         for record_id in ids:
+            # Changes of one millisecond have one time: the order of their notifications
+            # is the order of their ids.
+            time.sleep(0.002)
             self.app.put_json(f"{RECORDS}/{record_id}", headers=self.headers)
         self.mails()  # Every change is worked out.
 
@@ -177,6 +181,7 @@ class WebTest(WebBase):
             ({"data": {"subject": "mine"}}, "data.subject"),
             ({"data": {"read": "yes"}}, "data.read"),
             ({"data": {"read": True, "uri": "/elsewhere"}}, "data.uri"),
+            ({"data": {"extra": {}}}, "data.extra"),
             ({"permissions": {"read": ["system.Everyone"]}}, "permissions"),
         ]:
             with self.subTest(body=body):
@@ -190,6 +195,26 @@ class WebTest(WebBase):
         self.app.delete(f"{NOTIFICATIONS}/{r1['id']}", headers=alice)
         self.assertEqual(self.subjects(alice), ["created r3", "created r2"])
         self.app.get(f"{NOTIFICATIONS}/{r1['id']}", headers=alice, status=404)
+
+    def test_notifications_of_one_change_keep_their_order_when_read(self):
+        self.put_hooks(
+            "/buckets/b", {**HOOK, "recipients": ["a@example.com"], "channels": ["web"]}
+        )
+        requests = [{"method": "PUT", "path": f"{RECORDS}/r{i}"} for i in range(4)]
+        self.app.post_json("/batch", {"requests": requests}, headers=self.headers)
+        self.mails()
+        alice = user("a@example.com")
+        before = self.feed(alice)
+        self.assertEqual(len({n["created"] for n in before}), 1)
+        for notification in before[1:3]:
+            uri = f"{NOTIFICATIONS}/{notification['id']}"
+            self.app.patch_json(uri, {"data": {"read": True}}, headers=alice)
+        self.assertEqual([n["id"] for n in self.feed(alice)], [n["id"] for n in before])
+        first = self.app.get(f"{NOTIFICATIONS}?_limit=3", headers=alice)
+        rest = self.app.get(first.headers["Next-Page"].split("/v1", 1)[1], headers=alice)
+        self.assertEqual(
+            [n["id"] for n in first.json["data"] + rest.json["data"]], [n["id"] for n in before]
+        )
 
     def test_preferences_of_mail_apply_for_now(self):
         self.put_hooks(
