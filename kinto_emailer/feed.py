@@ -28,7 +28,7 @@ PATH = "/emailer/notifications"
 READ_ALL_ROUTE = "emailer-notifications-read"
 USER_DATA_ROUTE = "user-data-object"
 """Kinto's ``DELETE /v1/__user_data__/<principal>``."""
-WRITABLE = "read"
+WRITABLE = inbox.READ
 """The one field readers change."""
 _ABSENT = object()
 
@@ -53,7 +53,7 @@ class FeedViewSet(ViewSet):
     object_methods=("GET", "PATCH", "DELETE"),
     viewset=FeedViewSet(),
 )
-class Notification(resource.Resource):
+class Feed(resource.Resource):
     def default_model(self, **kwargs: Any) -> Model:  # type: ignore[override]
         # Kinto names storage after the class: the inbox module names it.
         return Model(**{**kwargs, "resource_name": inbox.RESOURCE})
@@ -104,21 +104,8 @@ class Notification(resource.Resource):
 
 def read_all(request: Request) -> dict[str, Any]:
     """``POST /v1/emailer/notifications/read``: mark every unread notification read."""
-    storage = request.registry.storage
-    parent = inbox.parent_id(reader_key(request))
-    unread = storage.list_all(
-        resource_name=inbox.RESOURCE,
-        parent_id=parent,
-        filters=[Filter(WRITABLE, False, COMPARISON.EQ)],
-    )
-    for notification in unread:
-        storage.update(
-            resource_name=inbox.RESOURCE,
-            parent_id=parent,
-            object_id=notification["id"],
-            obj={**notification, WRITABLE: True},
-        )
-    return {"data": {"marked": len(unread)}}
+    store = inbox.InboxStore(request.registry.storage, request.registry.emailer_settings)
+    return {"data": {"marked": store.mark_all_read(reader_key(request))}}
 
 
 def forget(registry: Any, principal: str) -> None:

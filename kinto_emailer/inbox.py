@@ -23,6 +23,7 @@ from kinto_emailer.settings import EmailerSettings
 
 RESOURCE = "emailer-notification"
 PARENT = "/emailer/inbox"
+READ = "read"
 
 
 def parent_id(key: str) -> str:
@@ -58,7 +59,7 @@ class Notification:
             "link": self.link,
             "scope": self.scope,
             "created": _ms(self.created),
-            "read": False,
+            READ: False,
         }
 
 
@@ -107,6 +108,21 @@ class InboxStore:
                 limit=extra,
                 with_deleted=False,
             )
+
+    def mark_all_read(self, key: str) -> int:
+        """Mark every unread notification of an inbox read; how many there were."""
+        parent = parent_id(key)
+        unread = self.storage.list_all(
+            resource_name=RESOURCE, parent_id=parent, filters=[Filter(READ, False, COMPARISON.EQ)]
+        )
+        for notification in unread:
+            self.storage.update(
+                resource_name=RESOURCE,
+                parent_id=parent,
+                object_id=notification["id"],
+                obj={**notification, READ: True},
+            )
+        return len(unread)
 
     def delete(self, key: str) -> None:
         """Every notification of an inbox, tombstones included."""
