@@ -47,7 +47,8 @@ class EmailerSettings:
     max_hooks: int = 20
     """Hooks one bucket or collection may hold."""
     max_messages_per_change: int = 1000
-    """Messages (and digest entries) one change may cause; the rest are dropped."""
+    """Messages (digest entries and web notifications too) one change may cause; the rest
+    are dropped."""
     max_messages_per_bucket_hour: int = 1000
     """Messages the hooks of one bucket may cause in an hour; the rest are dropped."""
     max_messages_per_recipient_hour: int = 100
