@@ -89,17 +89,25 @@ class Feed(resource.Resource):
         new = super().process_object(new, old)
         before = old or {}
         permissions = self.model.permissions_field
+        if _granted(new.get(permissions)) != _granted(before.get(permissions)):
+            raise_invalid(self.request, name="permissions", description="Only read may change.")
         for field in sorted(new.keys() | before.keys()):
-            if field in (WRITABLE, self.model.modified_field):
+            if field in (WRITABLE, self.model.modified_field, permissions):
                 continue
-            # No permissions are none set; any other field added or removed is a change.
-            absent: object = {} if field == permissions else _ABSENT
-            if new.get(field, absent) != before.get(field, absent):
-                name = "permissions" if field == permissions else f"data.{field}"
-                raise_invalid(self.request, name=name, description="Only read may change.")
+            if new.get(field, _ABSENT) != before.get(field, _ABSENT):
+                raise_invalid(
+                    self.request, name=f"data.{field}", description="Only read may change."
+                )
         if not isinstance(new.get(WRITABLE), bool):
             raise_invalid(self.request, name=f"data.{WRITABLE}", description="true or false.")
         return new
+
+
+def _granted(permissions: Any) -> dict[str, set[str]]:
+    """The principals each permission grants, however a patch spelled none."""
+    return {
+        name: set(principals) for name, principals in (permissions or {}).items() if principals
+    }
 
 
 def read_all(request: Request) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The web channel: hooks that leave notifications people read through the API."""
 
 import base64
+import json
 import time
 
 import transaction
@@ -188,9 +189,23 @@ class WebTest(WebBase):
                 error = self.app.patch_json(uri, body, headers=alice, status=400).json
                 self.assertEqual(error["details"][0]["name"], name)
         self.app.get(f"{NOTIFICATIONS}?unread=maybe", headers=alice, status=400)
+        # JSON Patch too: read back to unread, and nothing else.
+        json_patch = {**alice, "Content-Type": "application/json-patch+json"}
+        operations = [{"op": "replace", "path": "/data/read", "value": False}]
+        self.app.patch(uri, json.dumps(operations), headers=json_patch)
+        self.assertIs(self.app.get(uri, headers=alice).json["data"]["read"], False)
+        for operation, name in [
+            ({"op": "remove", "path": "/data/subject"}, "data.subject"),
+            ({"op": "add", "path": "/permissions/read/system.Everyone"}, "permissions"),
+        ]:
+            with self.subTest(operation=operation):
+                error = self.app.patch(
+                    uri, json.dumps([operation]), headers=json_patch, status=400
+                ).json
+                self.assertEqual(error["details"][0]["name"], name)
 
         marked = self.app.post(f"{NOTIFICATIONS}/read", headers=alice).json["data"]
-        self.assertEqual(marked, {"marked": 2})
+        self.assertEqual(marked, {"marked": 3})
         self.assertEqual(self.feed(alice, "?unread=true"), [])
         self.app.delete(f"{NOTIFICATIONS}/{r1['id']}", headers=alice)
         self.assertEqual(self.subjects(alice), ["created r3", "created r2"])
