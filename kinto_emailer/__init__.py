@@ -135,6 +135,7 @@ def includeme(config: Configurator) -> None:
         )
 
     config.include("kinto_emailer.views")
+    config.include("kinto_emailer.feed")
     config.add_api_capability(
         "emailer",
         description="Send emails when records, collections or groups change.",

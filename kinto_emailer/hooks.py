@@ -56,6 +56,9 @@ _EXACT_VALUES: dict[str, tuple[str, ...]] = {
     "action": tuple(ACTIONS),
 }
 
+CHANNELS = ("email", "web")
+"""Where a hook's notifications go: mail, and the feed of ``/v1/emailer/notifications``."""
+
 _STRING = {"type": "string"}
 HOOK_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -70,6 +73,12 @@ HOOK_SCHEMA: dict[str, Any] = {
         "cadence": {"enum": list(CADENCES)},
         "non_editable": {"type": "boolean"},
         "group_threshold": {"type": "integer", "minimum": 1},
+        "channels": {
+            "type": "array",
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"enum": list(CHANNELS)},
+        },
     },
 }
 SCHEMA: dict[str, Any] = {
@@ -215,6 +224,8 @@ class Hook:
     """``non_editable``: recipients cannot change the cadence nor turn this mail off."""
     group_threshold: int | None = None
     """Else ``kinto.emailer.group_threshold``."""
+    channels: tuple[str, ...] = ("email",)
+    """Some of :data:`CHANNELS`; not in the fingerprint: mail keys stay those of 4.x hooks."""
 
     def matches(self, facts: Mapping[str, tuple[str, ...]]) -> bool:
         """``facts`` maps each filter field to the event's values (an event has two names)."""
@@ -314,6 +325,7 @@ def parse_hook(
         cadence=raw.get("cadence", "immediate"),
         locked=raw.get("non_editable", False),
         group_threshold=threshold,
+        channels=tuple(raw.get("channels", ("email",))),
     )
 
 

@@ -38,7 +38,7 @@ import transaction
 from kinto_emailer import listener
 from kinto_emailer.delivery import Counter, Job, Transport, attempt
 from kinto_emailer.hookindex import HookIndex
-from kinto_emailer.listener import Change, Notice, describe
+from kinto_emailer.listener import AnyNotice, Change, describe
 from kinto_emailer.messages import Draft
 from kinto_emailer.preferences import Preferences, PreferenceStore
 from kinto_emailer.quotas import Usage
@@ -200,7 +200,7 @@ INSERT INTO kinto_emailer_counts (name, value) VALUES (%s, %s)
 COUNT_NAMED = COUNT.replace("(%s, %s)", "(%(name)s, %(n)s)")
 
 
-NoticesEach = Callable[[list[Change]], Iterator[tuple[Change, list[Notice]]]]
+NoticesEach = Callable[[list[Change]], Iterator[tuple[Change, list[AnyNotice]]]]
 """The messages that each change's hooks decide on, in turn:
 :func:`kinto_emailer.listener.notices_by_change`."""
 
@@ -799,16 +799,18 @@ class JobQueue:
         each = self.notices([change for _, change in rows])
         for (change_id, _), (change, notices) in zip(rows, each, strict=False):
             decided.append((change_id, change, notices))
-            size += sum(len(n.draft.subject) + len(n.draft.body) for n in notices)
+            size += sum(n.size for n in notices)
             if size >= EXPAND_BYTES:
                 break
         keys = [listener.usage_of(change, notices) for _, change, notices in decided if notices]
         usage = _HeldUsage(self._execute, self.limited, keys)
+        recipients = {n.recipient for _, _, notices in decided for n in notices}
         addresses = {
-            n.draft.recipient.addr_spec.lower() for _, _, notices in decided for n in notices
+            n.address for _, _, notices in decided for n in notices if n.address is not None
         }
         preferences = PreferenceStore(self.storage)
-        preferences.lock(addresses)
+        # Inboxes too: writing one holds its timestamp row until commit, as a preference.
+        preferences.lock(recipients)
         # Read once for every change, under their locks.
         found = preferences.read_many(addresses) if addresses else {}
         known = {address: found.get(address, Preferences()) for address in addresses}

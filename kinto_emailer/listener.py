@@ -7,28 +7,37 @@ sends the mail (:class:`Expansion`): the write never waits for them.
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from kinto.core.events import AfterResourceChanged, ResourceChanged
 from kinto.core.storage import Filter
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON
 
-from kinto_emailer import hooks, messages, quotas, recipients, templates
+from kinto_emailer import hooks, inbox, messages, quotas, recipients, templates
 from kinto_emailer.digests import DigestStore, Entry
 from kinto_emailer.errors import RenderError
 from kinto_emailer.headers import header_value
 from kinto_emailer.hooks import Hook
-from kinto_emailer.preferences import Preferences, PreferenceStore, Scope, record_scopes
+from kinto_emailer.preferences import (
+    Preferences,
+    PreferenceStore,
+    Scope,
+    record_scopes,
+    web_wanted,
+)
 from kinto_emailer.quotas import Tally
 from kinto_emailer.recipients import Mailbox
 from kinto_emailer.settings import EmailerSettings
 
 
 logger = logging.getLogger(__name__)
+
+Who = TypeVar("Who", bound=Hashable)
+"""A recipient: a mailbox, or the key of an inbox."""
 
 _PAYLOAD_KEYS = frozenset(
     {"timestamp", "action", "uri", "user_id", "resource_name", "id"}
@@ -305,14 +314,56 @@ def hook_mailboxes(hook: Hook, context: Mapping[str, Any], store: EventStore) ->
         store.group_members,
         settings.allowed_domains,
     )
-    if len(mailboxes) > settings.max_recipients:
+    return _first_recipients(mailboxes, context, settings)
+
+
+def _first_recipients(
+    found: list[Who], context: Mapping[str, Any], settings: EmailerSettings
+) -> list[Who]:
+    """The first ``max_recipients`` of a hook's recipients for one object."""
+    if len(found) > settings.max_recipients:
         logger.warning(
-            "A hook for %s has %s recipients: mailing the first %s (kinto.emailer.max_recipients)",
+            "A hook for %s has %s recipients: notifying the first %s"
+            " (kinto.emailer.max_recipients)",
             context["uri"],
-            len(mailboxes),
+            len(found),
             settings.max_recipients,
         )
-    return mailboxes[: settings.max_recipients]
+    return found[: settings.max_recipients]
+
+
+def hook_inbox_keys(hook: Hook, context: Mapping[str, Any], store: EventStore) -> list[str]:
+    """Whose inboxes a hook's web notifications about one object go to (see
+    :func:`recipients.inbox_keys`), bounded as its mail; RenderError if it cannot be
+    rendered."""
+    settings = store.settings
+    keys = recipients.inbox_keys(
+        hook.recipients,
+        lambda uri: templates.render(uri, context),
+        store.bucket_id,
+        store.group_members,
+        settings.allowed_domains,
+        settings.verified_principals,
+    )
+    return _first_recipients(keys, context, settings)
+
+
+def web_link(root_url: str, uri: str) -> str:
+    """Where people see an object on the web; empty without a public URL."""
+    return f"{root_url.rstrip('/')}{uri}" if root_url else ""
+
+
+def hook_notifications(
+    hook: Hook, scope: str, context: Mapping[str, Any], store: EventStore, keys: list[str]
+) -> list[inbox.Notification]:
+    """The web notifications of one hook for one object, rendered once for all ``keys``."""
+    subject = templates.render_line(hook.subject, context)
+    body = templates.render(hook.template, context)
+    link = web_link(context["root_url"], context["uri"])
+    return [
+        inbox.Notification(key, subject, body, context["uri"], link, scope, store.made_at)
+        for key in keys
+    ]
 
 
 def hook_drafts(
@@ -347,10 +398,10 @@ def hook_drafts(
 SUMMARY_LISTED = 5
 
 
-def summary_draft(
-    hook: Hook, contexts: list[Mapping[str, Any]], store: EventStore, mailbox: Mailbox
-) -> messages.Draft:
-    """One message about many objects of one event, instead of one message each."""
+def summary_text(
+    hook: Hook, contexts: list[Mapping[str, Any]], store: EventStore
+) -> tuple[str, str, str]:
+    """The URI, subject and body of one summary of many objects of one event."""
     first = contexts[0]
     if first["resource_name"] == "record":
         location = first["uri"].rsplit("/", 2)[0]
@@ -366,11 +417,20 @@ def summary_draft(
         lines.append(f"- {title}: {context['root_url'].rstrip('/')}{context['uri']}")
     if len(contexts) > SUMMARY_LISTED:
         lines.append(f"- and {len(contexts) - SUMMARY_LISTED} more")
+    return location, lines[0].rstrip(":"), "\n".join(lines) + "\n"
+
+
+def summary_draft(
+    hook: Hook, contexts: list[Mapping[str, Any]], store: EventStore, mailbox: Mailbox
+) -> messages.Draft:
+    """One message about many objects of one event, instead of one message each."""
+    first = contexts[0]
+    location, subject, body = summary_text(hook, contexts, store)
     return messages.Draft(
         _sender(hook, first, store.settings),
         mailbox,
-        lines[0].rstrip(":"),
-        "\n".join(lines) + "\n",
+        subject,
+        body,
         location,
         first["root_url"],
         created=store.made_at,
@@ -396,6 +456,74 @@ class Notice:
     scope_locked: bool = False
     """Every hook of the scope is locked: its recipients can change none of its mail."""
 
+    @property
+    def recipient(self) -> str:
+        """Whom the bounds count it for."""
+        return self.draft.recipient.addr_spec.lower()
+
+    @property
+    def address(self) -> str | None:
+        """Whose preferences apply."""
+        return self.recipient
+
+    @property
+    def size(self) -> int:
+        return draft_size(self.draft)
+
+
+@dataclass(frozen=True)
+class WebNotice:
+    """A web notification a hook decided on, before its recipient's preferences apply."""
+
+    notification: inbox.Notification
+    scope: str
+    hook: Hook
+    scope_locked: bool = False
+
+    @property
+    def recipient(self) -> str:
+        return self.notification.key
+
+    @property
+    def address(self) -> str | None:
+        """The inbox's address, whose preferences apply; None for a principal's inbox
+        (principals always hold a ``:``, addresses only in quotes)."""
+        key = self.notification.key
+        return None if ":" in key else key
+
+    @property
+    def size(self) -> int:
+        notification = self.notification
+        return len(notification.subject) + len(notification.body) + 200
+
+
+AnyNotice = Notice | WebNotice
+
+
+def _fresh(
+    whos: list[Who], uri: str, name: Callable[[Who], str], seen: set[tuple[str, str]]
+) -> list[Who]:
+    """``whos`` that nothing was decided for yet about ``uri``; they are now."""
+    fresh = [who for who in whos if (uri, name(who)) not in seen]
+    seen.update((uri, name(who)) for who in fresh)
+    return fresh
+
+
+def _grouped(
+    decided: list[tuple[str, Hook, dict[str, Any], list[Who]]],
+) -> dict[tuple[str, Hook, Who], list[dict[str, Any]]]:
+    """The objects of each hook and recipient past the hook's ``group_threshold``."""
+    per_recipient: dict[tuple[str, Hook, Who], list[dict[str, Any]]] = {}
+    for scope, hook, context, whos in decided:
+        if hook.group_threshold is not None:
+            for who in whos:
+                per_recipient.setdefault((scope, hook, who), []).append(context)
+    return {
+        key: contexts
+        for key, contexts in per_recipient.items()
+        if len(contexts) > (key[1].group_threshold or 0)
+    }
+
 
 def _matches(change: Change, store: EventStore) -> list[tuple[str, Hook, dict[str, Any], bool]]:
     """(scope, hook, object context, whether all the scope's hooks are locked) for every
@@ -414,40 +542,36 @@ def _matches(change: Change, store: EventStore) -> list[tuple[str, Hook, dict[st
 
 def notices_for_change(
     change: Change, storage: Any, settings: EmailerSettings, reads: Reads | None = None
-) -> Iterator[Notice]:
-    """Every message of one change, in order; a hook that cannot be rendered is skipped.
+) -> Iterator[AnyNotice]:
+    """Every message and web notification of one change, in order; a hook that cannot be
+    rendered is skipped.
 
     Hooks are those stored when the change is worked on (those ``reads`` read first,
     for changes worked out together). Past a hook's ``group_threshold`` of objects for
-    one recipient, that recipient gets one summary instead of a message per object.
+    one recipient, that recipient gets one summary instead of one each, on each channel.
     """
     made_at = datetime.fromisoformat(change["made_at"])
     store = EventStore(storage, change["base"]["bucket_id"], settings, made_at, reads)
     mailed: list[tuple[str, Hook, dict[str, Any], list[Mailbox]]] = []
-    per_recipient: dict[tuple[str, Hook, Mailbox], list[dict[str, Any]]] = {}
-    # One message per address and object, however many hooks name the address.
+    posted: list[tuple[str, Hook, dict[str, Any], list[str]]] = []
+    # One message per address and object, however many hooks name the address; one web
+    # notification per inbox and object.
     addressed: set[tuple[str, str]] = set()
+    inboxed: set[tuple[str, str]] = set()
     locked_scopes: dict[str, bool] = {}
     for scope, hook, context, scope_locked in _matches(change, store):
         locked_scopes[scope] = scope_locked
         try:
-            mailboxes = hook_mailboxes(hook, context, store)
+            if "email" in hook.channels:
+                mailboxes = hook_mailboxes(hook, context, store)
+                fresh = _fresh(mailboxes, context["uri"], _address_of, addressed)
+                mailed.append((scope, hook, context, fresh))
+            if "web" in hook.channels:
+                keys = _fresh(hook_inbox_keys(hook, context, store), context["uri"], str, inboxed)
+                posted.append((scope, hook, context, keys))
         except RenderError as e:
             logger.error("Skipping a hook for %s: %s", context["uri"], e)
-            continue
-        mailboxes = [
-            m for m in mailboxes if (context["uri"], m.addr_spec.lower()) not in addressed
-        ]
-        addressed.update((context["uri"], m.addr_spec.lower()) for m in mailboxes)
-        mailed.append((scope, hook, context, mailboxes))
-        if hook.group_threshold is not None:
-            for mailbox in mailboxes:
-                per_recipient.setdefault((scope, hook, mailbox), []).append(context)
-    grouped = {
-        key: contexts
-        for key, contexts in per_recipient.items()
-        if len(contexts) > (key[1].group_threshold or 0)
-    }
+    grouped = _grouped(mailed)
     for scope, hook, context, mailboxes in mailed:
         alone = [m for m in mailboxes if (scope, hook, m) not in grouped]
         if not alone:
@@ -465,21 +589,51 @@ def notices_for_change(
             logger.error("Skipping a summary of %s: %s", contexts[0]["uri"], e)
             continue
         yield Notice(draft, scope, hook, locked_scopes[scope])
+    yield from _web_notices(posted, store, locked_scopes)
 
 
-Bound = Callable[[list[Notice]], list[bool]]
+def _address_of(mailbox: Mailbox) -> str:
+    return mailbox.addr_spec.lower()
+
+
+def _web_notices(
+    posted: list[tuple[str, Hook, dict[str, Any], list[str]]],
+    store: EventStore,
+    locked_scopes: Mapping[str, bool],
+) -> Iterator[WebNotice]:
+    """The web notifications of ``posted`` hooks: one per inbox and object, or one
+    summary per inbox past the hook's ``group_threshold``, as for mail."""
+    grouped = _grouped(posted)
+    for scope, hook, context, keys in posted:
+        alone = [key for key in keys if (scope, hook, key) not in grouped]
+        if not alone:
+            continue
+        try:
+            notifications = hook_notifications(hook, scope, context, store, alone)
+        except RenderError as e:
+            logger.error("Skipping a hook for %s: %s", context["uri"], e)
+            continue
+        yield from (WebNotice(n, scope, hook, locked_scopes[scope]) for n in notifications)
+    for (scope, hook, key), contexts in grouped.items():
+        uri, subject, body = summary_text(hook, contexts, store)
+        link = web_link(contexts[0]["root_url"], uri)
+        notification = inbox.Notification(key, subject, body, uri, link, scope, store.made_at)
+        yield WebNotice(notification, scope, hook, locked_scopes[scope])
+
+
+Bound = Callable[[list[AnyNotice]], list[bool]]
 """Whether each notice, in order, is within the bounds of mail (see :mod:`.quotas`)."""
 
 
 def route(
-    notices: list[Notice],
+    notices: list[AnyNotice],
     storage: Any,
     settings: EmailerSettings,
     known: dict[str, Preferences],
     bound: Bound,
 ) -> list[messages.Draft]:
-    """Apply preferences, then bounds: mail to send now; digest entries kept; mail turned
-    off, or over a bound, dropped.
+    """Apply preferences, then bounds: mail to send now; digest entries and web
+    notifications kept; mail turned off, or over a bound, dropped.
 
     ``known`` holds the preferences read so far, by address. What each recipient gets
     from each scope is recorded on the way, for their page. An address that stopped all
@@ -490,15 +644,21 @@ def route(
     if not notices:
         return []
     store = PreferenceStore(storage)
-    addresses = {n.draft.recipient.addr_spec.lower() for n in notices}
+    addresses = {n.address for n in notices if n.address is not None}
     missing = addresses - known.keys()
     if missing:
         found = store.read_many(missing)
         known.update({address: found.get(address, Preferences()) for address in missing})
     recorded: dict[str, dict[str, Scope]] = {}
-    wanted: list[tuple[Notice, str]] = []
+    wanted: list[tuple[AnyNotice, str]] = []
     for notice in notices:
-        address = notice.draft.recipient.addr_spec.lower()
+        if isinstance(notice, WebNotice):
+            inbox_address = notice.address
+            preferences = Preferences() if inbox_address is None else known[inbox_address]
+            if web_wanted(preferences, notice.scope, notice.hook.locked):
+                wanted.append((notice, "web"))
+            continue
+        address = notice.recipient
         preferences = known[address]
         stored = preferences.scopes.get(notice.scope)
         choice = stored.choice if stored else None
@@ -513,12 +673,15 @@ def route(
             wanted.append((notice, cadence))
     digests = DigestStore(storage)
     immediate = []
+    posted = []
     within = bound([notice for notice, _ in wanted])
     for (notice, cadence), admitted in zip(wanted, within, strict=True):
         locked = notice.hook.locked
         if not admitted:
             continue
-        if cadence == "immediate":
+        if isinstance(notice, WebNotice):
+            posted.append(notice.notification)
+        elif cadence == "immediate":
             # Mail that cannot be turned off offers no unsubscribe link.
             immediate.append(
                 messages.with_links(
@@ -533,30 +696,34 @@ def route(
     # Always in the same order: two senders writing the same addresses cannot deadlock.
     for address in sorted(recorded):
         known[address] = store.update(address, functools.partial(record_scopes, recorded[address]))
+    if posted:
+        inbox.InboxStore(storage, settings).add(posted, datetime.now(UTC))
     return immediate
 
 
 def bound_of(change: Change, settings: EmailerSettings, tally: Tally) -> Bound:
     """The bounds of ``change``'s mail: per change, per bucket and per recipient an hour.
+    Web notifications count against the change's bound only: the same one as its mail.
 
     The change's own usage is kept between calls: its notices may be bounded in parts.
     """
     used = quotas.Usage()
     return lambda notices: quotas.admit(
-        [n.draft.recipient.addr_spec for n in notices],
+        [n.recipient for n in notices],
         change["base"]["bucket_id"],
         datetime.fromisoformat(change["made_at"]),
         settings,
         tally,
         used,
+        hourly=[isinstance(n, Notice) for n in notices],
     )
 
 
-def usage_of(change: Change, notices: list[Notice]) -> tuple[datetime, list[str]]:
+def usage_of(change: Change, notices: list[AnyNotice]) -> tuple[datetime, list[str]]:
     """The hourly usage that the mail of ``notices`` may count against (see
     :func:`bound_of`): its window, and its keys."""
     return quotas.keys_of(
-        [n.draft.recipient.addr_spec for n in notices],
+        [n.recipient for n in notices if isinstance(n, Notice)],
         change["base"]["bucket_id"],
         datetime.fromisoformat(change["made_at"]),
     )
@@ -612,13 +779,13 @@ class Expansion:
         preferences are stored on the way. :attr:`done` once no notice is left, or once
         the change could not be worked out (the error is raised: the rest has no mail).
         """
-        notices: list[Notice] = []
+        notices: list[AnyNotice] = []
         taken = 0
         try:
             for notice in self._notices:
                 notices.append(notice)
                 self.notices += 1
-                taken += draft_size(notice.draft)
+                taken += notice.size
                 if (count is not None and len(notices) >= count) or (
                     size is not None and taken >= size
                 ):
@@ -633,7 +800,7 @@ class Expansion:
 
 def notices_by_change(
     changes: Iterable[Change], storage: Any, settings: EmailerSettings
-) -> Iterator[tuple[Change, list[Notice]]]:
+) -> Iterator[tuple[Change, list[AnyNotice]]]:
     """Each of ``changes`` in turn, with the messages its hooks decide on (see
     :func:`route` for what becomes of them); an error is raised for a change that cannot
     be worked out. Lazy: a caller that stops early leaves the remaining changes unworked.
@@ -650,7 +817,7 @@ def notices_by_change(
 
 def routed(
     change: Change,
-    notices: list[Notice],
+    notices: list[AnyNotice],
     tally: Tally,
     storage: Any,
     settings: EmailerSettings,

@@ -78,6 +78,16 @@ class Preferences:
         return cls(scopes, bool(data.get("suppressed", False)))
 
 
+def web_wanted(preferences: Preferences, scope: str, locked: bool) -> bool:
+    """Whether web notifications of ``scope`` reach an address with ``preferences``: what
+    it chose for the scope's mail (``off``, or all mail stopped) applies to them too; a
+    locked hook's always do."""
+    if locked:
+        return True
+    stored = preferences.scopes.get(scope)
+    return not preferences.suppressed and (stored is None or stored.choice != "off")
+
+
 def object_id(address: str) -> str:
     """The id of an address's object: addresses are not valid Kinto ids."""
     return hashlib.sha256(address.lower().encode()).hexdigest()[:32]
@@ -201,3 +211,13 @@ class PreferenceStore:
                     resource_name=RESOURCE, parent_id=PARENT, object_id=object_id(address), obj=obj
                 )
         return updated
+
+    def delete(self, address: str) -> None:
+        """Forget everything ``address`` chose, and every scope that mailed it."""
+        with self._locked(address), contextlib.suppress(ObjectNotFoundError):
+            self.storage.delete(
+                resource_name=RESOURCE,
+                parent_id=PARENT,
+                object_id=object_id(address),
+                with_deleted=False,
+            )

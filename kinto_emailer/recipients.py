@@ -2,7 +2,7 @@
 
 import functools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.policy import default as default_policy
@@ -154,6 +154,23 @@ def member_mailbox(principal: str) -> Mailbox | None:
         return None
 
 
+def _named(
+    recipients: Iterable[str],
+    rendered_group: Callable[[str], str],
+    bucket_id: str,
+    group_members: Callable[[str], list[str]],
+) -> Iterator[tuple[str, bool]]:
+    """Each recipient of a hook for one object, group members in place of their group
+    URI; with whether it is a member's principal (else an address of the hook)."""
+    for recipient in recipients:
+        if not is_group_uri(recipient):
+            yield recipient, False
+            continue
+        match = GROUP_URI.match(rendered_group(recipient))
+        if match is not None and match["bucket_id"] == bucket_id:
+            yield from ((member, True) for member in group_members(match["group_id"]))
+
+
 def expand(
     recipients: Iterable[str],
     rendered_group: Callable[[str], str],
@@ -168,15 +185,59 @@ def expand(
     Duplicates are found case-insensitively; the first spelling wins.
     """
     found: dict[str, Mailbox] = {}
-    for recipient in recipients:
-        if is_group_uri(recipient):
-            match = GROUP_URI.match(rendered_group(recipient))
-            if match is None or match["bucket_id"] != bucket_id:
-                continue
-            mailboxes = [member_mailbox(m) for m in group_members(match["group_id"])]
-        else:
-            mailboxes = [parse_mailbox(recipient)]
-        for mailbox in mailboxes:
-            if mailbox is not None and domain_allowed(mailbox, allowed_domains):
-                found.setdefault(mailbox.addr_spec.lower(), mailbox)
+    for name, member in _named(recipients, rendered_group, bucket_id, group_members):
+        mailbox = member_mailbox(name) if member else parse_mailbox(name)
+        if mailbox is not None and domain_allowed(mailbox, allowed_domains):
+            found.setdefault(mailbox.addr_spec.lower(), mailbox)
     return list(found.values())
+
+
+class UnverifiedPrincipal(ValueError):
+    """The prefix of a principal is not one whose user ids are proven addresses."""
+
+
+def principal_address(principal: str, verified_principals: tuple[str, ...]) -> str:
+    """The address, lowercased, that a prefixed principal (``ldap:bob@example.com``)
+    names; UnverifiedPrincipal unless its prefix is in ``verified_principals`` (elsewhere
+    anyone may be named after anyone's address), ValueError if it names no address."""
+    prefix, _, candidate = principal.partition(":")
+    if prefix not in verified_principals:
+        raise UnverifiedPrincipal(f"{prefix!r} is not a verified principal prefix")
+    return parse_mailbox(candidate).addr_spec.lower()
+
+
+def inbox_key(principal: str, verified_principals: tuple[str, ...]) -> str:
+    """Whose web notifications a principal (a group member, a reader's user id) stands
+    for: the address it names, if verified (see :func:`principal_address`); else itself."""
+    try:
+        return principal_address(principal, verified_principals)
+    except ValueError:
+        return principal
+
+
+def inbox_keys(
+    recipients: Iterable[str],
+    rendered_group: Callable[[str], str],
+    bucket_id: str,
+    group_members: Callable[[str], list[str]],
+    allowed_domains: tuple[str, ...],
+    verified_principals: tuple[str, ...],
+) -> list[str]:
+    """The inboxes of a hook's web notifications for one object, de-duplicated: an
+    address of the hook, lowercased; for a group member, :func:`inbox_key`.
+
+    Members that are no user id (``system.Everyone``, another group's URI) are left out:
+    no one reads their inbox. As for mail, addresses must be of ``allowed_domains``.
+    """
+    found: dict[str, None] = {}
+    for name, member in _named(recipients, rendered_group, bucket_id, group_members):
+        if member:
+            if ":" not in name or is_group_uri(name):
+                continue
+            key = inbox_key(name, verified_principals)
+            address = None if key == name else key
+        else:
+            address = key = parse_mailbox(name).addr_spec.lower()
+        if address is None or domain_allowed(parse_mailbox(address), allowed_domains):
+            found.setdefault(key)
+    return list(found)

@@ -47,7 +47,8 @@ class EmailerSettings:
     max_hooks: int = 20
     """Hooks one bucket or collection may hold."""
     max_messages_per_change: int = 1000
-    """Messages (and digest entries) one change may cause; the rest are dropped."""
+    """Messages (digest entries and web notifications too) one change may cause; the rest
+    are dropped."""
     max_messages_per_bucket_hour: int = 1000
     """Messages the hooks of one bucket may cause in an hour; the rest are dropped."""
     max_messages_per_recipient_hour: int = 100
@@ -75,6 +76,10 @@ class EmailerSettings:
     """Principal prefixes whose user ids are addresses their users proved they own."""
     link_max_age: float = 90 * 24 * 3600.0
     """Seconds a link of an email stays valid."""
+    web_max_age: float = 90 * 24 * 3600.0
+    """Seconds a web notification is kept; older ones go when a newer one comes."""
+    web_max_per_recipient: int = 1000
+    """Web notifications kept for one recipient; the oldest go first."""
     public_url: str = ""
     """The API root that the links of emails and ``{root_url}`` use, ending with ``/``
     (else from Kinto's ``http_scheme`` and ``http_host``); empty: emails have no links."""
@@ -297,6 +302,8 @@ _PARSERS = {
     "secret": _secret,
     "verified_principals": _prefixes,
     "link_max_age": _positive(float, "number"),
+    "web_max_age": _positive(float, "number"),
+    "web_max_per_recipient": _positive(int, "integer"),
     "public_url": _public_url,
     "digest_daily_hour": _ranged(0, 23),
     "digest_weekly_day": _ranged(0, 6),

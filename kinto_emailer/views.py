@@ -304,13 +304,8 @@ def preferences_post(request: Request) -> Response:
     return HTTPSeeOther(_link(request, "emailer-page", saved="1"))
 
 
-def _address(request: Request) -> str:
-    """The email address of the authenticated user; 401 or 403 otherwise.
-
-    Only user ids of the principal prefixes in ``kinto.emailer.verified_principals``
-    are taken as addresses: elsewhere anyone may be named after anyone's address (an
-    account ``reviewer@example.com`` of Kinto's accounts plugin, say).
-    """
+def authenticated_userid(request: Request) -> str:
+    """The prefixed user id of the request's user (``account:alice``); 401 if anonymous."""
     # Authenticating sets the policy's name, that prefixed_userid needs.
     userid = request.prefixed_userid if request.authenticated_userid else None
     if userid is None:
@@ -319,16 +314,27 @@ def _address(request: Request) -> str:
             errno=ERRORS.MISSING_AUTH_TOKEN,
             message="Please authenticate yourself to use this endpoint.",
         )
-    prefix, _, candidate = userid.partition(":")
-    if prefix not in request.registry.emailer_settings.verified_principals:
+    return str(userid)
+
+
+def _address(request: Request) -> str:
+    """The email address of the authenticated user; 401 or 403 otherwise.
+
+    Only user ids of the principal prefixes in ``kinto.emailer.verified_principals``
+    are taken as addresses (see :func:`recipients.principal_address`).
+    """
+    userid = authenticated_userid(request)
+    try:
+        return recipients.principal_address(
+            userid, request.registry.emailer_settings.verified_principals
+        )
+    except recipients.UnverifiedPrincipal as e:
         raise http_error(
             HTTPForbidden(),
             errno=ERRORS.FORBIDDEN,
             message="This server cannot tell that your user id is your email address: manage"
             " your email preferences through the links at the end of the emails.",
-        )
-    try:
-        return recipients.parse_mailbox(candidate).addr_spec.lower()
+        ) from e
     except ValueError as e:
         raise http_error(
             HTTPForbidden(),

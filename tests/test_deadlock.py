@@ -52,13 +52,19 @@ def one_by_one(each, reached=None, gate=None):
 @skip_unless_postgresql
 class CrossingExpansionsTest(PostgreSQL, EmailerWebTest):
     extra_settings = {"emailer.worker": "false"}
+    channels = ["email"]
 
     def setUp(self):
         super().setUp()
         self.queue = self.registry.emailer_delivery.queue
         self.addCleanup(self.queue.stop_worker)
         for bucket, reader in READERS.items():
-            hook = {"template": "{uri}", "recipients": [reader], "resource_name": "record"}
+            hook = {
+                "template": "{uri}",
+                "recipients": [reader],
+                "resource_name": "record",
+                "channels": self.channels,
+            }
             self.app.put_json(f"/buckets/{bucket}", headers=self.headers)
             self.app.put_json(f"/buckets/{bucket}/collections/c", headers=self.headers)
             self.put_hooks(f"/buckets/{bucket}", hook)
@@ -128,3 +134,10 @@ class CrossingExpansionsTest(PostgreSQL, EmailerWebTest):
             collections.Counter(m.rcpt_tos[0] for m in mails),
             {reader: 2 for reader in READERS.values()},
         )
+
+
+@skip_unless_postgresql
+class CrossingWebExpansionsTest(CrossingExpansionsTest):
+    """The same, writing the readers' inboxes too (one timestamp row each)."""
+
+    channels = ["email", "web"]

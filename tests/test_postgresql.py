@@ -4,6 +4,7 @@ import contextlib
 import io
 import logging
 import tempfile
+from unittest import mock
 
 from kinto.core.storage.postgresql import Storage as PostgreSQLStorage
 
@@ -16,6 +17,7 @@ import tests.test_preferences as preferences
 import tests.test_storage as storage
 import tests.test_transactions as transactions
 import tests.test_validation as validation
+import tests.test_web as web
 from kinto_emailer import jobs
 from kinto_emailer.scripts import emailer_main
 from tests.support import POSTGRESQL_URL, skip_unless_postgresql, write_config
@@ -55,6 +57,21 @@ class HeaderInjectionTest(PostgreSQL, headers.HeaderInjectionTest):
 
 @skip_unless_postgresql
 class ValidationTest(PostgreSQL, validation.ValidationTest):
+    pass
+
+
+@skip_unless_postgresql
+class WebTest(PostgreSQL, web.WebTest):
+    pass
+
+
+@skip_unless_postgresql
+class WebRetentionTest(PostgreSQL, web.RetentionTest):
+    pass
+
+
+@skip_unless_postgresql
+class WebBoundsTest(PostgreSQL, web.BoundsTest):
     pass
 
 
@@ -241,3 +258,24 @@ class BoundsTest(PostgreSQL, bounds.BoundsTest):
         self.mails()
         status = self.registry.emailer_delivery.queue.status()
         self.assertEqual((status["sent"], status["limited"]), (3, 1))
+
+
+@skip_unless_postgresql
+class WebTogetherTest(PostgreSQL, web.WebBase):
+    def test_a_change_leaves_its_emails_and_notifications_together_or_neither(self):
+        self.put_hooks(
+            "/buckets/b",
+            {**web.HOOK, "recipients": ["a@example.com"], "channels": ["email", "web"]},
+        )
+        queue = self.registry.emailer_delivery.queue
+        # Queueing its mail fails once the notification is written: the worker's
+        # transaction is rolled back, notification included, and the change kept as failed.
+        with mock.patch.object(jobs.JobQueue, "defer", side_effect=RuntimeError("disk full")):
+            self.create("r1")
+        alice = web.user("a@example.com")
+        self.assertEqual(self.feed(alice), [])
+        self.assertEqual(self.mails(), [])
+        [failed] = queue.failed()
+        self.assertEqual(queue.resend([failed["key"]]), 1)
+        self.assertEqual(len(self.sink.wait_for(1)), 1)
+        self.assertEqual(self.subjects(alice), ["created r1"])

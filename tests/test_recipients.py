@@ -101,3 +101,44 @@ class ExpandTest(unittest.TestCase):
         for bad in ("/buckets/bb/groups/g", "/buckets/b/groups/", "/buckets/b/collections/c"):
             with self.subTest(recipient=bad), self.assertRaises(InvalidHook):
                 recipients.check_recipient(bad, "p", "b", ())
+
+
+class InboxKeyTest(unittest.TestCase):
+    """Who reads a web notification: a verified address, else the principal itself."""
+
+    def test_keys_of_principals(self):
+        verified = ("ldap",)
+        cases = {
+            "ldap:Bob@Example.com": "bob@example.com",
+            "ldap:bob": "ldap:bob",
+            "account:alice": "account:alice",
+            # Anyone may name an account after anyone's address: kept by principal.
+            "account:a@example.com": "account:a@example.com",
+        }
+        for principal, key in cases.items():
+            with self.subTest(principal=principal):
+                self.assertEqual(recipients.inbox_key(principal, verified), key)
+
+    def test_keys_of_a_hook(self):
+        members = {
+            "g": [
+                "account:alice",
+                "ldap:C@example.com",
+                "system.Everyone",
+                "/buckets/b/groups/other",
+                "ldap:c@example.com",
+                "ldap:d@other.example",
+                "account:e@other.example",
+            ]
+        }
+        keys = recipients.inbox_keys(
+            ["A@Example.com", "/buckets/b/groups/g", "/buckets/x/groups/g"],
+            lambda uri: uri,
+            "b",
+            members.__getitem__,
+            ("example.com",),
+            ("ldap",),
+        )
+        self.assertEqual(
+            keys, ["a@example.com", "account:alice", "c@example.com", "account:e@other.example"]
+        )

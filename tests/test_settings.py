@@ -67,6 +67,8 @@ class ParseSettingsTest(unittest.TestCase):
                 "emailer.digest_weekly_day": 4,
                 "emailer.group_threshold": "20",
                 "emailer.verified_principals": "ldap fxa:",
+                "emailer.web_max_age": "3600",
+                "emailer.web_max_per_recipient": "50",
                 "userid_hmac_secret": "a secret of Kinto's",
             }
         )
@@ -89,6 +91,7 @@ class ParseSettingsTest(unittest.TestCase):
         self.assertEqual((settings.digest_daily_hour, settings.digest_weekly_day), (6, 4))
         self.assertEqual(settings.group_threshold, 20)
         self.assertEqual(settings.verified_principals, ("ldap", "fxa"))
+        self.assertEqual((settings.web_max_age, settings.web_max_per_recipient), (3600.0, 50))
         self.assertIsNone(
             parse_settings({**SECRET, "emailer.group_threshold": "off"}).group_threshold
         )
@@ -107,6 +110,8 @@ class ParseSettingsTest(unittest.TestCase):
             ({"emailer.retry_delays": "300 soon"}, "'kinto.emailer.retry_delays' must list"),
             ({"emailer.retry_delays": "300 -1"}, "'kinto.emailer.retry_delays' must list"),
             ({"emailer.max_age": "0"}, "'kinto.emailer.max_age'"),
+            ({"emailer.web_max_age": "-1"}, "'kinto.emailer.web_max_age' must be a positive"),
+            ({"emailer.web_max_per_recipient": "1.5"}, "'kinto.emailer.web_max_per_recipient'"),
             ({"mail.debug_mailer": "maybe"}, "'mail.debug_mailer'"),
             ({"mail.default_sender": "two@example.com, b@example.com"}, "'mail.default_sender'"),
             ({"emailer.digest_daily_hour": "24"}, "'kinto.emailer.digest_daily_hour'"),

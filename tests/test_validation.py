@@ -1,7 +1,10 @@
 """Hooks are checked when metadata is saved: a 400 naming the JSON path, nothing stored."""
 
 import logging
+import unittest
 
+from kinto_emailer import hooks
+from kinto_emailer.settings import EmailerSettings
 from tests.support import EmailerWebTest, store_unchecked
 
 
@@ -154,6 +157,19 @@ class ValidationTest(EmailerWebTest):
                     "data.kinto-emailer.hooks.0.recipients.1",
                     message,
                 )
+
+    def test_channel_errors(self):
+        cases = [
+            ([], "data.kinto-emailer.hooks.0.channels", "should be non-empty"),
+            ("web", "data.kinto-emailer.hooks.0.channels", "is not of type 'array'"),
+            (["web", "web"], "data.kinto-emailer.hooks.0.channels", "non-unique elements"),
+            (["email", "sms"], "data.kinto-emailer.hooks.0.channels.1", "is not one of"),
+        ]
+        for channels, name, message in cases:
+            with self.subTest(channels=channels):
+                self.assert_refused({"hooks": [{**HOOK, "channels": channels}]}, name, message)
+        for channels in (["web"], ["web", "email"], ["email"]):
+            self.put_hooks("/buckets/b", {**HOOK, "channels": channels})
 
     def test_sender_errors(self):
         self.assert_refused(
@@ -346,3 +362,17 @@ class StoredEarlierTest(EmailerWebTest):
         for index, reason in enumerate(reasons):
             [line] = {line for line in logs.output if f"hook {index} of {COLLECTION}:" in line}
             self.assertIn(reason, line)
+
+
+class ChannelsTest(unittest.TestCase):
+    def test_email_by_default_and_fingerprints_of_existing_hooks_unchanged(self):
+        settings = EmailerSettings()
+        before = hooks.parse_hook(HOOK, 0, "b", settings)
+        self.assertEqual(before.channels, ("email",))
+        # Keys of mail already sent stay those of the same hook: no mail twice on upgrade.
+        self.assertEqual(
+            before.fingerprint, "73af712ae671141b9a6fa382e93073ffc727bca39f25cef6e8d2bc60c5aedfac"
+        )
+        both = hooks.parse_hook({**HOOK, "channels": ["web", "email"]}, 0, "b", settings)
+        self.assertEqual(both.channels, ("web", "email"))
+        self.assertEqual(both.fingerprint, before.fingerprint)

@@ -1,0 +1,156 @@
+"""The web channel's API: ``/v1/emailer/notifications``, each user's own inbox.
+
+A Kinto resource, so that paging (``_limit``, ``Next-Page``), counts (``Total-Objects``
+on ``HEAD``), ``ETag``/``If-None-Match``, ``_since`` and filters work as on records. Its
+parent is the reader's inbox, never taken from the request: another user's ids answer
+404, as ids that never were. Readers may only mark a notification read (or unread), or
+delete it.
+"""
+
+from typing import Any
+
+from kinto.core import resource
+from kinto.core.authorization import PRIVATE
+from kinto.core.errors import raise_invalid
+from kinto.core.resource.model import Model
+from kinto.core.resource.viewset import ViewSet
+from kinto.core.storage import Filter, KintoObject, Sort
+from kinto.core.utils import COMPARISON, native_value
+from pyramid.request import Request
+from pyramid.security import NO_PERMISSION_REQUIRED
+
+from kinto_emailer import inbox, recipients
+from kinto_emailer.preferences import PreferenceStore
+from kinto_emailer.views import authenticated_userid
+
+
+PATH = "/emailer/notifications"
+READ_ALL_ROUTE = "emailer-notifications-read"
+USER_DATA_ROUTE = "user-data-object"
+"""Kinto's ``DELETE /v1/__user_data__/<principal>``."""
+WRITABLE = inbox.READ
+"""The one field readers change."""
+_ABSENT = object()
+
+
+def reader_key(request: Request) -> str:
+    """The inbox of the authenticated user (see :func:`recipients.inbox_key`); 401 for
+    anonymous requests."""
+    settings = request.registry.emailer_settings
+    return recipients.inbox_key(authenticated_userid(request), settings.verified_principals)
+
+
+class FeedViewSet(ViewSet):
+    # Every authenticated user reaches only their own inbox: no permission rows.
+    default_arguments = {**ViewSet.default_arguments, "permission": PRIVATE}
+
+
+@resource.register(
+    name=inbox.RESOURCE,
+    plural_path=PATH,
+    object_path=f"{PATH}/{{{{id}}}}",
+    plural_methods=("HEAD", "GET"),
+    object_methods=("GET", "PATCH", "DELETE"),
+    viewset=FeedViewSet(),
+)
+class Feed(resource.Resource):
+    def default_model(self, **kwargs: Any) -> Model:  # type: ignore[override]
+        # Kinto names storage after the class: the inbox module names it.
+        return Model(**{**kwargs, "resource_name": inbox.RESOURCE})
+
+    def get_parent_id(self, request: Request) -> str:
+        return inbox.parent_id(reader_key(request))
+
+    def _extract_sorting(self, limit: int) -> list[Sort]:
+        querystring = self.request.validated["querystring"]
+        if not querystring.get("_sort"):
+            # Newest first. Not by last_modified, which marking one read bumps: none
+            # moves, those of one change (one time) included.
+            querystring["_sort"] = ["-created", "-id"]
+        return super()._extract_sorting(limit)  # type: ignore[no-any-return]
+
+    def _extract_filters(self) -> list[Filter]:
+        unread = self.request.validated["querystring"].pop("unread", None)
+        filters: list[Filter] = super()._extract_filters()
+        if unread is not None:
+            unread = native_value(unread)
+            if not isinstance(unread, bool):
+                raise_invalid(
+                    self.request,
+                    location="querystring",
+                    name="unread",
+                    description="true or false",
+                )
+            filters.append(Filter(WRITABLE, not unread, COMPARISON.EQ))
+        return filters
+
+    def process_object(self, new: KintoObject, old: KintoObject | None = None) -> KintoObject:
+        """Only ``read`` changes, to true or false; the rest is the server's."""
+        new = super().process_object(new, old)
+        before = old or {}
+        permissions = self.model.permissions_field
+        if _granted(new.get(permissions)) != _granted(before.get(permissions)):
+            raise_invalid(self.request, name="permissions", description="Only read may change.")
+        for field in sorted(new.keys() | before.keys()):
+            if field in (WRITABLE, self.model.modified_field, permissions):
+                continue
+            if new.get(field, _ABSENT) != before.get(field, _ABSENT):
+                raise_invalid(
+                    self.request, name=f"data.{field}", description="Only read may change."
+                )
+        if not isinstance(new.get(WRITABLE), bool):
+            raise_invalid(self.request, name=f"data.{WRITABLE}", description="true or false.")
+        return new
+
+
+def _granted(permissions: Any) -> dict[str, set[str]]:
+    """The principals each permission grants, however a patch spelled none."""
+    return {
+        name: set(principals) for name, principals in (permissions or {}).items() if principals
+    }
+
+
+def read_all(request: Request) -> dict[str, Any]:
+    """``POST /v1/emailer/notifications/read``: mark every unread notification read."""
+    store = inbox.InboxStore(request.registry.storage, request.registry.emailer_settings)
+    return {"data": {"marked": store.mark_all_read(reader_key(request))}}
+
+
+def forget(registry: Any, principal: str) -> None:
+    """Delete the notifications and preferences of ``principal``: those kept for it, and
+    those of the address it names (if verified: see :func:`recipients.inbox_key`)."""
+    key = recipients.inbox_key(principal, registry.emailer_settings.verified_principals)
+    store = inbox.InboxStore(registry.storage, registry.emailer_settings)
+    for inbox_of in sorted({principal, key}):
+        store.delete(inbox_of)
+    if key != principal:
+        PreferenceStore(registry.storage).delete(key)
+
+
+def forgetting_user_data(view: Any, info: Any) -> Any:
+    """View deriver: Kinto's ``DELETE /v1/__user_data__/<principal>`` deletes the user's
+    notifications and preferences too, in its transaction, once it was allowed."""
+    if info.options.get("route_name") != USER_DATA_ROUTE:
+        return view
+
+    def deleting(context: Any, request: Request) -> Any:
+        response = view(context, request)
+        if request.method == "DELETE":
+            forget(request.registry, request.matchdict["principal"])
+        return response
+
+    return deleting
+
+
+def includeme(config: Any) -> None:
+    # Before the resource's routes: "read" is no notification's id.
+    config.add_route(READ_ALL_ROUTE, f"{PATH}/read")
+    config.add_view(
+        read_all,
+        route_name=READ_ALL_ROUTE,
+        request_method="POST",
+        renderer="json",
+        permission=NO_PERMISSION_REQUIRED,
+    )
+    config.scan("kinto_emailer.feed")
+    config.add_view_deriver(forgetting_user_data)
