@@ -359,16 +359,20 @@ class Worker:
         """Send until ``stop`` is set; the message under way is finished first.
 
         Changes are worked out in a thread of their own, so that the SMTP server does not
-        wait for them; it rings the sender as soon as it queued messages.
+        wait for them; it rings the sender as soon as it queued messages. The first claim
+        of messages waits for the first claim of changes to be worked out: it is shared
+        between their buckets too.
         """
         bell = _Bell()
+        started = threading.Event()
         expanding = threading.Thread(
             target=self._expand_until,
-            args=(stop, bell),
+            args=(stop, bell, started),
             name="kinto-emailer-expand",
             daemon=True,
         )
         expanding.start()
+        started.wait(self.poll_interval)
         try:
             while not stop.is_set():
                 try:
@@ -383,18 +387,24 @@ class Worker:
             bell.close()
             self.close()
 
-    def _expand_until(self, stop: threading.Event, bell: "_Bell") -> None:
-        """Work out changes as they come, until ``stop`` is set."""
+    def _expand_until(
+        self, stop: threading.Event, bell: "_Bell", started: threading.Event
+    ) -> None:
+        """Work out changes as they come, until ``stop`` is set; ``started`` once the first
+        claim of them was worked out (or failed)."""
         wakeups: _SentKeys | None = None
         while not stop.is_set():
             try:
                 if wakeups is None:
                     wakeups = _SentKeys(self.dsn, self.settings.stalled_timeout)
-                if self.expand():
+                expanded = self.expand()
+                started.set()
+                if expanded:
                     bell.ring()
                 else:
                     self._wait(wakeups, stop)
             except Exception as e:
+                started.set()
                 if wakeups is not None:
                     wakeups.connection.close()
                     wakeups = None
