@@ -27,6 +27,7 @@ import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
+import transaction
 import webtest
 from kinto import main as kinto_main
 from kinto.core import scripts
@@ -37,7 +38,15 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.commit_clock import COMMITTED  # noqa: E402
 from benchmarks.sink import CountingSink  # noqa: E402
-from kinto_emailer import digests, hooks, jobs, messages, send_digests, wakeups  # noqa: E402
+from kinto_emailer import (  # noqa: E402
+    digests,
+    hooks,
+    inbox,
+    jobs,
+    messages,
+    send_digests,
+    wakeups,
+)
 from kinto_emailer.preferences import object_id  # noqa: E402
 from kinto_emailer.recipients import parse_mailbox  # noqa: E402
 from kinto_emailer.settings import EmailerSettings  # noqa: E402
@@ -98,9 +107,11 @@ def make_app(
     worker: bool = True,
     initialize: bool = True,
     connections: int = 1,
+    **extra: str,
 ) -> webtest.TestApp:
     """Kinto with the plugin (and ``hook`` on ``bucket``), or without it (``hook=None``),
-    sending over ``connections`` SMTP connections; :data:`commit_clock` notes its commits.
+    sending over ``connections`` SMTP connections, with ``extra`` settings;
+    :data:`commit_clock` notes its commits.
 
     Apps on PostgreSQL share the database: each writes to a bucket of its own. Apps made
     at once by several processes leave the schema to the one made first
@@ -114,6 +125,7 @@ def make_app(
             "emailer.worker": str(worker).lower(),
             "emailer.smtp_connections": str(connections),
             **BOUNDS,
+            **extra,
         },
     )
     if postgresql:
@@ -929,6 +941,100 @@ def empty_database(sink: SMTPSink) -> None:
             jobs.execute(connection, "VACUUM FULL procrastinate_jobs")
 
 
+HELD = 10_000
+"""Web notifications of one reader, and records of one collection, in the feed rows."""
+
+
+def create_many(app: webtest.TestApp, resource_name: str, parent_id: str, objects: list) -> None:
+    """``objects`` stored in one transaction, past the API: the rows measure reading them."""
+    storage = app.app.registry.storage
+    with transaction.manager:
+        for obj in objects:
+            storage.create(resource_name=resource_name, parent_id=parent_id, obj=obj)
+
+
+def feed_row(sink: SMTPSink, postgresql: bool) -> tuple:
+    """A reader's newest 20 web notifications and unread count, against 20 records of a
+    collection, each out of ``HELD``."""
+    where = "PostgreSQL" if postgresql else "memory"
+    bucket = "feed"
+    app = make_app(
+        sink, QUIET, postgresql, bucket=bucket, **{"emailer.web_max_per_recipient": str(HELD)}
+    )
+    reader = app.get("/v1/", headers=HEADERS).json["user"]["id"]
+    notification = inbox.Notification(
+        reader, "A subject", "A body", "/buckets/b", "", "/buckets/b", datetime.now(UTC)
+    ).to_json()
+    create_many(app, inbox.RESOURCE, inbox.parent_id(reader), [notification] * HELD)
+    records_path = records(bucket)
+    create_many(app, "record", records_path, [RECORD["data"]] * HELD)
+
+    def feed() -> None:
+        app.get("/v1/emailer/notifications?_limit=20", headers=HEADERS)
+        app.head("/v1/emailer/notifications?read=false", headers=HEADERS)
+
+    feed_seconds, records_seconds = compare(
+        {
+            "feed": (app, feed),
+            "records": (app, lambda: app.get(f"/v1{records_path}?_limit=20", headers=HEADERS)),
+        }
+    )
+    app.app.registry.storage.flush()
+    close(app)
+    return (
+        f"newest 20 of {HELD} web notifications and the unread count / 20 of {HELD}"
+        f" records ({where})",
+        "<= 1.5",
+        feed_seconds,
+        records_seconds,
+    )
+
+
+def web_group_row(sink: SMTPSink) -> tuple:
+    """What a worker spends on one change whose hook names a group of 1,000 members: web
+    notifications against emails."""
+    members = [f"account:member{i}@example.com" for i in range(1000)]
+    apps = {}
+    for channel in ("web", "email"):
+        hook = {**RECORD_HOOK, "recipients": [f"/buckets/{channel}/groups/g"]}
+        app = make_app(
+            sink,
+            {**hook, "channels": [channel]},
+            postgresql=True,
+            bucket=channel,
+            worker=False,
+            **{"emailer.max_recipients": "1000"},
+        )
+        group = {"data": {"members": members}}
+        app.put_json(f"/v1/buckets/{channel}/groups/g", group, headers=HEADERS)
+        apps[channel] = app
+    queue = apps["web"].app.registry.emailer_delivery.queue
+    queue.expand_all()
+
+    def change(channel: str) -> Callable[[], object]:
+        def work_out() -> None:
+            app = apps[channel]
+            app.post_json(f"/v1{records(channel)}", RECORD, headers=HEADERS)
+            started = time.perf_counter()
+            queue.expand_all()
+            seconds[channel].append(time.perf_counter() - started)
+            empty_queue()
+
+        return work_out
+
+    seconds: dict[str, list[float]] = {"web": [], "email": []}
+    for _ in range(GROUPING_ROUNDS):
+        for channel in ("web", "email"):
+            change(channel)()
+    close(*apps.values())
+    return (
+        "one change to a group of 1000 members, worked out by a worker: web / email (PostgreSQL)",
+        "<= 1.25",
+        statistics.median(seconds["web"]),
+        statistics.median(seconds["email"]),
+    )
+
+
 GROUPS: dict[str, tuple[bool, Callable[[SMTPSink, SMTPSink], list[tuple]]]] = {
     # name: (needs PostgreSQL, rows)
     "writes": (False, lambda sink, slow: write_rows(sink, slow, postgresql=False)),
@@ -942,6 +1048,8 @@ GROUPS: dict[str, tuple[bool, Callable[[SMTPSink, SMTPSink], list[tuple]]]] = {
     "pg-grouping": (True, lambda sink, slow: [grouping_row(sink, postgresql=True)]),
     "digests": (True, lambda sink, slow: digest_rows(sink)),
     "flood": (True, lambda sink, slow: [flood_row(sink)]),
+    "web": (False, lambda sink, slow: [feed_row(sink, postgresql=False)]),
+    "pg-web": (True, lambda sink, slow: [feed_row(sink, postgresql=True), web_group_row(sink)]),
 }
 
 
