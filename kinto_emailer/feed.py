@@ -92,7 +92,10 @@ class Feed(resource.Resource):
         if _granted(new.get(permissions)) != _granted(before.get(permissions)):
             raise_invalid(self.request, name="permissions", description="Only read may change.")
         for field in sorted(new.keys() | before.keys()):
-            if field in (WRITABLE, self.model.modified_field, permissions):
+            if field in (WRITABLE, permissions):
+                continue
+            # The server's own time, unless the client sent one: that never passes.
+            if field == self.model.modified_field and field not in new:
                 continue
             if new.get(field, _ABSENT) != before.get(field, _ABSENT):
                 raise_invalid(

@@ -702,8 +702,8 @@ def route(
 
 
 def bound_of(change: Change, settings: EmailerSettings, tally: Tally) -> Bound:
-    """The bounds of ``change``'s mail: per change, per bucket and per recipient an hour.
-    Web notifications count against the change's bound only: the same one as its mail.
+    """The bounds of ``change``'s mail and web notifications: per change, per bucket and
+    per recipient an hour.
 
     The change's own usage is kept between calls: its notices may be bounded in parts.
     """
@@ -715,15 +715,14 @@ def bound_of(change: Change, settings: EmailerSettings, tally: Tally) -> Bound:
         settings,
         tally,
         used,
-        hourly=[isinstance(n, Notice) for n in notices],
     )
 
 
 def usage_of(change: Change, notices: list[AnyNotice]) -> tuple[datetime, list[str]]:
-    """The hourly usage that the mail of ``notices`` may count against (see
-    :func:`bound_of`): its window, and its keys."""
+    """The hourly usage that ``notices`` may count against (see :func:`bound_of`): its
+    window, and its keys."""
     return quotas.keys_of(
-        [n.recipient for n in notices if isinstance(n, Notice)],
+        [n.recipient for n in notices],
         change["base"]["bucket_id"],
         datetime.fromisoformat(change["made_at"]),
     )

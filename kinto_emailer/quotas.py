@@ -114,21 +114,18 @@ def admit(
     settings: EmailerSettings,
     tally: Tally,
     change: Usage | None = None,
-    hourly: Sequence[bool] | None = None,
 ) -> list[bool]:
     """Whether each message of one change, in order, to ``recipients``, may go.
 
     A message goes only while the change, its bucket and its recipient are all under
     their bound; one dropped counts against none of them. ``change``: the usage of the
     change's messages admitted before these ones, when it is worked out a part at a time.
-    ``hourly``: whether each message counts against the hourly bounds too (by default);
-    those that do not (web notifications) count against the change's only.
+    A web notification is a message as an email is: a stranger's hooks fill no one's
+    inbox faster than their mailbox.
     """
     if not recipients:
         return []
-    hourly = [True] * len(recipients) if hourly is None else hourly
-    mailed = [r for r, counts in zip(recipients, hourly, strict=True) if counts]
-    window, keys = keys_of(mailed, bucket_id, made_at)
+    window, keys = keys_of(recipients, bucket_id, made_at)
     bucket = bucket_key(bucket_id)
     limits = {
         "bucket": settings.max_messages_per_bucket_hour,
@@ -140,8 +137,8 @@ def admit(
     with tally.usage(window, keys) as usage:
         usage = {**usage, "change:": change}
         before = {key: u.dropped for key, u in usage.items()}
-        for address, counts in zip(recipients, hourly, strict=True):
-            counted = ("change:", bucket, recipient_key(address)) if counts else ("change:",)
+        for address in recipients:
+            counted = ("change:", bucket, recipient_key(address))
             full = [key for key in counted if usage[key].used >= limits[key.split(":", 1)[0]]]
             for key in full:
                 usage[key].dropped += 1
