@@ -11,11 +11,12 @@ from typing import Any
 
 from kinto.core import resource
 from kinto.core.authorization import PRIVATE
-from kinto.core.errors import raise_invalid
+from kinto.core.errors import ERRORS, http_error, raise_invalid
 from kinto.core.resource.model import Model
 from kinto.core.resource.viewset import ViewSet
 from kinto.core.storage import Filter, KintoObject, Sort
 from kinto.core.utils import COMPARISON, native_value
+from pyramid.httpexceptions import HTTPUnsupportedMediaType
 from pyramid.request import Request
 from pyramid.security import NO_PERMISSION_REQUIRED
 
@@ -114,9 +115,20 @@ def _granted(permissions: Any) -> dict[str, set[str]]:
 
 
 def read_all(request: Request) -> dict[str, Any]:
-    """``POST /v1/emailer/notifications/read``: mark every unread notification read."""
+    """``POST /v1/emailer/notifications/read``: mark every unread notification read.
+
+    JSON only: a form of another site, which a browser may send with the credentials it
+    keeps, cannot do it.
+    """
+    key = reader_key(request)
+    if request.content_type != "application/json":
+        raise http_error(
+            HTTPUnsupportedMediaType(),
+            errno=ERRORS.INVALID_PARAMETERS,
+            message="Send it as JSON (Content-Type: application/json).",
+        )
     store = inbox.InboxStore(request.registry.storage, request.registry.emailer_settings)
-    return {"data": {"marked": store.mark_all_read(reader_key(request))}}
+    return {"data": {"marked": store.mark_all_read(key)}}
 
 
 def forget(registry: Any, principal: str) -> None:

@@ -137,7 +137,7 @@ class WebTest(WebBase):
             getattr(self.app, method)(NOTIFICATIONS, status=401)
         self.app.get(uri, status=401)
         self.app.patch_json(uri, {"data": {"read": True}}, status=401)
-        self.app.post(f"{NOTIFICATIONS}/read", status=401)
+        self.app.post_json(f"{NOTIFICATIONS}/read", {}, status=401)
 
     def test_paging_polling_and_caching_follow_kinto(self):
         self.put_hooks(
@@ -210,7 +210,10 @@ class WebTest(WebBase):
                 ).json
                 self.assertEqual(error["details"][0]["name"], name)
 
-        marked = self.app.post(f"{NOTIFICATIONS}/read", headers=alice).json["data"]
+        # What a form of another site could send: refused, nothing marked.
+        self.app.post(f"{NOTIFICATIONS}/read", {"x": "1"}, headers=alice, status=415)
+        self.assertEqual(len(self.feed(alice, "?unread=true")), 3)
+        marked = self.app.post_json(f"{NOTIFICATIONS}/read", {}, headers=alice).json["data"]
         self.assertEqual(marked, {"marked": 3})
         self.assertEqual(self.feed(alice, "?unread=true"), [])
         self.app.delete(f"{NOTIFICATIONS}/{r1['id']}", headers=alice)
