@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 Who = TypeVar("Who", bound=Hashable)
 """A recipient: a mailbox, or the key of an inbox."""
+Item = TypeVar("Item")
+"""What a hook leaves for a recipient: a message's draft, or a web notification."""
 
 _PAYLOAD_KEYS = frozenset(
     {"timestamp", "action", "uri", "user_id", "resource_name", "id"}
@@ -420,6 +422,15 @@ def summary_text(
     return location, lines[0].rstrip(":"), "\n".join(lines) + "\n"
 
 
+def summary_notification(
+    hook: Hook, scope: str, contexts: list[Mapping[str, Any]], store: EventStore, key: str
+) -> inbox.Notification:
+    """One web notification about many objects of one event, instead of one each."""
+    uri, subject, body = summary_text(hook, contexts, store)
+    link = web_link(contexts[0]["root_url"], uri)
+    return inbox.Notification(key, subject, body, uri, link, scope, store.made_at)
+
+
 def summary_draft(
     hook: Hook, contexts: list[Mapping[str, Any]], store: EventStore, mailbox: Mailbox
 ) -> messages.Draft:
@@ -571,54 +582,50 @@ def notices_for_change(
                 posted.append((scope, hook, context, keys))
         except RenderError as e:
             logger.error("Skipping a hook for %s: %s", context["uri"], e)
-    grouped = _grouped(mailed)
-    for scope, hook, context, mailboxes in mailed:
-        alone = [m for m in mailboxes if (scope, hook, m) not in grouped]
-        if not alone:
-            continue
-        try:
-            drafts = hook_drafts(hook, context, store, alone)
-        except RenderError as e:
-            logger.error("Skipping a hook for %s: %s", context["uri"], e)
-            continue
-        yield from (Notice(draft, scope, hook, locked_scopes[scope]) for draft in drafts)
-    for (scope, hook, mailbox), contexts in grouped.items():
-        try:
-            draft = summary_draft(hook, contexts, store, mailbox)
-        except RenderError as e:
-            logger.error("Skipping a summary of %s: %s", contexts[0]["uri"], e)
-            continue
+    for scope, hook, draft in _each_or_summary(
+        mailed,
+        lambda hook, scope, context, alone: hook_drafts(hook, context, store, alone),
+        lambda hook, scope, contexts, mailbox: summary_draft(hook, contexts, store, mailbox),
+    ):
         yield Notice(draft, scope, hook, locked_scopes[scope])
-    yield from _web_notices(posted, store, locked_scopes)
+    for scope, hook, notification in _each_or_summary(
+        posted,
+        lambda hook, scope, context, alone: hook_notifications(hook, scope, context, store, alone),
+        lambda hook, scope, contexts, key: summary_notification(hook, scope, contexts, store, key),
+    ):
+        yield WebNotice(notification, scope, hook, locked_scopes[scope])
 
 
 def _address_of(mailbox: Mailbox) -> str:
     return mailbox.addr_spec.lower()
 
 
-def _web_notices(
-    posted: list[tuple[str, Hook, dict[str, Any], list[str]]],
-    store: EventStore,
-    locked_scopes: Mapping[str, bool],
-) -> Iterator[WebNotice]:
-    """The web notifications of ``posted`` hooks: one per inbox and object, or one
-    summary per inbox past the hook's ``group_threshold``, as for mail."""
-    grouped = _grouped(posted)
-    for scope, hook, context, keys in posted:
-        alone = [key for key in keys if (scope, hook, key) not in grouped]
+def _each_or_summary(
+    decided: list[tuple[str, Hook, dict[str, Any], list[Who]]],
+    each: Callable[[Hook, str, dict[str, Any], list[Who]], list[Item]],
+    summary: Callable[[Hook, str, list[dict[str, Any]], Who], Item],
+) -> Iterator[tuple[str, Hook, Item]]:
+    """What ``decided`` hooks leave, with their scope and hook, on one channel: one item
+    per recipient and object (``each``), or one ``summary`` per recipient past the
+    hook's ``group_threshold``. A hook that cannot be rendered is skipped."""
+    grouped = _grouped(decided)
+    for scope, hook, context, whos in decided:
+        alone = [who for who in whos if (scope, hook, who) not in grouped]
         if not alone:
             continue
         try:
-            notifications = hook_notifications(hook, scope, context, store, alone)
+            items = each(hook, scope, context, alone)
         except RenderError as e:
             logger.error("Skipping a hook for %s: %s", context["uri"], e)
             continue
-        yield from (WebNotice(n, scope, hook, locked_scopes[scope]) for n in notifications)
-    for (scope, hook, key), contexts in grouped.items():
-        uri, subject, body = summary_text(hook, contexts, store)
-        link = web_link(contexts[0]["root_url"], uri)
-        notification = inbox.Notification(key, subject, body, uri, link, scope, store.made_at)
-        yield WebNotice(notification, scope, hook, locked_scopes[scope])
+        yield from ((scope, hook, item) for item in items)
+    for (scope, hook, who), contexts in grouped.items():
+        try:
+            item = summary(hook, scope, contexts, who)
+        except RenderError as e:
+            logger.error("Skipping a summary of %s: %s", contexts[0]["uri"], e)
+            continue
+        yield scope, hook, item
 
 
 Bound = Callable[[list[AnyNotice]], list[bool]]
