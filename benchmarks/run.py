@@ -31,6 +31,8 @@ import transaction
 import webtest
 from kinto import main as kinto_main
 from kinto.core import scripts
+from kinto.core.metrics import NoOpMetricsService
+from pyramid.registry import Registry
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,6 +49,7 @@ from kinto_emailer import (  # noqa: E402
     send_digests,
     wakeups,
 )
+from kinto_emailer.metrics import KintoMetrics  # noqa: E402
 from kinto_emailer.preferences import object_id  # noqa: E402
 from kinto_emailer.recipients import parse_mailbox  # noqa: E402
 from kinto_emailer.settings import EmailerSettings  # noqa: E402
@@ -786,7 +789,10 @@ class Accepting:
 def queue_floor(items: list[messages.Draft]) -> float:
     """Seconds per message of this queue's worker (claims, keys), SMTP left out."""
     # Messages only, queued beforehand: no change to work out.
-    worker = jobs.Worker(DATABASE, Accepting(), EmailerSettings(), lambda name, n: None, lambda: 0)
+    uncounted = Registry()
+    uncounted.metrics = NoOpMetricsService()
+    metrics = KintoMetrics(uncounted)
+    worker = jobs.Worker(DATABASE, Accepting(), EmailerSettings(), metrics, lambda: 0)
     with jobs.session(DATABASE, autocommit=False) as connection:
         jobs.defer(connection, items)
     stop = threading.Event()

@@ -4,14 +4,15 @@ Enable with ``kinto.includes = kinto_emailer``. This module only wires the parts
 """
 
 import atexit
+import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
-from kinto.core import metrics
 from kinto.core.events import ResourceChanged
+from kinto.core.metrics import listener_with_timer
 from kinto.events import ServerFlushed
 from pyramid.config import Configurator
 from pyramid.events import ApplicationCreated, ContextFound, NewRequest
@@ -22,12 +23,13 @@ from pyramid_mailer.mailer import Mailer
 
 from kinto_emailer import digests, validation
 from kinto_emailer.delivery import (
-    Counter,
     Delivery,
     Outbox,
     Transport,
     drain_on_sigterm,
+    how_the_queue_runs,
     transport_from_settings,
+    where_mail_goes,
 )
 from kinto_emailer.errors import InvalidHook
 from kinto_emailer.listener import (
@@ -36,6 +38,7 @@ from kinto_emailer.listener import (
     notices_by_change,
     send_notification,
 )
+from kinto_emailer.metrics import Counter, KintoMetrics
 from kinto_emailer.migration import EmailerMigration
 from kinto_emailer.settings import EmailerSettings, parse_settings, with_environment
 
@@ -48,6 +51,8 @@ __version__ = "5.0.0.dev0"
 __all__ = ["build_notification", "send_notification", "includeme"]
 
 DOCS_URL = "https://github.com/Kinto/kinto-emailer/"
+
+logger = logging.getLogger(__name__)
 
 
 def mailer_from_settings(settings: dict) -> Mailer:
@@ -92,9 +97,11 @@ def _on_first_request(config: Configurator, starts: list[Callable[[], None]]) ->
 def send_digests(registry: Registry, at: datetime) -> int:
     """Queue the digests due at ``at``: by the scheduler thread and ``send-digests``."""
     registry.emailer_delivery.catch_up(registry.emailer_settings.drain_timeout)
-    return digests.send_digests(
+    count = digests.send_digests(
         registry.storage, registry.emailer_settings, at, registry.emailer_delivery.schedule
     )
+    registry.emailer_metrics("digests", count)
+    return count
 
 
 def includeme(config: Configurator) -> None:
@@ -106,16 +113,19 @@ def includeme(config: Configurator) -> None:
     registry.emailer_settings = emailer_settings
     registry.registerUtility(mailer, IMailer)
 
-    def count(name: str, n: int) -> None:
-        # Looked up at each count: a metrics plugin may be included after this one.
-        registry.metrics.count(f"plugins.emailer.{name}", count=n)
-
+    registry.emailer_metrics = count = KintoMetrics(registry)
     transport = transport_from_settings(emailer_settings, mailer)
-    expand = partial(Expansion, storage=registry.storage, settings=emailer_settings)
+    expand = partial(Expansion, storage=registry.storage, settings=emailer_settings, count=count)
     notices = partial(notices_by_change, storage=registry.storage, settings=emailer_settings)
     queue = _job_queue(config, emailer_settings, transport, count, notices)
     registry.emailer_outbox = Outbox(transport, emailer_settings, count, expand)
     registry.emailer_delivery = Delivery(emailer_settings, registry.emailer_outbox, queue)
+    logger.info(
+        "kinto-emailer %s: mail goes %s; %s",
+        __version__,
+        where_mail_goes(emailer_settings, mailer),
+        how_the_queue_runs(emailer_settings, queue),
+    )
     # Messages being sent or due when the process exits normally are not lost.
     atexit.register(registry.emailer_delivery.close, emailer_settings.drain_timeout)
     # Once every plugin is included: one that handles SIGTERM itself keeps its handler.
@@ -144,7 +154,7 @@ def includeme(config: Configurator) -> None:
     )
     config.add_view(validation.invalid_hook_view, context=InvalidHook)
     config.add_subscriber(
-        metrics.listener_with_timer(config, "plugins.emailer", build_notification),
+        listener_with_timer(config, "plugins.emailer", build_notification),
         ResourceChanged,
         for_resources=("record", "collection", "group"),
         for_actions=("create", "update", "delete"),

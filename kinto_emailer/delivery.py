@@ -37,6 +37,7 @@ from repoze.sendmail.maildir import TransactionCommitted
 
 from kinto_emailer.listener import Change, Expansion, Reads, describe, draft_size
 from kinto_emailer.messages import Draft, Outgoing, build
+from kinto_emailer.metrics import Counter
 from kinto_emailer.preferences import Preferences
 from kinto_emailer.quotas import MemoryTally, Tally
 from kinto_emailer.settings import EmailerSettings
@@ -49,8 +50,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-Counter = Callable[[str, int], None]
-"""Counts ``n`` more messages under a name (``sent``, ``failed``...), for Kinto's metrics."""
+def report_sent(draft: Draft, count: Counter) -> None:
+    """What every way of sending reports of a message the server accepted: a log line,
+    its count, and the time since its change."""
+    logger.info("Sent %s to %s about %s", draft.key, draft.recipient.addr_spec, draft.uri)
+    count("sent", 1)
+    count.timing("delivery_seconds", (datetime.now(UTC) - draft.created).total_seconds())
+
 
 T = TypeVar("T")
 
@@ -208,7 +214,7 @@ class SMTPConnection:
             ) as e:
                 # The server refused this one message; the connection is still good.
                 self._reset()
-                return Failure(str(e), is_permanent(e))
+                return Failure(self._from_server(e), is_permanent(e))
             except smtplib.SMTPServerDisconnected as e:
                 self.close()
                 if not kept:
@@ -217,7 +223,7 @@ class SMTPConnection:
             except (OSError, smtplib.SMTPException) as e:
                 self.close()
                 if is_permanent(e):
-                    return Failure(str(e) or type(e).__name__, permanent=True)
+                    return Failure(self._from_server(e), permanent=True)
                 return self._unreachable(e)
             except Exception as e:
                 # This message cannot be written out (smtplib raises UnicodeEncodeError
@@ -226,16 +232,15 @@ class SMTPConnection:
                 self.close()
                 return Failure(f"cannot send the message: {e!r}", permanent=True)
 
+    def _from_server(self, error: Exception) -> str:
+        """``error`` as the reason of a failure, naming the server: operators have several."""
+        server = f"{self.smtp.hostname}:{self.smtp.port}"
+        return f"SMTP server {server}: {error or type(error).__name__}"
+
     def _unreachable(self, error: Exception) -> Failure:
-        reason = str(error) or type(error).__name__
+        reason = self._from_server(error)
         delay = self.breaker.trip(reason)
-        logger.warning(
-            "The SMTP server %s:%s did not answer (%s): no new connection for %ss",
-            self.smtp.hostname,
-            self.smtp.port,
-            reason,
-            delay,
-        )
+        logger.warning("%s (it did not answer): no new connection for %ss", reason, delay)
         return Failure(reason, permanent=False)
 
     def _reset(self) -> None:
@@ -680,7 +685,8 @@ class Outbox:
                     self._condition.notify_all()
 
     def sent(self, job: Job) -> None:
-        self._add("sent")
+        self.counts["sent"] += 1
+        report_sent(job.draft, self._count)
 
     def dropped(self, job: Job) -> None:
         self._add("dropped")
@@ -841,6 +847,39 @@ def drain_on_sigterm() -> None:
         return
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def where_mail_goes(settings: EmailerSettings, mailer: Mailer) -> str:
+    """Where mail goes, in words, for the startup line."""
+    if settings.queue_path is not None:
+        return f"to the Maildir {settings.queue_path} (another program sends it)"
+    if settings.debug:
+        return f"written to {settings.debug_directory} (mail.debug_mailer), not sent"
+    smtp = mailer.smtp_mailer
+    if smtp.ssl or isinstance(smtp, SMTP_SSLMailer):
+        tls = "TLS from the start"
+    elif smtp.force_tls:
+        tls = "STARTTLS required"
+    else:
+        tls = "no TLS"
+    return (
+        f"to the SMTP server {smtp.hostname}:{smtp.port} ({tls}),"
+        f" over {settings.smtp_connections} connection(s) per process"
+    )
+
+
+def how_the_queue_runs(settings: EmailerSettings, queue: "JobQueue | None") -> str:
+    """How changes become mail, in words, for the startup line."""
+    if settings.queue_path is not None or settings.debug:
+        return "mail is worked out in each write's transaction"
+    if queue is None:
+        return (
+            "changes are worked out and sent by a thread of this process once committed"
+            " (without PostgreSQL storage, mail not sent yet is lost on restart)"
+        )
+    if settings.worker:
+        return "changes are queued in PostgreSQL; a worker thread of this process sends"
+    return "changes are queued in PostgreSQL for the `kinto-emailer worker` processes"
 
 
 def transport_from_settings(settings: EmailerSettings, mailer: Mailer) -> Transport:

@@ -36,10 +36,11 @@ import sqlalchemy
 import transaction
 
 from kinto_emailer import listener
-from kinto_emailer.delivery import Counter, Job, Transport, attempt
+from kinto_emailer.delivery import Job, Transport, attempt, report_sent
 from kinto_emailer.hookindex import HookIndex
 from kinto_emailer.listener import AnyNotice, Change, describe
 from kinto_emailer.messages import Draft
+from kinto_emailer.metrics import Counter
 from kinto_emailer.preferences import Preferences, PreferenceStore
 from kinto_emailer.quotas import Usage
 from kinto_emailer.settings import EmailerSettings
@@ -658,7 +659,7 @@ class _Outcomes:
         # Right after the server accepted it: only a worker killed in between sends a
         # message twice.
         self.keys.add(job.draft.key)
-        self._count("sent", 1)
+        report_sent(job.draft, self._count)
 
     def dropped(self, job: Job) -> None:
         self._add("dropped")
@@ -826,7 +827,9 @@ class JobQueue:
         known = {address: found.get(address, Preferences()) for address in addresses}
         drafts: list[Draft] = []
         for _, change, notices in decided:
-            drafts += listener.routed(change, notices, usage, self.storage, self.settings, known)
+            drafts += listener.routed(
+                change, notices, usage, self.storage, self.settings, known, self._count
+            )
         if drafts:
             self.defer(drafts)
         usage.write()

@@ -22,6 +22,7 @@ from kinto_emailer.digests import DigestStore, Entry
 from kinto_emailer.errors import RenderError
 from kinto_emailer.headers import header_value
 from kinto_emailer.hooks import Hook
+from kinto_emailer.metrics import Counter
 from kinto_emailer.preferences import (
     Preferences,
     PreferenceStore,
@@ -638,9 +639,10 @@ def route(
     settings: EmailerSettings,
     known: dict[str, Preferences],
     bound: Bound,
+    count: Counter,
 ) -> list[messages.Draft]:
     """Apply preferences, then bounds: mail to send now; digest entries and web
-    notifications kept; mail turned off, or over a bound, dropped.
+    notifications kept (and counted); mail turned off, or over a bound, dropped.
 
     ``known`` holds the preferences read so far, by address. What each recipient gets
     from each scope is recorded on the way, for their page. An address that stopped all
@@ -705,6 +707,7 @@ def route(
         known[address] = store.update(address, functools.partial(record_scopes, recorded[address]))
     if posted:
         inbox.InboxStore(storage, settings).add(posted, datetime.now(UTC))
+        count("web", len(posted))
     return immediate
 
 
@@ -766,12 +769,14 @@ class Expansion:
         tally: Tally,
         storage: Any,
         settings: EmailerSettings,
+        count: Counter,
         known: dict[str, Preferences] | None = None,
         reads: Reads | None = None,
     ) -> None:
         self.change = change
         self.storage = storage
         self.settings = settings
+        self.count = count
         self.done = False
         self.notices = 0
         """Notices taken so far."""
@@ -798,7 +803,9 @@ class Expansion:
                     break
             else:
                 self.done = True
-            return route(notices, self.storage, self.settings, self._known, self._bound)
+            return route(
+                notices, self.storage, self.settings, self._known, self._bound, self.count
+            )
         except Exception:
             self.done = True
             raise
@@ -828,11 +835,12 @@ def routed(
     storage: Any,
     settings: EmailerSettings,
     known: dict[str, Preferences],
+    count: Counter,
 ) -> list[messages.Draft]:
     """The mail to send now of ``change``'s ``notices``; digest entries and preferences are
     stored on the way (see :func:`route`). ``tally`` keeps the hourly usage of the bounds.
     """
-    return route(notices, storage, settings, known, bound_of(change, settings, tally))
+    return route(notices, storage, settings, known, bound_of(change, settings, tally), count)
 
 
 def build_notification(event: Any) -> None:

@@ -19,7 +19,7 @@ import transaction
 from pyramid.exceptions import ConfigurationError
 from pyramid.paster import bootstrap, setup_logging
 
-from kinto_emailer import hooks, listing, messages, recipients, send_digests
+from kinto_emailer import __version__, hooks, listing, messages, recipients, send_digests
 from kinto_emailer.errors import EmailerError
 from kinto_emailer.migration import EmailerMigration
 from kinto_emailer.settings import EmailerSettings
@@ -73,11 +73,16 @@ def send_test_email(config: str, recipient: str) -> str:
     return f"sent to {to.addr_spec}"
 
 
+def _version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
 def send_email_main(args: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kinto-send-email",
         description="Send a test email with the mail settings of a Kinto configuration file.",
     )
+    _version(parser)
     parser.add_argument("config", help="the Kinto .ini file")
     parser.add_argument("recipient", help="the address to send the test message to")
     options = parser.parse_args(args)
@@ -204,6 +209,7 @@ def emailer_main(args: list[str] | None = None) -> int:
         prog="kinto-emailer",
         description="Check stored hooks; work on the mail queue of a Kinto on PostgreSQL.",
     )
+    _version(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in [
         ("worker", "work out changes and send queued mail until stopped (SIGINT, SIGTERM)"),

@@ -160,7 +160,7 @@ class BellTest(PostgreSQL, EmailerWebTest):
             return queue.expand()
 
         worker = jobs.Worker(
-            queue.dsn, queue.transport, queue.settings, lambda name, n: None, expand_late
+            queue.dsn, queue.transport, queue.settings, self.registry.emailer_metrics, expand_late
         )
         worker.poll_interval = 600.0
         stop = threading.Event()
