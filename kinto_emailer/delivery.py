@@ -368,21 +368,18 @@ class Outcomes(Protocol):
 
 
 def attempt(
-    jobs: Iterable[Job],
-    transport: Transport,
-    retry_delays: Sequence[float],
-    max_age: timedelta,
-    outcomes: Outcomes,
+    jobs: Iterable[Job], transport: Transport, settings: EmailerSettings, outcomes: Outcomes
 ) -> None:
     """Try each job's message once, and report what happened to ``outcomes`` right away.
 
-    Too old: dropped. Accepted: sent. Refused for good (5xx), or still failing after the
-    last of ``retry_delays``: failed. Otherwise: retried after the next delay. The log has
-    one line per outcome of the batch, with a count and the first message as example.
+    Older than ``max_age``: dropped. Accepted: sent. Refused for good (5xx), or still
+    failing after the last of ``retry_delays``: failed. Otherwise: retried after the next
+    delay. The log has one line per outcome of the batch, with a count and the first
+    message as example.
     """
     report = Report()
     try:
-        _attempt(jobs, transport, retry_delays, max_age, outcomes, report)
+        _attempt(jobs, transport, settings, outcomes, report)
     finally:
         report.log()
 
@@ -415,12 +412,13 @@ class Report:
 def _attempt(
     jobs: Iterable[Job],
     transport: Transport,
-    retry_delays: Sequence[float],
-    max_age: timedelta,
+    settings: EmailerSettings,
     outcomes: Outcomes,
     report: Report,
 ) -> None:
     sending: deque[Job] = deque()
+    max_age = timedelta(seconds=settings.max_age)
+    retry_delays = settings.retry_delays
 
     def messages() -> Iterator[Outgoing]:
         """The messages of ``jobs`` to send; the others' outcomes, as they come."""
@@ -432,7 +430,7 @@ def _attempt(
                 continue
             job.attempts += 1
             try:
-                outgoing = build(draft)
+                outgoing = build(draft, settings.html_layout)
             except Exception as e:  # A bug of this one message: keep it, say why, go on.
                 if "failed" not in report.counts:  # The first one's traceback is enough.
                     logger.exception("Cannot build the mail about %s", draft.uri)
@@ -527,8 +525,7 @@ class Outbox:
     ) -> None:
         self.transport = transport
         self.expand = expand
-        self.retry_delays = settings.retry_delays
-        self.max_age = timedelta(seconds=settings.max_age)
+        self.settings = settings
         self.failures: deque[Job] = deque()
         self.forgotten = 0
         self.counts = dict.fromkeys(COUNTERS, 0)
@@ -583,7 +580,7 @@ class Outbox:
     def send_now(self, drafts: Sequence[Draft]) -> None:
         """Try ``drafts`` in the calling thread; retries are left to the background one."""
         self._add("queued", len(drafts))
-        attempt([Job(d) for d in drafts], self.transport, self.retry_delays, self.max_age, self)
+        attempt([Job(d) for d in drafts], self.transport, self.settings, self)
 
     def _schedule(self, jobs: Sequence[Job], delay: float) -> None:
         self._start()
@@ -671,7 +668,7 @@ class Outbox:
                 # One message of each bucket, then the second of each...
                 turns = itertools.zip_longest(*lanes)
                 jobs = (job for turn in turns for job in turn if job is not None)
-                attempt(jobs, self.transport, self.retry_delays, self.max_age, self)
+                attempt(jobs, self.transport, self.settings, self)
             except Exception:
                 logger.exception("Mail delivery failed")
             finally:
@@ -779,6 +776,7 @@ class Delivery:
     ) -> None:
         self.outbox = outbox
         self.queue = queue
+        self.layout = settings.html_layout
         self.at_commit = settings.debug
         self.maildir: MaildirDelivery | None = None
         if settings.queue_path is not None:
@@ -808,7 +806,7 @@ class Delivery:
         if not drafts:
             return
         if self.maildir is not None:
-            for outgoing in map(build, drafts):
+            for outgoing in (build(draft, self.layout) for draft in drafts):
                 # repoze.sendmail re-encodes headers the compat32 way, folding long ones
                 # with line feeds that modern EmailMessage objects refuse.
                 message = email.message_from_bytes(outgoing.as_bytes())

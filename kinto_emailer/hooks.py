@@ -66,6 +66,7 @@ HOOK_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "template": _STRING,
+        "html_template": _STRING,
         "subject": _STRING,
         "sender": _STRING,
         "recipients": {"type": "array", "minItems": 1, "items": _STRING},
@@ -226,6 +227,8 @@ class Hook:
     """Else ``kinto.emailer.group_threshold``."""
     channels: tuple[str, ...] = ("email",)
     """Some of :data:`CHANNELS`; not in the fingerprint: mail keys stay those of 4.x hooks."""
+    html_template: str = ""
+    """The HTML body, beside the text one (``template``); empty: text only."""
 
     def matches(self, facts: Mapping[str, tuple[str, ...]]) -> bool:
         """``facts`` maps each filter field to the event's values (an event has two names)."""
@@ -235,7 +238,9 @@ class Hook:
     def fingerprint(self) -> str:
         """What the hook says, for idempotency keys: an edited hook is another hook."""
         filters = [(f.field, f.value) for f in self.filters]
-        text = json.dumps([self.template, self.subject, self.sender, self.recipients, filters])
+        said = [self.template, self.subject, self.sender, self.recipients, filters]
+        # Only when set: the keys of hooks without one stay those of 4.x.
+        text = json.dumps(said + [self.html_template] if self.html_template else said)
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -288,7 +293,7 @@ def parse_hook(
     if "event" not in raw:
         filters.append(Filter("event", RESOURCE_EVENTS[0], None))
 
-    for field in ("template", "subject", "sender"):
+    for field in ("template", "html_template", "subject", "sender"):
         if field in raw:
             templates.check(raw[field], _path("hooks", index, field))
     sender = raw.get("sender")
@@ -326,6 +331,7 @@ def parse_hook(
         locked=raw.get("non_editable", False),
         group_threshold=threshold,
         channels=tuple(raw.get("channels", ("email",))),
+        html_template=raw.get("html_template", ""),
     )
 
 

@@ -318,7 +318,6 @@ class Worker:
         self.transport = transport
         self.expand = expand
         self.settings = settings
-        self.max_age = datetime.timedelta(seconds=settings.max_age)
         self._count = count
         # Claims, retries and failures, in the transaction that holds the claimed rows.
         self._claims: Any = None
@@ -462,7 +461,7 @@ class Worker:
                             key, draft, attempts, f"cannot load the message: {e!r}"
                         )
 
-            attempt(claimed(), self.transport, settings.retry_delays, self.max_age, outcomes)
+            attempt(claimed(), self.transport, settings, outcomes)
             sent.settle()  # The last key is stored before the claim ends.
             execute(claims, "DELETE FROM kinto_emailer_jobs WHERE key = ANY(%s)", (done,))
             for delay, jobs in outcomes.retries.items():

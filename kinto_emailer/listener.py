@@ -17,7 +17,7 @@ from kinto.core.storage import Filter
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON
 
-from kinto_emailer import hooks, inbox, messages, quotas, recipients, templates
+from kinto_emailer import hooks, htmlbody, inbox, messages, quotas, recipients, templates
 from kinto_emailer.digests import DigestStore, Entry
 from kinto_emailer.errors import RenderError
 from kinto_emailer.headers import header_value
@@ -376,6 +376,7 @@ def hook_drafts(
     sender = _sender(hook, context, store.settings)
     subject = templates.render_line(hook.subject, context)
     body = templates.render(hook.template, context)
+    markup = htmlbody.render(hook.html_template, context) if hook.html_template else ""
     return [
         messages.Draft(
             sender,
@@ -385,6 +386,7 @@ def hook_drafts(
             context["uri"],
             context["root_url"],
             created=store.made_at,
+            html=markup,
             key=messages.idempotency_key(
                 context["root_url"],
                 context["uri"],
@@ -750,7 +752,7 @@ def describe(change: Change) -> str:
 def draft_size(draft: messages.Draft) -> int:
     """About the characters ``draft`` holds (200 for its addresses, key and dates), to
     bound how many are kept at once."""
-    texts = (draft.subject, draft.body, draft.unsubscribe_url, draft.preferences_url)
+    texts = (draft.subject, draft.body, draft.html, draft.unsubscribe_url, draft.preferences_url)
     return sum(map(len, texts)) + 200
 
 

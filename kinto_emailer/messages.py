@@ -3,6 +3,7 @@
 import functools
 import hashlib
 import re
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.headerregistry import Address
@@ -11,7 +12,7 @@ from email.policy import SMTP
 from email.utils import format_datetime
 from urllib.parse import quote, urlsplit
 
-from kinto_emailer import tokens
+from kinto_emailer import htmlbody, tokens
 from kinto_emailer.headers import ENCODED_WORD_START, header_value
 from kinto_emailer.recipients import Mailbox, parse_mailbox
 
@@ -67,6 +68,8 @@ class Draft:
     """One-click unsubscribe (RFC 8058) from the scopes this message came from."""
     preferences_url: str = ""
     """The recipient's preferences page."""
+    html: str = ""
+    """The HTML body (a hook's ``html_template``, rendered), sent beside the text."""
 
     def to_json(self) -> dict[str, str]:
         return {
@@ -80,6 +83,7 @@ class Draft:
             "created": self.created.isoformat(),
             "unsubscribe_url": self.unsubscribe_url,
             "preferences_url": self.preferences_url,
+            "html": self.html,
         }
 
     @classmethod
@@ -99,6 +103,7 @@ class Draft:
             created=created,
             unsubscribe_url=data.get("unsubscribe_url", ""),
             preferences_url=data.get("preferences_url", ""),
+            html=data.get("html", ""),
         )
 
 
@@ -210,26 +215,51 @@ def _folded(name: str, value: str | Address) -> bytes:
     )
 
 
-_CONTENT = b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: '
 _MIME_VERSION = b"\r\nMIME-Version: 1.0\r\n\r\n"
+
+
+def _encoded(body: str, subtype: str = "plain") -> tuple[bytes, bytes]:
+    """The Content-Type and Content-Transfer-Encoding lines that
+    EmailMessage.set_content(body, subtype, charset="utf-8") writes, and the encoded body."""
+    lines = body.encode("utf-8").splitlines()
+    if all(len(line) <= MAX_LINE_LENGTH for line in lines):
+        data = b"\r\n".join(lines) + b"\r\n"
+        cte = "7bit" if data.isascii() else "8bit"
+        content = f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: '
+        return (content + cte).encode(), data
+    # Quoted-printable or base64, whichever the standard library finds shorter.
+    part = EmailMessage(policy=POLICY)
+    part.set_content(body, subtype=subtype, charset="utf-8")
+    headers, _, data = part.as_bytes().partition(_MIME_VERSION)
+    return headers, data
 
 
 def _content(body: str) -> bytes:
     """The headers that EmailMessage.set_content(body, charset="utf-8") adds, and the body
     (the last part of the message)."""
-    lines = body.encode("utf-8").splitlines()
-    if all(len(line) <= MAX_LINE_LENGTH for line in lines):
-        data = b"\r\n".join(lines) + b"\r\n"
-        cte = b"7bit" if data.isascii() else b"8bit"
-        return _CONTENT + cte + _MIME_VERSION + data
-    # Quoted-printable or base64, whichever the standard library finds shorter.
-    part = EmailMessage(policy=POLICY)
-    part.set_content(body, charset="utf-8")
-    return part.as_bytes()
+    headers, data = _encoded(body)
+    return headers + _MIME_VERSION + data
 
 
-def build(draft: Draft) -> Outgoing:
-    """The message of ``draft``."""
+def _alternative(text: str, markup: str, key: str) -> bytes:
+    """A ``multipart/alternative`` of ``text`` and the HTML ``markup`` (the last part of
+    the message): mail clients show the one they can."""
+    parts = [_encoded(text), _encoded(markup, "html")]
+    boundary = f"=_{key[:32]}"
+    while any(boundary.encode() in data for _, data in parts):  # Unless an editor tried.
+        boundary = f"=_{uuid.uuid4().hex}"
+    delimiter = f"--{boundary}\r\n".encode()
+    lines = [f'Content-Type: multipart/alternative; boundary="{boundary}"'.encode()]
+    lines.append(_MIME_VERSION)
+    for headers, data in parts:
+        lines += [delimiter, headers, b"\r\n\r\n", data]
+    lines.append(f"--{boundary}--\r\n".encode())
+    return b"".join(lines)
+
+
+def build(draft: Draft, layout: str | None = None) -> Outgoing:
+    """The message of ``draft``: its text, and its HTML in ``layout`` (the operator's
+    ``kinto.emailer.html_layout``), if it has HTML or there is a layout."""
     reference = thread_id(draft.root_url, draft.uri)
     lines = [
         _mailbox_line("From", draft.sender),
@@ -244,10 +274,16 @@ def build(draft: Draft) -> Outgoing:
         _shared_line("Auto-Submitted", "auto-generated"),
     ]
     body = draft.body
+    markup = draft.html or (htmlbody.paragraphs(body) if layout is not None else "")
     if draft.unsubscribe_url:
         lines.append(_line("List-Unsubscribe", f"<{draft.unsubscribe_url}>"))
         lines.append(_shared_line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
     if draft.preferences_url:
         body = body.rstrip("\n") + "\n" + footer(draft)
-    lines.append(_content(body))
+        if markup:
+            markup += htmlbody.footer(draft.preferences_url, draft.unsubscribe_url)
+    if markup:
+        lines.append(_alternative(body, htmlbody.document(markup, layout), draft.key))
+    else:
+        lines.append(_content(body))
     return Outgoing(draft.sender.addr_spec, draft.recipient.addr_spec, b"".join(lines))

@@ -10,13 +10,12 @@ stores the mail), else in the process.
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from kinto_emailer.metrics import Counter
 from kinto_emailer.settings import EmailerSettings
 
 
@@ -48,7 +47,7 @@ class Tally(Protocol):
 class MemoryTally:
     """Hourly usage in the process: the memory backend and the Maildir queue."""
 
-    def __init__(self, count: Counter) -> None:
+    def __init__(self, count: Callable[[str, int], None]) -> None:
         self._count = count
         self._lock = threading.Lock()
         self._usage: dict[tuple[datetime, str], Usage] = {}

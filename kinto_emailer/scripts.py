@@ -64,7 +64,7 @@ def send_test_email(config: str, recipient: str) -> str:
         key=messages.idempotency_key("kinto-send-email", uuid.uuid4()),
     )
     transport = registry.emailer_outbox.transport
-    failure = transport.send(messages.build(draft))
+    failure = transport.send(messages.build(draft, settings.html_layout))
     transport.close()
     if failure is not None:
         raise EmailerError(f"Could not send to {to.addr_spec}: {failure.reason}")

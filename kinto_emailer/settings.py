@@ -12,6 +12,7 @@ from kinto.plugins import accounts
 from pyramid.exceptions import ConfigurationError
 from pyramid.settings import aslist
 
+from kinto_emailer.htmlbody import SLOT
 from kinto_emailer.recipients import ascii_domain, parse_mailbox
 
 
@@ -91,6 +92,9 @@ class EmailerSettings:
     """Changes listed in one digest; the others are counted ("and N more")."""
     group_threshold: int | None = None
     """More objects than this, for one hook and recipient in one event: one summary email."""
+    html_layout: str | None = None
+    """The HTML of the file ``kinto.emailer.html_layout`` names: every email gets an HTML
+    part, its body in the layout's ``{body}``."""
     debug: bool = False
     """``mail.debug_mailer``: write ``.eml`` files instead of talking SMTP."""
     debug_directory: str = "mail"
@@ -206,6 +210,30 @@ def _is_root_url(text: str) -> bool:
     )
 
 
+MAX_LAYOUT_BYTES = 256 * 1024
+"""Of the HTML layout: it goes into every message."""
+
+
+def _layout(key: str, value: Any) -> str:
+    """The HTML of the layout file ``value``, with one ``{body}`` slot."""
+    path = str(value)
+    try:
+        with open(path, encoding="utf-8") as f:
+            layout = f.read(MAX_LAYOUT_BYTES + 1)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigurationError(f"Setting 'kinto.{key}': cannot read {path!r}: {e}") from e
+    if len(layout.encode()) > MAX_LAYOUT_BYTES:
+        raise ConfigurationError(
+            f"Setting 'kinto.{key}': {path!r} is larger than {MAX_LAYOUT_BYTES} bytes"
+        )
+    if layout.count(SLOT) != 1:
+        raise ConfigurationError(
+            f"Setting 'kinto.{key}': {path!r} must hold {SLOT} once, where each message's"
+            f" body goes (it holds it {layout.count(SLOT)} times)"
+        )
+    return layout
+
+
 def _public_url(key: str, value: Any) -> str:
     text = str(value).strip()
     if text and not _is_root_url(text):
@@ -309,6 +337,7 @@ _PARSERS = {
     "digest_weekly_day": _ranged(0, 6),
     "digest_max_items": _positive(int, "integer"),
     "group_threshold": _threshold,
+    "html_layout": _layout,
 }
 
 

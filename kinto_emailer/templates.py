@@ -9,7 +9,7 @@ never the server's internals.
 import json
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,8 +222,14 @@ def _format(field: _Field, value: Any) -> str:
         return format(value if isinstance(value, str) else format(value), field.text_spec)
 
 
-def render(template: str, context: Mapping[str, Any], limit: int = MAX_BODY_LENGTH) -> str:
-    """Render ``template``: missing values are empty, output is at most ``limit`` characters.
+def render(
+    template: str,
+    context: Mapping[str, Any],
+    limit: int = MAX_BODY_LENGTH,
+    escape: Callable[[str], str] | None = None,
+) -> str:
+    """Render ``template``: missing values are empty, output is at most ``limit`` characters;
+    each placeholder's text goes through ``escape``, if given.
 
     Raises :class:`RenderError` only for a template that fails the checks (stored before
     they existed): whatever the values, a checked template renders.
@@ -239,6 +245,8 @@ def render(template: str, context: Mapping[str, Any], limit: int = MAX_BODY_LENG
             text = piece
         else:
             text = _format(piece, _lookup(piece, context))
+            if escape is not None:
+                text = escape(text)
         output.append(text)
         size += len(text)
         if size > limit:

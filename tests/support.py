@@ -45,8 +45,8 @@ class Received:
 
     @property
     def text(self) -> str:
-        """The whole text, footer included."""
-        return self.message.get_content().replace("\r\n", "\n")
+        """The whole text (the text part of an HTML mail), footer included."""
+        return self.message.get_body(("plain",)).get_content().replace("\r\n", "\n")
 
     @property
     def body(self) -> str:

@@ -1,0 +1,190 @@
+"""HTML mail: a hook's ``html_template`` (values escaped, markup cleaned) and the
+operator's ``kinto.emailer.html_layout``, sent as ``multipart/alternative`` with the text."""
+
+import os
+import tempfile
+import unittest
+from email import message_from_bytes, policy
+from html.parser import HTMLParser
+
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
+from pyramid.exceptions import ConfigurationError
+
+from kinto_emailer import htmlbody, messages
+from kinto_emailer.recipients import parse_mailbox
+from kinto_emailer.settings import parse_settings
+from tests.support import EmailerWebTest, skip_unless_postgresql
+from tests.test_postgresql import PostgreSQL
+
+
+RECORDS = "/buckets/b/collections/c/records"
+TEMPLATE = '<h1>{new[title]}</h1><p class="x">By <a href="{root_url}">{user_id}</a></p>'
+HOSTILE = [
+    "<script>alert(1)</script>",
+    '"><img src=x onerror=alert(1)>',
+    "</p><a href='javascript:alert(1)'>click</a>",
+    "&lt;b&gt; & <b>bold</b>",
+    "{uri} ]]> <!-- -->",
+]
+
+
+class Parts(HTMLParser):
+    """The tags, attributes and text of an HTML document."""
+
+    def __init__(self, markup: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.attributes: list[tuple[str, str | None]] = []
+        self.text: list[str] = []
+        self.feed(markup)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attributes += attrs
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def html_part(mail) -> str:
+    return mail.message.get_body(("html",)).get_content()
+
+
+class HTMLTemplateTest(EmailerWebTest):
+    def setUp(self):
+        super().setUp()
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.put_hooks(
+            "/buckets/b",
+            {
+                "template": "{new[title]}",
+                "html_template": TEMPLATE,
+                "resource_name": "record",
+                "recipients": ["a@example.com"],
+            },
+        )
+
+    def test_placeholder_values_never_reach_the_html_unescaped(self):
+        for title in HOSTILE:
+            self.app.post_json(RECORDS, {"data": {"title": title}}, headers=self.headers)
+        mails = self.mails()
+        self.assertEqual(len(mails), len(HOSTILE))
+        for mail in mails:
+            with self.subTest(text=mail.body):
+                self.assertEqual(mail.message.get_content_type(), "multipart/alternative")
+                parts = Parts(html_part(mail))
+                # The template's tags and the footer's, never one of a value.
+                self.assertEqual(parts.tags[:4], ["html", "head", "meta", "body"])
+                self.assertEqual(parts.tags[4:], ["h1", "p", "a", "hr", "p", "a", "a"])
+                self.assertNotIn("onerror", dict(parts.attributes))
+                self.assertIn(mail.body, parts.text)
+
+    def test_footer_links_are_in_both_parts(self):
+        self.app.post_json(RECORDS, {"data": {"title": "t"}}, headers=self.headers)
+        [mail] = self.mails()
+        text = mail.text
+        hrefs = [v for k, v in Parts(html_part(mail)).attributes if k == "href"]
+        unsubscribe = mail.message["List-Unsubscribe"].strip("<>")
+        self.assertIn(unsubscribe, text)
+        self.assertIn(unsubscribe, hrefs)
+        preferences = [line for line in text.splitlines() if "emailer/page?token=" in line]
+        self.assertIn(preferences[0].split(": ", 1)[1], hrefs)
+
+    def test_an_invalid_html_template_is_refused_naming_its_path(self):
+        hook = {"template": "t", "html_template": "<p>{nope}</p>", "recipients": ["a@x.org"]}
+        body = {"data": {"kinto-emailer": {"hooks": [hook]}}}
+        response = self.app.put_json("/buckets/b", body, headers=self.headers, status=400)
+        self.assertEqual(
+            response.json["details"][0]["name"], "data.kinto-emailer.hooks.0.html_template"
+        )
+
+
+@skip_unless_postgresql
+class PostgreSQLHTMLTemplateTest(PostgreSQL, HTMLTemplateTest):
+    pass
+
+
+class EditorMarkupTest(unittest.TestCase):
+    def test_scripts_handlers_images_and_javascript_links_are_removed(self):
+        markup = htmlbody.render(
+            '<p onclick="x()">Hi<script>alert(1)</script><img src="https://t.example/p.gif">'
+            '<a href="javascript:alert(1)">a</a><a href="https://example.com">b</a></p>',
+            {},
+        )
+        parts = Parts(markup)
+        self.assertEqual(parts.tags, ["p", "a", "a"])
+        self.assertEqual(
+            [(k, v) for k, v in parts.attributes if k in ("href", "onclick")],
+            [("href", "https://example.com")],
+        )
+
+    @examples(max_examples=300, deadline=None)
+    @given(st.text(), st.text())
+    def test_any_value_is_text_in_the_html(self, title, user_id):
+        context = {"new": {"title": title}, "user_id": user_id, "root_url": "https://k/v1/"}
+        draft = messages.Draft(
+            parse_mailbox("kinto@example.com"),
+            parse_mailbox("a@example.com"),
+            "subject",
+            "text",
+            "/buckets/b",
+            "https://k/v1/",
+            "k" * 64,
+            html=htmlbody.render(TEMPLATE, context),
+        )
+        mail = messages.build(draft)
+        message = message_from_bytes(mail.as_bytes(), policy=policy.default)
+        parts = Parts(message.get_body(("html",)).get_content())
+        self.assertEqual(parts.tags, ["html", "head", "meta", "body", "h1", "p", "a"])
+        # class goes too: the allow-list keeps no attribute that styles or tracks.
+        self.assertEqual([k for k, _ in parts.attributes], ["charset", "href", "rel"])
+
+
+class LayoutTest(EmailerWebTest):
+    layout_file: str
+
+    @classmethod
+    def setUpClass(cls):
+        directory = tempfile.mkdtemp()
+        cls.layout_file = os.path.join(directory, "layout.html")
+        with open(cls.layout_file, "w") as f:
+            f.write("<html><head><style>p {color: #333}</style></head><body>{body}</body></html>")
+        cls.extra_settings = {"emailer.html_layout": cls.layout_file}
+        super().setUpClass()
+
+    def test_text_mail_gets_an_html_part_in_the_layout(self):
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        hook = {
+            "template": "<b>{new[title]}</b>\n\nSee {root_url}buckets/b",
+            "resource_name": "record",
+            "recipients": ["a@example.com"],
+        }
+        self.put_hooks("/buckets/b", hook)
+        self.app.post_json(RECORDS, {"data": {"title": "t"}}, headers=self.headers)
+        [mail] = self.mails()
+        markup = html_part(mail)
+        self.assertTrue(markup.startswith("<html><head><style>p {color: #333}</style>"))
+        self.assertIn("<p>&lt;b&gt;t&lt;/b&gt;</p>", markup)
+        self.assertIn('<a href="http://localhost/v1/buckets/b">', markup)
+        self.assertEqual(Parts(markup).tags.count("p"), 3)  # Two paragraphs, a footer.
+
+    def test_a_bad_layout_is_a_startup_error_naming_the_key(self):
+        with tempfile.TemporaryDirectory() as directory:
+            no_slot = os.path.join(directory, "no-slot.html")
+            with open(no_slot, "w") as f:
+                f.write("<html></html>")
+            for path in (no_slot, os.path.join(directory, "missing.html")):
+                with self.subTest(path=path):
+                    with self.assertRaises(ConfigurationError) as raised:
+                        parse_settings({"emailer.html_layout": path})
+                    self.assertIn("kinto.emailer.html_layout", str(raised.exception))
+
+
+@skip_unless_postgresql
+class PostgreSQLLayoutTest(PostgreSQL, LayoutTest):
+    pass
