@@ -145,7 +145,11 @@ class DigestStore:
 
     def _forget_turned_off(self, parent: str, chosen: preferences.Preferences) -> None:
         free = [Filter("locked", False, COMPARISON.EQ)]
-        off = [uri for uri, scope in chosen.scopes.items() if scope.choice == "off"]
+        off = [
+            uri
+            for uri in chosen.scopes
+            if (cell := chosen.cell(uri, "email")) is not None and cell.choice == "off"
+        ]
         if not chosen.suppressed and not off:
             return
         if not chosen.suppressed:

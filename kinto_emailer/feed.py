@@ -22,7 +22,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 
 from kinto_emailer import inbox, recipients
 from kinto_emailer.preferences import PreferenceStore
-from kinto_emailer.views import authenticated_userid
+from kinto_emailer.views import reader
 
 
 PATH = "/emailer/notifications"
@@ -35,10 +35,9 @@ _ABSENT = object()
 
 
 def reader_key(request: Request) -> str:
-    """The inbox of the authenticated user (see :func:`recipients.inbox_key`); 401 for
-    anonymous requests."""
-    settings = request.registry.emailer_settings
-    return recipients.inbox_key(authenticated_userid(request), settings.verified_principals)
+    """The inbox of the authenticated user (see :func:`views.reader`); 401 for anonymous
+    requests."""
+    return reader(request)[0]
 
 
 class FeedViewSet(ViewSet):
@@ -136,10 +135,10 @@ def forget(registry: Any, principal: str) -> None:
     those of the address it names (if verified: see :func:`recipients.inbox_key`)."""
     key = recipients.inbox_key(principal, registry.emailer_settings.verified_principals)
     store = inbox.InboxStore(registry.storage, registry.emailer_settings)
+    preferences = PreferenceStore(registry.storage)
     for inbox_of in sorted({principal, key}):
         store.delete(inbox_of)
-    if key != principal:
-        PreferenceStore(registry.storage).delete(key)
+        preferences.delete(inbox_of)
 
 
 def forgetting_user_data(view: Any, info: Any) -> Any:

@@ -19,7 +19,7 @@ import re2
 
 from kinto_emailer import caching, recipients, templates
 from kinto_emailer.errors import InvalidHook, RenderError
-from kinto_emailer.preferences import CADENCES
+from kinto_emailer.preferences import CADENCES, CHANNELS
 from kinto_emailer.settings import EmailerSettings
 
 
@@ -56,10 +56,13 @@ _EXACT_VALUES: dict[str, tuple[str, ...]] = {
     "action": tuple(ACTIONS),
 }
 
-CHANNELS = ("email", "web")
-"""Where a hook's notifications go: mail, and the feed of ``/v1/emailer/notifications``."""
-
 _STRING = {"type": "string"}
+_CHANNEL_LIST = {
+    "type": "array",
+    "minItems": 1,
+    "uniqueItems": True,
+    "items": {"enum": list(CHANNELS)},
+}
 HOOK_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["template", "recipients"],
@@ -72,14 +75,11 @@ HOOK_SCHEMA: dict[str, Any] = {
         "recipients": {"type": "array", "minItems": 1, "items": _STRING},
         **{field: {"type": "string", "minLength": 1} for field in FILTER_FIELDS},
         "cadence": {"enum": list(CADENCES)},
-        "non_editable": {"type": "boolean"},
+        # true (every channel) or the channels locked; the list's keywords only apply
+        # to lists.
+        "non_editable": {**_CHANNEL_LIST, "type": ["boolean", "array"]},
         "group_threshold": {"type": "integer", "minimum": 1},
-        "channels": {
-            "type": "array",
-            "minItems": 1,
-            "uniqueItems": True,
-            "items": {"enum": list(CHANNELS)},
-        },
+        "channels": _CHANNEL_LIST,
     },
 }
 SCHEMA: dict[str, Any] = {
@@ -221,8 +221,9 @@ class Hook:
     filters: tuple[Filter, ...]
     cadence: str = "immediate"
     """Immediate mail, or a daily or weekly digest, unless recipients choose otherwise."""
-    locked: bool = False
-    """``non_editable``: recipients cannot change the cadence nor turn this mail off."""
+    non_editable: frozenset[str] = frozenset()
+    """The channels whose recipients cannot change what they get from this hook: its
+    cadence and whether email comes, or whether web notifications come."""
     group_threshold: int | None = None
     """Else ``kinto.emailer.group_threshold``."""
     channels: tuple[str, ...] = ("email",)
@@ -328,11 +329,18 @@ def parse_hook(
         recipients=tuple(addresses),
         filters=tuple(filters),
         cadence=raw.get("cadence", "immediate"),
-        locked=raw.get("non_editable", False),
+        non_editable=_locked_channels(raw.get("non_editable", False)),
         group_threshold=threshold,
         channels=tuple(raw.get("channels", ("email",))),
         html_template=raw.get("html_template", ""),
     )
+
+
+def _locked_channels(non_editable: bool | list[str]) -> frozenset[str]:
+    """The channels a ``non_editable`` value (checked against :data:`HOOK_SCHEMA`) locks."""
+    if isinstance(non_editable, bool):
+        return frozenset(CHANNELS) if non_editable else frozenset()
+    return frozenset(non_editable)
 
 
 def _check_schema(validator: jsonschema.Draft7Validator, value: Any, *prefix: object) -> None:

@@ -815,15 +815,12 @@ class JobQueue:
         keys = [listener.usage_of(change, notices) for _, change, notices in decided if notices]
         usage = _HeldUsage(self._execute, self.limited, keys)
         recipients = {n.recipient for _, _, notices in decided for n in notices}
-        addresses = {
-            n.address for _, _, notices in decided for n in notices if n.address is not None
-        }
         preferences = PreferenceStore(self.storage)
         # Inboxes too: writing one holds its timestamp row until commit, as a preference.
         preferences.lock(recipients)
         # Read once for every change, under their locks.
-        found = preferences.read_many(addresses) if addresses else {}
-        known = {address: found.get(address, Preferences()) for address in addresses}
+        found = preferences.read_many(recipients) if recipients else {}
+        known = {key: found.get(key, Preferences()) for key in recipients}
         drafts: list[Draft] = []
         for _, change, notices in decided:
             drafts += listener.routed(

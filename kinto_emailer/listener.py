@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from kinto.core.events import AfterResourceChanged, ResourceChanged
 from kinto.core.storage import Filter
@@ -24,11 +24,14 @@ from kinto_emailer.headers import header_value
 from kinto_emailer.hooks import Hook
 from kinto_emailer.metrics import Counter
 from kinto_emailer.preferences import (
+    CHANNELS,
+    DEFAULTS,
+    Cell,
     Preferences,
     PreferenceStore,
-    Scope,
+    Value,
+    delivered,
     record_scopes,
-    web_wanted,
 )
 from kinto_emailer.quotas import Tally
 from kinto_emailer.recipients import Mailbox
@@ -460,25 +463,48 @@ def summary_draft(
     )
 
 
+class Routed:
+    """What a notice of either channel owes its hook and scope, for preferences."""
+
+    channel: ClassVar[str]
+    hook: Hook
+    scope_locked: bool
+    """Every hook of the scope locks the notice's channel: its recipients can change
+    nothing there."""
+
+    @property
+    def default(self) -> Value:
+        return DEFAULTS[self.channel]
+
+    @property
+    def hook_cell(self) -> Cell:
+        """What its hook sets on its channel: the default, and whether it is locked."""
+        return Cell(self.default, self.channel in self.hook.non_editable)
+
+    @property
+    def scope_cell(self) -> Cell:
+        """What the recipient's preferences show of its scope on its channel."""
+        return Cell(self.default, self.scope_locked)
+
+
 @dataclass(frozen=True)
-class Notice:
+class Notice(Routed):
     """A message a hook decided on, before its recipient's preferences apply."""
 
+    channel: ClassVar[str] = "email"
     draft: messages.Draft
     scope: str
     hook: Hook
     scope_locked: bool = False
-    """Every hook of the scope is locked: its recipients can change none of its mail."""
 
     @property
     def recipient(self) -> str:
-        """Whom the bounds count it for."""
+        """Whom the bounds count it for, and whose preferences apply."""
         return self.draft.recipient.addr_spec.lower()
 
     @property
-    def address(self) -> str | None:
-        """Whose preferences apply."""
-        return self.recipient
+    def default(self) -> Value:
+        return self.hook.cadence
 
     @property
     def size(self) -> int:
@@ -486,9 +512,10 @@ class Notice:
 
 
 @dataclass(frozen=True)
-class WebNotice:
+class WebNotice(Routed):
     """A web notification a hook decided on, before its recipient's preferences apply."""
 
+    channel: ClassVar[str] = "web"
     notification: inbox.Notification
     scope: str
     hook: Hook
@@ -496,14 +523,8 @@ class WebNotice:
 
     @property
     def recipient(self) -> str:
+        """Its inbox's key: an address, or a principal, whose preferences apply."""
         return self.notification.key
-
-    @property
-    def address(self) -> str | None:
-        """The inbox's address, whose preferences apply; None for a principal's inbox
-        (principals always hold a ``:``, addresses only in quotes)."""
-        key = self.notification.key
-        return None if ":" in key else key
 
     @property
     def size(self) -> int:
@@ -539,9 +560,11 @@ def _grouped(
     }
 
 
-def _matches(change: Change, store: EventStore) -> list[tuple[str, Hook, dict[str, Any], bool]]:
-    """(scope, hook, object context, whether all the scope's hooks are locked) for every
-    hook matching an object of ``change``."""
+def _matches(
+    change: Change, store: EventStore
+) -> list[tuple[str, Hook, dict[str, Any], frozenset[str]]]:
+    """(scope, hook, object context, the channels that all the scope's hooks of each
+    channel lock) for every hook matching an object of ``change``."""
     names = tuple(change["names"])
     base = change["base"]
     matches = []
@@ -549,7 +572,11 @@ def _matches(change: Change, store: EventStore) -> list[tuple[str, Hook, dict[st
         context = object_context(base, impacted)
         facts = _facts(context, names)
         scope, scoped_hooks = store.hooks_for(context)
-        locked = all(hook.locked for hook in scoped_hooks)
+        locked = frozenset(
+            channel
+            for channel in CHANNELS
+            if all(channel in h.non_editable for h in scoped_hooks if channel in h.channels)
+        )
         matches += [(scope, hook, context, locked) for hook in scoped_hooks if hook.matches(facts)]
     return matches
 
@@ -572,7 +599,7 @@ def notices_for_change(
     # notification per inbox and object.
     addressed: set[tuple[str, str]] = set()
     inboxed: set[tuple[str, str]] = set()
-    locked_scopes: dict[str, bool] = {}
+    locked_scopes: dict[str, frozenset[str]] = {}
     for scope, hook, context, scope_locked in _matches(change, store):
         locked_scopes[scope] = scope_locked
         try:
@@ -590,13 +617,13 @@ def notices_for_change(
         lambda hook, scope, context, alone: hook_drafts(hook, context, store, alone),
         lambda hook, scope, contexts, mailbox: summary_draft(hook, contexts, store, mailbox),
     ):
-        yield Notice(draft, scope, hook, locked_scopes[scope])
+        yield Notice(draft, scope, hook, "email" in locked_scopes[scope])
     for scope, hook, notification in _each_or_summary(
         posted,
         lambda hook, scope, context, alone: hook_notifications(hook, scope, context, store, alone),
         lambda hook, scope, contexts, key: summary_notification(hook, scope, contexts, store, key),
     ):
-        yield WebNotice(notification, scope, hook, locked_scopes[scope])
+        yield WebNotice(notification, scope, hook, "web" in locked_scopes[scope])
 
 
 def _address_of(mailbox: Mailbox) -> str:
@@ -646,48 +673,41 @@ def route(
     """Apply preferences, then bounds: mail to send now; digest entries and web
     notifications kept (and counted); mail turned off, or over a bound, dropped.
 
-    ``known`` holds the preferences read so far, by address. What each recipient gets
-    from each scope is recorded on the way, for their page. An address that stopped all
-    mail gets none but that of locked hooks, from any scope, known to it yet or not.
-    Mail a recipient turned off counts against no bound: a stranger's hooks cannot use
-    up the hourly mail of someone who unsubscribed from them.
+    ``known`` holds the preferences read so far, by recipient (an address, or an inbox's
+    key). What each recipient gets from each scope, on each channel, is recorded on the
+    way, for their page. Each channel obeys the recipient's choice for it only (see
+    :func:`delivered`). An address that stopped all mail gets none but that of locked
+    hooks, from any scope, known to it yet or not. What a recipient turned off counts
+    against no bound: a stranger's hooks cannot use up the hourly mail of someone who
+    unsubscribed from them.
     """
     if not notices:
         return []
     store = PreferenceStore(storage)
-    addresses = {n.address for n in notices if n.address is not None}
-    missing = addresses - known.keys()
+    missing = {n.recipient for n in notices} - known.keys()
     if missing:
         found = store.read_many(missing)
-        known.update({address: found.get(address, Preferences()) for address in missing})
-    recorded: dict[str, dict[str, Scope]] = {}
-    wanted: list[tuple[AnyNotice, str]] = []
+        known.update({key: found.get(key, Preferences()) for key in missing})
+    recorded: dict[str, dict[str, dict[str, Cell]]] = {}
+    wanted: list[tuple[AnyNotice, Value]] = []
     for notice in notices:
-        if isinstance(notice, WebNotice):
-            inbox_address = notice.address
-            preferences = Preferences() if inbox_address is None else known[inbox_address]
-            if web_wanted(preferences, notice.scope, notice.hook.locked):
-                wanted.append((notice, "web"))
-            continue
-        address = notice.recipient
-        preferences = known[address]
-        stored = preferences.scopes.get(notice.scope)
-        choice = stored.choice if stored else None
-        # The scope is locked for its page only when all its hooks are: a locked hook
-        # beside others must not take their unsubscribe link away.
-        scope = Scope(notice.hook.cadence, notice.scope_locked)
-        if stored is None or (stored.default, stored.locked) != (scope.default, scope.locked):
-            recorded.setdefault(address, {})[notice.scope] = scope
-        locked = notice.hook.locked
-        cadence = Scope(notice.hook.cadence, locked, choice).cadence
-        if cadence != "off" and not (preferences.suppressed and not locked):
-            wanted.append((notice, cadence))
+        key, channel = notice.recipient, notice.channel
+        preferences = known[key]
+        stored = preferences.cell(notice.scope, channel)
+        # A scope's cell is locked for its page only when all its hooks of the channel
+        # are: a locked hook beside others must not take their unsubscribe link away.
+        cell = notice.scope_cell
+        if stored is None or (stored.default, stored.locked) != (cell.default, cell.locked):
+            recorded.setdefault(key, {}).setdefault(notice.scope, {})[channel] = cell
+        value = delivered(preferences, notice.scope, channel, notice.hook_cell)
+        if value is not None:
+            wanted.append((notice, value))
     digests = DigestStore(storage)
     immediate = []
     posted = []
     within = bound([notice for notice, _ in wanted])
     for (notice, cadence), admitted in zip(wanted, within, strict=True):
-        locked = notice.hook.locked
+        locked = notice.hook_cell.locked
         if not admitted:
             continue
         if isinstance(notice, WebNotice):
@@ -703,10 +723,10 @@ def route(
             collection = notice.draft.uri
             if "/records/" in collection:
                 collection = collection.rsplit("/", 2)[0]
-            digests.add(cadence, Entry(notice.draft, notice.scope, collection, locked))
-    # Always in the same order: two senders writing the same addresses cannot deadlock.
-    for address in sorted(recorded):
-        known[address] = store.update(address, functools.partial(record_scopes, recorded[address]))
+            digests.add(str(cadence), Entry(notice.draft, notice.scope, collection, locked))
+    # Always in the same order: two senders writing the same recipients cannot deadlock.
+    for key in sorted(recorded):
+        known[key] = store.update(key, functools.partial(record_scopes, recorded[key]))
     if posted:
         inbox.InboxStore(storage, settings).add(posted, datetime.now(UTC))
         count("web", len(posted))
@@ -761,7 +781,7 @@ class Expansion:
     causes 100,000 messages never has them all in memory, and another bucket's mail can
     go out between its parts. Each message counts once against the bounds.
 
-    ``known``: preferences read so far, by address, and ``reads``: buckets, collections
+    ``known``: preferences read so far, by recipient, and ``reads``: buckets, collections
     and groups read so far, both shared by the caller's changes.
     """
 

@@ -1,14 +1,19 @@
 """What each recipient chose to receive, kept in Kinto's storage backend.
 
-One object per address (resource ``emailer-preferences``), so that every Kinto node and
-worker sees the same choices, on PostgreSQL as on the memory backend. For each scope
-(the bucket or collection holding the hooks) that mailed the address, it keeps the
-hooks' cadence, whether the hooks lock it, and the recipient's own choice, if any; and
-whether the address stopped all mail from the server (``suppressed``).
+One object per recipient (resource ``emailer-preferences``), so that every Kinto node and
+worker sees the same choices, on PostgreSQL as on the memory backend. A recipient is an
+inbox key (see :func:`kinto_emailer.recipients.inbox_key`): an address, lowercased, or
+the principal of a group member whose user id names no address (``account:bob``), who
+gets web notifications only. For each scope (the bucket or collection holding the hooks)
+that notified the recipient, it keeps one cell per channel the scope used, as Open edX's
+grid of preferences: the hooks' default, whether the hooks lock it, and the recipient's
+own choice, if any; and whether the address stopped all mail from the server
+(``suppressed``).
 
 Every writer changes an object through :meth:`PreferenceStore.update`, a read-modify-write
-under a lock of the address: what a recipient chose while mail to them was worked out is
-never written over. Workers only record their scopes' cadence and lock, never a choice.
+under a lock of the recipient: what a recipient chose while their notifications were
+worked out is never written over. Workers only record their scopes' defaults and locks,
+cell by cell, never a choice.
 """
 
 import contextlib
@@ -27,22 +32,36 @@ RESOURCE = "emailer-preferences"
 PARENT = "/emailer"
 CADENCES = ("immediate", "daily", "weekly")
 CHOICES = (*CADENCES, "off")
+CHANNELS = ("email", "web")
+"""Where notifications go: mail, and the feed of ``/v1/emailer/notifications``."""
+
+Value = str | bool
+"""What one channel brings: a cadence or ``off`` for email; on (true) or off for web."""
+VALUES: dict[str, tuple[Value, ...]] = {"email": CHOICES, "web": (True, False)}
+OFF: dict[str, Value] = {"email": "off", "web": False}
+DEFAULTS: dict[str, Value] = {"email": "immediate", "web": True}
+"""Of a channel whose hooks set nothing: hooks set the cadence of their email only."""
+
+
+def valid(channel: str, value: object) -> bool:
+    """Whether ``value`` is one of ``channel``'s (``1`` is not ``true``, nor ``"on"``)."""
+    return any(type(value) is type(v) and value == v for v in VALUES[channel])
 
 
 @dataclass(frozen=True)
-class Scope:
-    """One source of mail for one recipient."""
+class Cell:
+    """One channel of one scope, for one recipient."""
 
-    default: str = "immediate"
-    """The cadence the hooks set."""
+    default: Value
+    """What the hooks set: their cadence for email; on for web."""
     locked: bool = False
-    """Set by a ``non_editable`` hook: the recipient's choice does not apply."""
-    choice: str | None = None
-    """The recipient's choice: a cadence, or ``off``."""
+    """Set by ``non_editable`` hooks: the recipient's choice does not apply."""
+    choice: Value | None = None
+    """The recipient's own choice."""
 
     @property
-    def cadence(self) -> str:
-        """What the recipient gets: a cadence, or ``off``."""
+    def value(self) -> Value:
+        """What the recipient gets on this channel."""
         if self.locked or self.choice is None:
             return self.default
         return self.choice
@@ -51,8 +70,25 @@ class Scope:
         return {"default": self.default, "locked": self.locked, "choice": self.choice}
 
     @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Cell":
+        return cls(data["default"], bool(data["locked"]), data.get("choice"))
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One source of notifications for one recipient: a cell per channel it used."""
+
+    cells: Mapping[str, Cell] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {channel: cell.to_json() for channel, cell in self.cells.items()}
+
+    @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Scope":
-        return cls(str(data["default"]), bool(data["locked"]), data.get("choice"))
+        if "default" in data:
+            # Stored before the web channel: the email cell's fields, alone.
+            return cls({"email": Cell.from_json(data)})
+        return cls({c: Cell.from_json(data[c]) for c in CHANNELS if c in data})
 
 
 Scopes = dict[str, Scope]
@@ -60,11 +96,17 @@ Scopes = dict[str, Scope]
 
 @dataclass(frozen=True)
 class Preferences:
-    """Everything one address chose."""
+    """Everything one recipient chose."""
 
     scopes: Scopes = field(default_factory=dict)
     suppressed: bool = False
-    """No mail at all but that of locked hooks, from any scope, known yet or not."""
+    """No mail at all but that of locked hooks, from any scope, known yet or not (web
+    notifications are not mail)."""
+
+    def cell(self, scope: str, channel: str) -> Cell | None:
+        """The cell of ``scope`` and ``channel``; None where nothing came that way yet."""
+        stored = self.scopes.get(scope)
+        return None if stored is None else stored.cells.get(channel)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,73 +120,121 @@ class Preferences:
         return cls(scopes, bool(data.get("suppressed", False)))
 
 
-def web_wanted(preferences: Preferences, scope: str, locked: bool) -> bool:
-    """Whether web notifications of ``scope`` reach an address with ``preferences``: what
-    it chose for the scope's mail (``off``, or all mail stopped) applies to them too; a
-    locked hook's always do."""
-    if locked:
-        return True
-    stored = preferences.scopes.get(scope)
-    return not preferences.suppressed and (stored is None or stored.choice != "off")
+def delivered(preferences: Preferences, scope: str, channel: str, hook: Cell) -> Value | None:
+    """What a hook (``hook``: its default and whether it locks ``channel``) brings the
+    recipient of ``preferences`` from ``scope`` on ``channel``: a cadence for email, true
+    for web; None when the recipient turned it off. A locked hook's always comes.
+
+    Each channel obeys its own cell: web off stops no email, email off no web
+    notification; stopping all mail (``suppressed``) stops email only.
+    """
+    stored = preferences.cell(scope, channel)
+    value = replace(hook, choice=None if stored is None else stored.choice).value
+    if value == OFF[channel]:
+        return None
+    if channel == "email" and preferences.suppressed and not hook.locked:
+        return None
+    return value
 
 
-def object_id(address: str) -> str:
-    """The id of an address's object: addresses are not valid Kinto ids."""
-    return hashlib.sha256(address.lower().encode()).hexdigest()[:32]
+def object_id(key: str) -> str:
+    """The id of a recipient's object (addresses and principals are no valid Kinto ids).
+
+    ``key`` as :func:`kinto_emailer.recipients.inbox_key` gives it: an address lowercased
+    by the caller, a principal as it is (principals are case-sensitive)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def record_scopes(recorded: Mapping[str, Scope], preferences: Preferences) -> Preferences:
-    """``preferences`` with the cadence and lock of ``recorded``'s scopes, as their hooks
-    set them; the recipient's choices and suppression kept."""
+Recorded = Mapping[str, Mapping[str, Cell]]
+"""Cells as hooks set them (no choice), by scope and channel."""
+
+
+def record_scopes(recorded: Recorded, preferences: Preferences) -> Preferences:
+    """``preferences`` with the defaults and locks of ``recorded``'s cells; the recipient's
+    choices, their other cells and suppression kept."""
     scopes = dict(preferences.scopes)
-    for uri, scope in recorded.items():
-        stored = scopes.get(uri)
-        scopes[uri] = replace(scope, choice=stored.choice if stored else None)
+    for uri, cells in recorded.items():
+        stored = scopes.get(uri, Scope())
+        updated = dict(stored.cells)
+        for channel, cell in cells.items():
+            before = stored.cells.get(channel)
+            updated[channel] = replace(cell, choice=None if before is None else before.choice)
+        scopes[uri] = Scope(updated)
     return replace(preferences, scopes=scopes)
 
 
 class LockedScope(ValueError):
-    """The hooks of this scope do not let recipients change what they get."""
+    """The hooks of this scope do not let recipients change what they get on a channel."""
 
 
-def choose(scopes: Scopes, scope: str, choice: str | None, known: bool = True) -> Scopes:
-    """``scopes`` with ``choice`` for ``scope``; LockedScope or ValueError if not allowed.
+class NotSent(LookupError):
+    """Nothing came to the recipient from this scope, or not on this channel."""
 
-    A scope not in ``scopes`` is a KeyError, unless ``known`` is False: a signed link
-    names it (it did mail the address, whatever storage lost since).
+
+def choose(
+    scopes: Scopes, scope: str, channel: str, choice: Value | None, known: bool = True
+) -> Scopes:
+    """``scopes`` with ``choice`` for ``channel`` of ``scope`` (None: the hooks' default);
+    ValueError for a value that is not the channel's, LockedScope for a change of a locked
+    cell (choosing again what it holds changes nothing, and passes).
+
+    A cell not in ``scopes`` is NotSent, unless ``known`` is False: a signed link names
+    its scope (it did mail the address, whatever storage lost since).
     """
-    if choice is not None and choice not in CHOICES:
-        raise ValueError(f"{choice!r} is not one of {', '.join(CHOICES)}")
-    current = scopes.get(scope)
-    if current is None:
+    if choice is not None and not valid(channel, choice):
+        values = ", ".join(str(v).lower() for v in VALUES[channel])
+        raise ValueError(f"{choice!r} is not one of {values}")
+    current = scopes.get(scope, Scope())
+    cell = current.cells.get(channel)
+    if cell is None:
         if known:
-            raise KeyError(scope)
-        current = Scope()
-    if current.locked:
-        raise LockedScope(scope)
-    return {**scopes, scope: replace(current, choice=choice)}
+            raise NotSent(scope, channel)
+        cell = Cell(DEFAULTS[channel])
+    if cell.locked and choice != cell.choice:
+        raise LockedScope(scope, channel)
+    return {**scopes, scope: Scope({**current.cells, channel: replace(cell, choice=choice)})}
+
+
+def cleared(preferences: Preferences) -> Preferences:
+    """``preferences`` with every choice that may change undone, and mail resumed: what
+    the hooks set, as for a recipient who never chose."""
+    scopes = {
+        uri: Scope(
+            {
+                channel: cell if cell.locked else replace(cell, choice=None)
+                for channel, cell in scope.cells.items()
+            }
+        )
+        for uri, scope in preferences.scopes.items()
+    }
+    return Preferences(scopes, suppressed=False)
 
 
 # Kinto's memory backend lives in one process: a process lock is enough there.
 _MEMORY_LOCK = threading.Lock()
-# A transaction lock of the address, held until commit; unlike a row lock, it also
-# serializes the writers of an address that has no object yet.
-ADDRESS_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%(key)s))"
-# Several at once, in the order of the locks themselves (two addresses may share one).
-ADDRESS_LOCKS = """
+# A transaction lock of the recipient, held until commit; unlike a row lock, it also
+# serializes the writers of a recipient that has no object yet.
+KEY_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%(key)s))"
+# Several at once, in the order of the locks themselves (two recipients may share one).
+KEY_LOCKS = """
 SELECT pg_advisory_xact_lock(lock) FROM (
     SELECT DISTINCT hashtext(key) AS lock FROM unnest(%(keys)s::text[]) AS key
      ORDER BY lock OFFSET 0
 ) AS locks
 """
+KEY_FIELD = "key"
+"""The recipient's key, in its object; ``email`` in objects stored before the web channel."""
 
 
-def _lock_key(address: str) -> str:
-    return f"{RESOURCE}/{object_id(address)}"
+def _lock_key(key: str) -> str:
+    return f"{RESOURCE}/{object_id(key)}"
 
 
 class PreferenceStore:
-    """Reads and writes preferences through Kinto's storage backend (its transaction)."""
+    """Reads and writes preferences through Kinto's storage backend (its transaction).
+
+    Recipients are named by their key (see :func:`object_id`).
+    """
 
     def __init__(self, storage: Any) -> None:
         self.storage = storage
@@ -159,24 +249,24 @@ class PreferenceStore:
                 cursor.execute(query, parameters)
 
     @contextlib.contextmanager
-    def _locked(self, address: str) -> Iterator[None]:
+    def _locked(self, key: str) -> Iterator[None]:
         if not self._on_postgresql():
             with _MEMORY_LOCK:
                 yield
             return
-        self._execute(ADDRESS_LOCK, {"key": _lock_key(address)})
+        self._execute(KEY_LOCK, {"key": _lock_key(key)})
         yield
 
-    def lock(self, addresses: Iterable[str]) -> None:
-        """On PostgreSQL, hold the locks of ``addresses`` until the transaction ends, taken
-        at once: whatever order later updates come in, they wait for no one, and two
+    def lock(self, keys: Iterable[str]) -> None:
+        """On PostgreSQL, hold the locks of ``keys`` until the transaction ends, taken at
+        once: whatever order later updates come in, they wait for no one, and two
         transactions that lock this way never wait for each other in a cycle."""
         if self._on_postgresql():
-            self._execute(ADDRESS_LOCKS, {"keys": sorted({_lock_key(a) for a in addresses})})
+            self._execute(KEY_LOCKS, {"keys": sorted({_lock_key(k) for k in keys})})
 
-    def read_many(self, addresses: Iterable[str]) -> dict[str, Preferences]:
-        """The preferences of each address that has any, in one query."""
-        ids = [object_id(a) for a in addresses]
+    def read_many(self, keys: Iterable[str]) -> dict[str, Preferences]:
+        """The preferences of each recipient that has any, in one query."""
+        ids = [object_id(k) for k in keys]
         if len(ids) == 1:
             # The usual case, and a plain lookup: cheaper than a filtered listing.
             try:
@@ -191,33 +281,33 @@ class PreferenceStore:
                 parent_id=PARENT,
                 filters=[Filter("id", ids, COMPARISON.IN)],
             )
-        return {obj["email"]: Preferences.from_json(obj) for obj in objects}
+        return {obj.get(KEY_FIELD) or obj["email"]: Preferences.from_json(obj) for obj in objects}
 
-    def read(self, address: str) -> Preferences:
-        return self.read_many([address]).get(address.lower(), Preferences())
+    def read(self, key: str) -> Preferences:
+        return self.read_many([key]).get(key, Preferences())
 
-    def update(self, address: str, change: Callable[[Preferences], Preferences]) -> Preferences:
-        """Store ``change`` of what ``address`` has now, under the address's lock; the result.
+    def update(self, key: str, change: Callable[[Preferences], Preferences]) -> Preferences:
+        """Store ``change`` of what ``key`` has now, under the recipient's lock; the result.
 
         On PostgreSQL the lock is held until the current transaction ends: a transaction
-        that updates several addresses takes their locks first, with :meth:`lock`.
+        that updates several recipients takes their locks first, with :meth:`lock`.
         """
-        with self._locked(address):
-            current = self.read(address)
+        with self._locked(key):
+            current = self.read(key)
             updated = change(current)
             if updated != current:
-                obj = {"email": address.lower(), **updated.to_json()}
+                obj = {KEY_FIELD: key, **updated.to_json()}
                 self.storage.update(
-                    resource_name=RESOURCE, parent_id=PARENT, object_id=object_id(address), obj=obj
+                    resource_name=RESOURCE, parent_id=PARENT, object_id=object_id(key), obj=obj
                 )
         return updated
 
-    def delete(self, address: str) -> None:
-        """Forget everything ``address`` chose, and every scope that mailed it."""
-        with self._locked(address), contextlib.suppress(ObjectNotFoundError):
+    def delete(self, key: str) -> None:
+        """Forget everything ``key`` chose, and every scope that notified it."""
+        with self._locked(key), contextlib.suppress(ObjectNotFoundError):
             self.storage.delete(
                 resource_name=RESOURCE,
                 parent_id=PARENT,
-                object_id=object_id(address),
+                object_id=object_id(key),
                 with_deleted=False,
             )

@@ -1,5 +1,6 @@
 """What recipients see: one-click unsubscribe, a preferences page, and the same
-preferences through the API for Kinto users whose principal is an email address.
+preferences through the API for Kinto users (their email when their principal is a
+verified address; their web notifications in any case).
 
 The pages need no login: their links carry a signed token (:mod:`kinto_emailer.tokens`),
 which shows and changes the scopes it names only, and, on every page, whether all mail
@@ -19,7 +20,6 @@ from pyramid.events import NewRequest
 from pyramid.httpexceptions import (
     HTTPBadRequest,
     HTTPException,
-    HTTPForbidden,
     HTTPGone,
     HTTPNotFound,
     HTTPSeeOther,
@@ -32,12 +32,17 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 from kinto_emailer import recipients, tokens
 from kinto_emailer.errors import InvalidLink
 from kinto_emailer.preferences import (
+    CHANNELS,
     CHOICES,
+    DEFAULTS,
+    Cell,
     LockedScope,
+    NotSent,
     Preferences,
     PreferenceStore,
-    Scope,
+    Value,
     choose,
+    cleared,
 )
 
 
@@ -74,6 +79,13 @@ button {{ font-size: 1rem; padding: 0.5rem 1.25rem; }}
 :focus-visible {{ outline: 3px solid #0b57d0; outline-offset: 2px; }}
 [role=status] {{ background: #e6f4ea; padding: 0.5rem 1rem; }}
 .locked {{ color: #5f5f5f; }}
+table {{ border-collapse: collapse; width: 100%; margin: 1rem 0; }}
+caption {{ text-align: left; font-weight: bold; }}
+th, td {{ text-align: left; vertical-align: top; padding: 0.5rem;
+         border-bottom: 1px solid #767676; overflow-wrap: break-word; }}
+td fieldset {{ margin: 0; padding: 0; border: 0; }}
+.vh {{ position: absolute; width: 1px; height: 1px; overflow: hidden;
+       clip-path: inset(50%); white-space: nowrap; }}
 </style>
 </head>
 <body>
@@ -176,7 +188,15 @@ def _all_mail(request: Request, suppressed: bool) -> str:
 
 
 def _locked(preferences: Preferences, scopes: Iterable[str]) -> list[str]:
-    return [scope for scope in scopes if preferences.scopes.get(scope, Scope()).locked]
+    """Of ``scopes``, those whose email the recipient cannot turn off."""
+    return [scope for scope in scopes if _page_cells(preferences, scope)["email"].locked]
+
+
+def _page_cells(preferences: Preferences, scope: str) -> dict[str, Cell]:
+    """The cells of a scope of a link: its email did come (whatever storage lost since),
+    and its web notifications when they came too."""
+    stored = preferences.scopes.get(scope)
+    return {"email": Cell(DEFAULTS["email"]), **(stored.cells if stored else {})}
 
 
 def unsubscribe_get(request: Request) -> Response:
@@ -210,7 +230,7 @@ def unsubscribe_post(request: Request) -> Response:
         scopes = preferences.scopes
         for scope in grant.scopes:
             with contextlib.suppress(LockedScope):
-                scopes = choose(scopes, scope, "off", known=False)
+                scopes = choose(scopes, scope, "email", "off", known=False)
         return replace(preferences, scopes=scopes)
 
     preferences = PreferenceStore(request.registry.storage).update(grant.recipient, turn_off)
@@ -248,24 +268,75 @@ def suppress_post(request: Request) -> Response:
     return HTTPSeeOther(_link(request, "emailer-page", saved="1"))
 
 
-def _fieldset(index: int, uri: str, scope: Scope) -> str:
-    legend = html.escape(uri)
+WEB_FIELD = "web:{}"
+"""The name of a scope's web checkbox; its email radios are named after the scope itself."""
+LOCKED_NOTES = {
+    "email": "This mail is locked: its senders do not let it be changed.",
+    "web": "These notifications are locked: their senders do not let them be changed.",
+}
+
+
+def _email_cell(index: int, uri: str, cell: Cell) -> str:
+    """The radios of a scope's email cadence, a group named after the scope."""
     name = html.escape(uri, quote=True)
-    locked = " disabled" if scope.locked else ""
+    locked = " disabled" if cell.locked else ""
     options = []
     for position, choice in enumerate(CHOICES):
         field_id = f"scope-{index}-{position}"
-        checked = " checked" if scope.cadence == choice else ""
+        checked = " checked" if cell.value == choice else ""
         options.append(
             f'<div><input type="radio" id="{field_id}" name="{name}" value="{choice}"'
             f'{checked}{locked}> <label for="{field_id}">{LABELS[choice]}</label></div>'
         )
-    note = (
-        '<p class="locked">This mail is locked: its senders do not let it be changed.</p>'
-        if scope.locked
-        else ""
+    note = f'<p class="locked">{LOCKED_NOTES["email"]}</p>' if cell.locked else ""
+    return (
+        f'<fieldset><legend class="vh">Email from {html.escape(uri)}</legend>'
+        f"{note}{''.join(options)}</fieldset>"
     )
-    return f"<fieldset><legend>{legend}</legend>{note}{''.join(options)}</fieldset>"
+
+
+def _web_cell(index: int, uri: str, cell: Cell | None) -> str:
+    """A scope's web checkbox. A hidden field says that the form shows it: unchecked,
+    the checkbox itself sends nothing."""
+    if cell is None:
+        return "<p>None come from here.</p>"
+    name = html.escape(WEB_FIELD.format(uri), quote=True)
+    field_id = f"scope-{index}-web"
+    checked = " checked" if cell.value is True else ""
+    if cell.locked:
+        note_id = f"{field_id}-locked"
+        control = (
+            f'<input type="checkbox" id="{field_id}"{checked} disabled'
+            f' aria-describedby="{note_id}">'
+        )
+        note = f'<p class="locked" id="{note_id}">{LOCKED_NOTES["web"]}</p>'
+    else:
+        control = (
+            f'<input type="hidden" name="{name}" value="off">'
+            f'<input type="checkbox" id="{field_id}" name="{name}" value="on"{checked}>'
+        )
+        note = ""
+    return (
+        f'{control} <label for="{field_id}">Web notifications'
+        f'<span class="vh"> from {html.escape(uri)}</span></label>{note}'
+    )
+
+
+def _grid(preferences: Preferences, scopes: Iterable[str]) -> str:
+    """Open edX's grid: a row per scope, a column per channel."""
+    rows = []
+    for index, uri in enumerate(scopes):
+        cells = _page_cells(preferences, uri)
+        rows.append(
+            f'<tr><th scope="row">{html.escape(uri)}</th>'
+            f"<td>{_email_cell(index, uri, cells['email'])}</td>"
+            f"<td>{_web_cell(index, uri, cells.get('web'))}</td></tr>"
+        )
+    return (
+        "<table><caption>What you get from each place</caption><thead><tr>"
+        '<th scope="col">Place</th><th scope="col">Email</th><th scope="col">Web</th>'
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def preferences_get(request: Request) -> Response:
@@ -273,18 +344,27 @@ def preferences_get(request: Request) -> Response:
     grant = _grant(request)
     preferences = PreferenceStore(request.registry.storage).read(grant.recipient)
     status = '<p role="status">Your choices are saved.</p>' if request.params.get("saved") else ""
-    fieldsets = "".join(
-        _fieldset(index, uri, preferences.scopes.get(uri, Scope()))
-        for index, uri in enumerate(grant.scopes)
-    )
     content = (
-        f"{status}<p>The emails sent to <strong>{html.escape(grant.recipient)}</strong>"
-        " from the places of this link:</p>"
+        f"{status}<p>What <strong>{html.escape(grant.recipient)}</strong> gets from the"
+        " places of this link: emails, and web notifications to read in the app.</p>"
         f'<form method="post" action="{html.escape(_link(request, "emailer-page"))}">'
-        f'{fieldsets}<button type="submit">Save</button></form>'
+        f'{_grid(preferences, grant.scopes)}<button type="submit">Save</button></form>'
         f"{_all_mail(request, preferences.suppressed)}"
     )
-    return page("Your email preferences", content)
+    return page("Your notification preferences", content)
+
+
+def _posted(request: Request, uri: str) -> dict[str, Value]:
+    """What the form of the page chose for a scope, by channel: what it did not show
+    (a locked cell, a scope without web notifications) is not there."""
+    posted: dict[str, Value] = {}
+    cadence = request.POST.get(uri)
+    if cadence in CHOICES:
+        posted["email"] = cadence
+    web = request.POST.getall(WEB_FIELD.format(uri))
+    if web:
+        posted["web"] = "on" in web
+    return posted
 
 
 def preferences_post(request: Request) -> Response:
@@ -293,11 +373,13 @@ def preferences_post(request: Request) -> Response:
     def save(preferences: Preferences) -> Preferences:
         scopes = preferences.scopes
         for uri in grant.scopes:
-            scope = scopes.get(uri, Scope())
-            choice = request.POST.get(uri)
-            if choice in CHOICES and not scope.locked:
-                choice = None if choice == scope.default else choice
-                scopes = choose(scopes, uri, choice, known=False)
+            cells = _page_cells(preferences, uri)
+            for channel, choice in _posted(request, uri).items():
+                cell = cells.get(channel)
+                if cell is not None and not cell.locked:
+                    # The default is no choice: a recipient follows the hooks' changes.
+                    chosen = None if choice == cell.default else choice
+                    scopes = choose(scopes, uri, channel, chosen, known=False)
         return replace(preferences, scopes=scopes)
 
     PreferenceStore(request.registry.storage).update(grant.recipient, save)
@@ -317,38 +399,32 @@ def authenticated_userid(request: Request) -> str:
     return str(userid)
 
 
-def _address(request: Request) -> str:
-    """The email address of the authenticated user; 401 or 403 otherwise.
+def reader(request: Request) -> tuple[str, str | None]:
+    """The inbox key of the authenticated user (see :func:`recipients.inbox_key`), whose
+    notifications and preferences they read, and the address it is, if it is one; 401 for
+    anonymous requests.
 
     Only user ids of the principal prefixes in ``kinto.emailer.verified_principals``
-    are taken as addresses (see :func:`recipients.principal_address`).
+    are taken as addresses: a user id such as ``account:a@example.com`` reads what is
+    kept for that principal, never for the address.
     """
     userid = authenticated_userid(request)
-    try:
-        return recipients.principal_address(
-            userid, request.registry.emailer_settings.verified_principals
-        )
-    except recipients.UnverifiedPrincipal as e:
-        raise http_error(
-            HTTPForbidden(),
-            errno=ERRORS.FORBIDDEN,
-            message="This server cannot tell that your user id is your email address: manage"
-            " your email preferences through the links at the end of the emails.",
-        ) from e
-    except ValueError as e:
-        raise http_error(
-            HTTPForbidden(),
-            errno=ERRORS.FORBIDDEN,
-            message="Only users whose principal is an email address have email preferences.",
-        ) from e
+    key = recipients.inbox_key(userid, request.registry.emailer_settings.verified_principals)
+    return key, None if key == userid else key
 
 
-def _as_json(address: str, preferences: Preferences) -> dict[str, Any]:
+CHANNEL_NAMES = {"email": "email", "web": "web notifications"}
+
+
+def _as_json(address: str | None, preferences: Preferences) -> dict[str, Any]:
     return {
         "data": {
             "email": address,
             "scopes": {
-                uri: {**scope.to_json(), "cadence": scope.cadence}
+                uri: {
+                    channel: {**cell.to_json(), "value": cell.value}
+                    for channel, cell in sorted(scope.cells.items())
+                }
                 for uri, scope in sorted(preferences.scopes.items())
             },
             "suppressed": preferences.suppressed,
@@ -357,41 +433,106 @@ def _as_json(address: str, preferences: Preferences) -> dict[str, Any]:
 
 
 def api_get(request: Request) -> dict[str, Any]:
-    address = _address(request)
-    return _as_json(address, PreferenceStore(request.registry.storage).read(address))
+    key, address = reader(request)
+    return _as_json(address, PreferenceStore(request.registry.storage).read(key))
 
 
-def api_patch(request: Request) -> dict[str, Any]:
-    """``{"data": {"scopes": {URI: "immediate" | "daily" | "weekly" | "off" | null},
-    "suppressed": true | false}}``, either or both."""
-    address = _address(request)
+Change = tuple[str, str, str, Any]
+"""The JSON path of a choice, its scope, its channel, and the value asked for."""
+
+
+def _changes(request: Request, scopes: Any) -> list[Change]:
+    """The choices of ``data.scopes``: per scope, an object of channels, or the email
+    cadence alone (as before the web channel); 400 for any other shape."""
+    if not isinstance(scopes, Mapping):
+        raise_invalid(request, name="data.scopes", description="An object of scope URIs.")
+    changes = []
+    for uri, cells in scopes.items():
+        name = f"data.scopes.{uri}"
+        if cells is None or isinstance(cells, str):
+            changes.append((name, uri, "email", cells))
+            continue
+        if not isinstance(cells, Mapping) or not cells:
+            raise_invalid(
+                request,
+                name=name,
+                description='An object of channels ({"email": "daily", "web": false}),'
+                " or an email cadence.",
+            )
+        for channel, choice in cells.items():
+            if channel not in CHANNELS:
+                raise_invalid(
+                    request, name=f"{name}.{channel}", description="Not a channel: email or web."
+                )
+            changes.append((f"{name}.{channel}", uri, channel, choice))
+    return changes
+
+
+def _chosen(request: Request, changes: list[Change], preferences: Preferences) -> Preferences:
+    """``preferences`` with ``changes``; 400 naming the first that cannot be made."""
+    scopes = preferences.scopes
+    for name, uri, channel, choice in changes:
+        what = CHANNEL_NAMES[channel]
+        try:
+            scopes = choose(scopes, uri, channel, choice)
+        except LockedScope:
+            raise_invalid(
+                request,
+                name=name,
+                description=f"Locked: the hooks of this scope do not let you change its {what}.",
+            )
+        except NotSent:
+            known = uri in preferences.scopes
+            raise_invalid(
+                request,
+                name=name,
+                description=f"No {what} came to you from this scope."
+                if known
+                else "Nothing came to you from this scope.",
+            )
+        except ValueError as e:
+            raise_invalid(request, name=name, description=str(e))
+    return replace(preferences, scopes=scopes)
+
+
+def api_write(request: Request) -> dict[str, Any]:
+    """``PATCH``: the choices named (``{"data": {"scopes": {URI: {"email": cadence | "off"
+    | null, "web": true | false | null}}, "suppressed": true | false}}``, either or
+    both; an email cadence alone for a scope stands for ``{"email": ...}``).
+
+    ``PUT``: the same, for every choice: what it leaves out goes back to the hooks'
+    default, and mail resumes unless it says ``"suppressed": true``. Locked cells keep
+    theirs.
+
+    Under the recipient's lock: a choice saved meanwhile is never undone by a ``PATCH``
+    that does not name it.
+    """
+    key, address = reader(request)
     try:
         data = request.json_body["data"]
     except (ValueError, KeyError, TypeError):
         data = None
-    if not isinstance(data, Mapping) or not {"scopes", "suppressed"} & data.keys():
+    every = request.method == "PUT"
+    if not isinstance(data, Mapping) or not (every or {"scopes", "suppressed"} & data.keys()):
         raise_invalid(request, name="data", description="An object with scopes or suppressed.")
-    changes = data.get("scopes", {})
-    if not isinstance(changes, Mapping):
-        raise_invalid(request, name="data.scopes", description="An object of scope URIs.")
-    if not isinstance(data.get("suppressed", False), bool):
+    changes = _changes(request, data.get("scopes", {}))
+    suppressed = data.get("suppressed")
+    if "suppressed" in data and not isinstance(suppressed, bool):
         raise_invalid(request, name="data.suppressed", description="true or false.")
+    if suppressed and address is None:
+        raise_invalid(
+            request,
+            name="data.suppressed",
+            description="No email comes to your user id, only web notifications: there is"
+            " no mail to stop.",
+        )
 
     def apply(preferences: Preferences) -> Preferences:
-        scopes = preferences.scopes
-        for uri, choice in changes.items():
-            name = f"data.scopes.{uri}"
-            try:
-                scopes = choose(scopes, uri, choice)
-            except LockedScope:
-                raise_invalid(request, name=name, description="This mail cannot be changed.")
-            except KeyError:
-                raise_invalid(request, name=name, description="No email comes from this scope.")
-            except ValueError as e:
-                raise_invalid(request, name=name, description=str(e))
-        return Preferences(scopes, data.get("suppressed", preferences.suppressed))
+        base = cleared(preferences) if every else preferences
+        chosen = _chosen(request, changes, base)
+        return replace(chosen, suppressed=base.suppressed if suppressed is None else suppressed)
 
-    preferences = PreferenceStore(request.registry.storage).update(address, apply)
+    preferences = PreferenceStore(request.registry.storage).update(key, apply)
     return _as_json(address, preferences)
 
 
@@ -424,7 +565,7 @@ def includeme(config: Any) -> None:
             request_method=method,
             **public,
         )
-    for method, view in [("GET", api_get), ("PATCH", api_patch)]:
+    for method, view in [("GET", api_get), ("PATCH", api_write), ("PUT", api_write)]:
         config.add_view(
             view,
             route_name="emailer-preferences",

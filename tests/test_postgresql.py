@@ -76,6 +76,11 @@ class WebBoundsTest(PostgreSQL, web.BoundsTest):
 
 
 @skip_unless_postgresql
+class WebChannelPreferencesTest(PostgreSQL, web.ChannelPreferencesTest):
+    pass
+
+
+@skip_unless_postgresql
 class StoredEarlierTest(PostgreSQL, validation.StoredEarlierTest):
     def check(self):
         """``kinto-emailer check`` on a configuration of this database: its status and output."""
@@ -216,6 +221,16 @@ class SuppressionTest(PostgreSQL, preferences.SuppressionTest):
 
 @skip_unless_postgresql
 class PreferencesApiTest(PostgreSQL, preferences.PreferencesApiTest):
+    pass
+
+
+@skip_unless_postgresql
+class LockedApiTest(PostgreSQL, preferences.LockedApiTest):
+    pass
+
+
+@skip_unless_postgresql
+class AccountsTest(PostgreSQL, preferences.AccountsTest):
     pass
 
 

@@ -13,7 +13,17 @@ from urllib.parse import parse_qs, urlsplit
 
 from kinto_emailer import digests, messages, send_digests, tokens
 from kinto_emailer.errors import InvalidLink
-from kinto_emailer.preferences import PreferenceStore
+from kinto_emailer.preferences import (
+    Cell,
+    LockedScope,
+    NotSent,
+    Preferences,
+    PreferenceStore,
+    Scope,
+    choose,
+    delivered,
+    record_scopes,
+)
 from kinto_emailer.recipients import parse_mailbox
 from kinto_emailer.settings import EmailerSettings
 from tests.support import EmailerWebTest
@@ -29,6 +39,7 @@ HOOK = {
 RECORDS = "/buckets/b/collections/c/records"
 STOP_ALL = "Stop all mail from this server to me"
 RESUME = "Receive mail from this server again"
+ROW_B = '<th scope="row">/buckets/b</th>'
 
 
 class TokenTest(unittest.TestCase):
@@ -69,6 +80,86 @@ class TokenTest(unittest.TestCase):
         with self.assertRaises(InvalidLink) as cm:
             tokens.verify(SECRET, token, max_age=60, now=sent + 61)
         self.assertTrue(cm.exception.expired)
+
+
+class GridTest(unittest.TestCase):
+    """Preferences per scope and channel, as pure functions."""
+
+    def test_each_channel_obeys_its_own_cell(self):
+        def prefs(email=None, web=None, suppressed=False):
+            cells = {"email": Cell("immediate", choice=email), "web": Cell(True, choice=web)}
+            return Preferences({"/b": Scope(cells)}, suppressed)
+
+        free_mail, locked_mail = Cell("daily"), Cell("daily", locked=True)
+        free_web, locked_web = Cell(True), Cell(True, locked=True)
+        cases = [
+            (prefs(), free_mail, free_web, "daily", True),
+            (prefs(web=False), free_mail, free_web, "daily", None),
+            (prefs(email="off"), free_mail, free_web, None, True),
+            (prefs(email="weekly", web=False), free_mail, free_web, "weekly", None),
+            (prefs(suppressed=True), free_mail, free_web, None, True),
+            (
+                prefs(email="off", web=False, suppressed=True),
+                locked_mail,
+                locked_web,
+                "daily",
+                True,
+            ),
+            (Preferences(), free_mail, free_web, "daily", True),
+        ]
+        for preferences, mail, web, email_gets, web_gets in cases:
+            with self.subTest(preferences=preferences, mail=mail, web=web):
+                self.assertEqual(delivered(preferences, "/b", "email", mail), email_gets)
+                self.assertEqual(delivered(preferences, "/b", "web", web), web_gets)
+
+    def test_recording_a_cell_keeps_the_others_and_every_choice(self):
+        stored = Preferences(
+            {
+                "/b": Scope(
+                    {"email": Cell("immediate", choice="off"), "web": Cell(True, choice=False)}
+                )
+            }
+        )
+        recorded = record_scopes({"/b": {"email": Cell("daily", locked=True)}}, stored)
+        self.assertEqual(
+            recorded.scopes["/b"].cells,
+            {"email": Cell("daily", True, "off"), "web": Cell(True, choice=False)},
+        )
+        added = record_scopes({"/c": {"web": Cell(True)}}, recorded)
+        self.assertEqual(added.scopes["/b"], recorded.scopes["/b"])
+        self.assertEqual(added.scopes["/c"].cells, {"web": Cell(True)})
+
+    def test_choices(self):
+        scopes = {"/b": Scope({"email": Cell("immediate"), "web": Cell(True, locked=True)})}
+        self.assertEqual(
+            choose(scopes, "/b", "email", "weekly")["/b"].cells["email"],
+            Cell("immediate", choice="weekly"),
+        )
+        self.assertEqual(choose(scopes, "/b", "web", None), scopes)
+        for channel, choice, error in [
+            ("web", False, LockedScope),
+            ("email", True, ValueError),
+            ("web", "off", ValueError),
+            ("web", 0, ValueError),
+        ]:
+            with self.subTest(channel=channel, choice=choice), self.assertRaises(error):
+                choose(scopes, "/b", channel, choice)
+        with self.assertRaises(NotSent):
+            choose(scopes, "/c", "email", "off")
+        web_only = {"/b": Scope({"web": Cell(True)})}
+        with self.assertRaises(NotSent):
+            choose(web_only, "/b", "email", "off")
+        # A signed link names a scope that mailed its address, known here or not.
+        self.assertEqual(
+            choose({}, "/c", "email", "off", known=False)["/c"],
+            Scope({"email": Cell("immediate", choice="off")}),
+        )
+
+    def test_scopes_stored_before_the_web_channel_read_as_their_email_cell(self):
+        old = {"default": "daily", "locked": True, "choice": "off"}
+        scope = Scope.from_json(old)
+        self.assertEqual(scope, Scope({"email": Cell("daily", True, "off")}))
+        self.assertEqual(Scope.from_json(scope.to_json()), scope)
 
 
 class WindowTest(unittest.TestCase):
@@ -238,7 +329,7 @@ class PreferencesPageTest(RecipientTest):
         mails = self.create("r1")
         _, preferences = links(next(m for m in mails if m.rcpt_tos == ["a@example.com"]))
         page = self.page(preferences)
-        self.assertIn("<legend>/buckets/b</legend>", page.text)
+        self.assertIn(ROW_B, page.text)
         self.assertRegex(page.text, r'value="immediate" checked')
         response = self.post(preferences, {"/buckets/b": "off"}, status=303)
         self.assertIn("saved=1", response.headers["Location"])
@@ -322,7 +413,7 @@ class TokenScopeTest(RecipientTest):
         self.app.put_json("/buckets/b/collections/d/records/r1", headers=self.headers)
         self.assertEqual(len(self.mails()), 2)
         page = self.page(preferences).text
-        self.assertIn("<legend>/buckets/b</legend>", page)
+        self.assertIn(ROW_B, page)
         self.assertNotIn("/buckets/b/collections/d", page)
         self.post(preferences, {"/buckets/b": "off", "/buckets/b/collections/d": "off"}, 303)
         self.sink.clear()
@@ -382,7 +473,7 @@ class TokenLifetimeTest(RecipientTest):
         _, preferences = links(mail)
         issued = tokens.verify(SECRET, token_of(preferences), max_age=30).issued
         self.assertAlmostEqual(issued, time.time(), delta=5)
-        self.assertIn("<legend>/buckets/b</legend>", self.page(preferences).text)
+        self.assertIn(ROW_B, self.page(preferences).text)
 
 
 class TokenLogTest(RecipientTest):
@@ -496,14 +587,21 @@ class AccountsTest(RecipientTest):
 
     def test_a_user_id_does_not_prove_an_address(self):
         self.create("r1")
-        # Not a.example.com's owner: whoever first created an account of that name.
+        # Not a.example.com's owner: whoever first created an account of that name. They
+        # reach the preferences of their principal's web notifications, never the address's.
         squatter = self.account("a@example.com")
-        for method, body in (("get", None), ("patch_json", {"data": {"scopes": {}}})):
-            with self.subTest(method):
-                call = getattr(self.app, method)
-                args = ("/emailer/preferences",) + ((body,) if body else ())
-                response = call(*args, headers=squatter, status=403)
-                self.assertIn("links at the end of the emails", response.json["message"])
+        mine = {"email": None, "scopes": {}, "suppressed": False}
+        self.assertEqual(self.app.get("/emailer/preferences", headers=squatter).json["data"], mine)
+        for data, name in [
+            ({"scopes": {"/buckets/b": "off"}}, "data.scopes./buckets/b"),
+            ({"scopes": {"/buckets/b": {"web": False}}}, "data.scopes./buckets/b.web"),
+            ({"suppressed": True}, "data.suppressed"),
+        ]:
+            with self.subTest(data=data):
+                response = self.app.patch_json(
+                    "/emailer/preferences", {"data": data}, headers=squatter, status=400
+                )
+                self.assertEqual(response.json["details"][0]["name"], name)
         self.sink.clear()
         self.assertEqual(self.recipients_of(self.create("r2")), ["a@example.com", "b@example.com"])
 
@@ -528,15 +626,15 @@ class PreferencesApiTest(VerifiedTest):
         bob = self.user("B@example.com")
         self.create("r1")
         scopes = self.app.get("/emailer/preferences", headers=alice).json["data"]["scopes"]
-        self.assertEqual(scopes["/buckets/b"]["cadence"], "immediate")
+        self.assertEqual(scopes["/buckets/b"]["email"]["value"], "immediate")
 
         body = {"data": {"scopes": {"/buckets/b": "daily"}}}
         changed = self.app.patch_json("/emailer/preferences", body, headers=alice)
-        self.assertEqual(changed.json["data"]["scopes"]["/buckets/b"]["cadence"], "daily")
+        self.assertEqual(changed.json["data"]["scopes"]["/buckets/b"]["email"]["value"], "daily")
         # Bob's own preferences are untouched, and he cannot reach Alice's.
         bob_view = self.app.get("/emailer/preferences", headers=bob).json["data"]
         self.assertEqual(bob_view["email"], "b@example.com")
-        self.assertEqual(bob_view["scopes"]["/buckets/b"]["cadence"], "immediate")
+        self.assertEqual(bob_view["scopes"]["/buckets/b"]["email"]["value"], "immediate")
         self.sink.clear()
         self.assertEqual(self.recipients_of(self.create("r2")), ["b@example.com"])
 
@@ -568,24 +666,37 @@ class PreferencesApiTest(VerifiedTest):
         alice = self.user("a@example.com")
         self.create("r1")
         self.app.get("/emailer/preferences", status=401)
-        # Basic auth is not declared verified; a verified user id must be an address.
-        response = self.app.get("/emailer/preferences", headers=self.headers, status=403)
-        self.assertIn("links at the end of the emails", response.json["message"])
-        response = self.app.get("/emailer/preferences", headers=self.user("alice"), status=403)
-        self.assertIn("email address", response.json["message"])
+        # Basic auth is not declared verified; a verified user id must be an address: both
+        # have the preferences of their principal (web notifications), and no address.
+        for headers in (self.headers, self.user("alice")):
+            with self.subTest(headers=headers):
+                data = self.app.get("/emailer/preferences", headers=headers).json["data"]
+                self.assertEqual(data, {"email": None, "scopes": {}, "suppressed": False})
+        scope = "data.scopes./buckets/b"
         cases = [
-            ({"scopes": {"/buckets/b": "hourly"}}, "data.scopes./buckets/b"),
-            ({"scopes": {"/buckets/other": "off"}}, "data.scopes./buckets/other"),
-            ({"scopes": ["/buckets/b"]}, "data.scopes"),
-            ({"suppressed": "yes"}, "data.suppressed"),
-            ({}, "data"),
+            ({"scopes": {"/buckets/b": "hourly"}}, scope, "is not one of"),
+            ({"scopes": {"/buckets/other": "off"}}, "data.scopes./buckets/other", "Nothing came"),
+            ({"scopes": ["/buckets/b"]}, "data.scopes", "An object"),
+            ({"scopes": {"/buckets/b": {}}}, scope, "An object of channels"),
+            ({"scopes": {"/buckets/b": ["web"]}}, scope, "An object of channels"),
+            ({"scopes": {"/buckets/b": {"sms": True}}}, f"{scope}.sms", "Not a channel"),
+            ({"scopes": {"/buckets/b": {"email": True}}}, f"{scope}.email", "is not one of"),
+            # The hooks of /buckets/b send no web notification.
+            ({"scopes": {"/buckets/b": {"web": False}}}, f"{scope}.web", "No web notifications"),
+            ({"suppressed": "yes"}, "data.suppressed", "true or false"),
+            ({"suppressed": None}, "data.suppressed", "true or false"),
+            ({}, "data", "scopes or suppressed"),
         ]
-        for data, name in cases:
-            with self.subTest(name):
-                response = self.app.patch_json(
-                    "/emailer/preferences", {"data": data}, headers=alice, status=400
-                )
-                self.assertEqual(response.json["details"][0]["name"], name)
+        for data, name, description in cases:
+            for method in ("patch_json", "put_json"):
+                if method == "put_json" and not data:
+                    continue  # The whole of a user's choices: none at all is one.
+                with self.subTest(data=data, method=method):
+                    response = getattr(self.app, method)(
+                        "/emailer/preferences", {"data": data}, headers=alice, status=400
+                    )
+                    self.assertEqual(response.json["details"][0]["name"], name)
+                    self.assertIn(description, response.json["details"][0]["description"])
 
 
 class LockedApiTest(VerifiedTest):
@@ -598,10 +709,8 @@ class LockedApiTest(VerifiedTest):
         response = self.app.patch_json("/emailer/preferences", body, headers=alice, status=400)
         self.assertEqual(response.json["details"][0]["name"], "data.scopes./buckets/b")
         scope = self.app.get("/emailer/preferences", headers=alice).json["data"]["scopes"]
-        self.assertEqual(
-            scope["/buckets/b"],
-            {"default": "immediate", "locked": True, "choice": None, "cadence": "immediate"},
-        )
+        email = {"default": "immediate", "locked": True, "choice": None, "value": "immediate"}
+        self.assertEqual(scope["/buckets/b"], {"email": email})
 
 
 class DigestTest(RecipientTest):

@@ -171,6 +171,23 @@ class ValidationTest(EmailerWebTest):
         for channels in (["web"], ["web", "email"], ["email"]):
             self.put_hooks("/buckets/b", {**HOOK, "channels": channels})
 
+    def test_non_editable_errors(self):
+        name = "data.kinto-emailer.hooks.0.non_editable"
+        cases = [
+            ([], name, "should be non-empty"),
+            ("web", name, "is not of type 'boolean', 'array'"),
+            (1, name, "is not of type 'boolean', 'array'"),
+            (None, name, "is not of type 'boolean', 'array'"),
+            (["web", "web"], name, "non-unique elements"),
+            (["email", "sms"], f"{name}.1", "is not one of"),
+            ([True], f"{name}.0", "is not one of"),
+        ]
+        for value, path, message in cases:
+            with self.subTest(non_editable=value):
+                self.assert_refused({"hooks": [{**HOOK, "non_editable": value}]}, path, message)
+        for value in (True, False, ["email"], ["web"], ["web", "email"]):
+            self.put_hooks("/buckets/b", {**HOOK, "non_editable": value})
+
     def test_sender_errors(self):
         self.assert_refused(
             {"hooks": [{**HOOK, "sender": "a@example.com, b@example.com"}]},
@@ -376,3 +393,32 @@ class ChannelsTest(unittest.TestCase):
         both = hooks.parse_hook({**HOOK, "channels": ["web", "email"]}, 0, "b", settings)
         self.assertEqual(both.channels, ("web", "email"))
         self.assertEqual(both.fingerprint, before.fingerprint)
+
+    def test_non_editable_locks_every_channel_or_those_listed(self):
+        settings = EmailerSettings()
+        cases = [
+            (None, set()),
+            (False, set()),
+            (True, {"email", "web"}),
+            (["web"], {"web"}),
+            (["email"], {"email"}),
+            (["web", "email"], {"email", "web"}),
+        ]
+        for value, locked in cases:
+            with self.subTest(non_editable=value):
+                raw = HOOK if value is None else {**HOOK, "non_editable": value}
+                hook = hooks.parse_hook(raw, 0, "b", settings)
+                self.assertEqual(hook.non_editable, locked)
+                self.assertEqual(
+                    hook.fingerprint, hooks.parse_hook(HOOK, 0, "b", settings).fingerprint
+                )
+
+    def test_a_stored_non_editable_refused_today_is_skipped_when_used(self):
+        # One parser on save and on use: a value stored past the check is never read as
+        # another lock.
+        metadata = {"kinto-emailer": {"hooks": [{**HOOK, "non_editable": ["sms"]}, HOOK]}}
+        with self.assertLogs("kinto_emailer.hooks", logging.WARNING) as logs:
+            loaded = hooks.load(metadata, "b", EmailerSettings(), "/buckets/b")
+        self.assertEqual(len(loaded), 1)
+        [line] = logs.output
+        self.assertIn("hook 0 of /buckets/b: data.kinto-emailer.hooks.0.non_editable.0", line)

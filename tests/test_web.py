@@ -2,11 +2,16 @@
 
 import base64
 import json
+import re
+import threading
 import time
+from unittest import mock
 
 import transaction
 
-from tests.support import BOB, EmailerWebTest
+from kinto_emailer.preferences import PARENT, RESOURCE, PreferenceStore, object_id
+from tests.support import BOB, EmailerWebTest, store_unchecked
+from tests.test_preferences import app_path
 
 
 HOOK = {"subject": "{action}d {id}", "template": "{action}d {uri}"}
@@ -240,17 +245,6 @@ class WebTest(WebBase):
             [n["id"] for n in first.json["data"] + rest.json["data"]], [n["id"] for n in before]
         )
 
-    def test_preferences_of_mail_apply_for_now(self):
-        self.put_hooks(
-            "/buckets/b", {**HOOK, "recipients": ["a@example.com"], "channels": ["email", "web"]}
-        )
-        self.create("r1")
-        alice = user("a@example.com")
-        body = {"data": {"scopes": {"/buckets/b": "off"}}}
-        self.app.patch_json("/emailer/preferences", body, headers=alice)
-        self.create("r2")
-        self.assertEqual(self.subjects(alice), ["created r1"])
-
     def test_grouped_bursts_make_one_notification(self):
         self.put_hooks(
             "/buckets/b",
@@ -366,3 +360,290 @@ class BoundsTest(WebBase):
         self.create("r1", "r2")
         self.assertEqual(len(self.mails()), 2)
         self.assertEqual(self.subjects(user("a@example.com")), ["created r1"])
+
+
+PREFERENCES = "/emailer/preferences"
+BOTH = {**HOOK, "recipients": ["a@example.com"], "channels": ["email", "web"]}
+
+
+def cells(email=None, web=None):
+    """A scope of ``/v1/emailer/preferences`` as it reads: ``email`` and ``web`` are
+    (default, locked, choice) of the cells there."""
+    found = {}
+    for channel, cell in (("email", email), ("web", web)):
+        if cell is not None:
+            default, locked, choice = cell
+            value = default if locked or choice is None else choice
+            found[channel] = dict(default=default, locked=locked, choice=choice, value=value)
+    return found
+
+
+class ChannelPreferencesTest(WebBase):
+    """Per scope and channel, as Open edX's grid: an email cadence, and web on or off."""
+
+    def choose(self, headers: dict[str, str], data: dict, status: int = 200, method="patch"):
+        call = getattr(self.app, f"{method}_json")
+        return call(PREFERENCES, {"data": data}, headers=headers, status=status).json
+
+    def scopes(self, headers: dict[str, str]) -> dict:
+        return self.app.get(PREFERENCES, headers=headers).json["data"]["scopes"]
+
+    def mailed(self) -> list[str]:
+        """The subjects mailed since the last call."""
+        subjects = [mail.message["Subject"] for mail in self.mails()]
+        self.sink.clear()
+        return subjects
+
+    def refused(self, headers: dict[str, str], data: dict, name: str, description: str):
+        error = self.choose(headers, data, status=400)
+        self.assertEqual(error["details"][0]["name"], name)
+        self.assertIn(description, error["details"][0]["description"])
+
+    def test_web_off_stops_web_notifications_and_no_email(self):
+        self.put_hooks("/buckets/b", BOTH)
+        self.create("r1")
+        self.assertEqual(self.mailed(), ["created r1"])
+        alice = user("a@example.com")
+        chosen = self.choose(alice, {"scopes": {"/buckets/b": {"web": False}}})["data"]
+        self.assertEqual(
+            chosen["scopes"]["/buckets/b"],
+            cells(email=("immediate", False, None), web=(True, False, False)),
+        )
+        self.create("r2")
+        self.assertEqual(self.mailed(), ["created r2"])
+        self.assertEqual(self.subjects(alice), ["created r1"])
+        # null: back to the hooks' default, on.
+        self.choose(alice, {"scopes": {"/buckets/b": {"web": None}}})
+        self.create("r3")
+        self.assertEqual(self.mailed(), ["created r3"])
+        self.assertEqual(self.subjects(alice), ["created r3", "created r1"])
+
+    def test_email_off_and_all_mail_stopped_leave_web_notifications(self):
+        self.put_hooks("/buckets/b", BOTH)
+        self.create("r1")
+        self.mailed()
+        alice = user("a@example.com")
+        self.choose(alice, {"scopes": {"/buckets/b": {"email": "off"}}})
+        self.create("r2")
+        self.assertEqual(self.mailed(), [])
+        self.assertEqual(self.scopes(alice)["/buckets/b"]["web"]["value"], True)
+        # Email on again, but no mail at all from the server: the web still comes.
+        self.choose(alice, {"scopes": {"/buckets/b": "daily"}, "suppressed": True})
+        self.create("r3")
+        self.assertEqual(self.mailed(), [])
+        self.assertEqual(self.subjects(alice), ["created r3", "created r2", "created r1"])
+
+    def test_each_channel_locked_on_its_own(self):
+        alice = user("a@example.com")
+        for bucket, locked in [("web", ["web"]), ("email", ["email"]), ("all", True)]:
+            with self.subTest(non_editable=locked):
+                scope = f"/buckets/{bucket}"
+                self.app.put_json(scope, headers=self.headers)
+                self.app.put_json(f"{scope}/collections/c", headers=self.headers)
+                self.put_hooks(scope, {**BOTH, "non_editable": locked})
+                self.app.put_json(f"{scope}/collections/c/records/r1", headers=self.headers)
+                self.mailed()
+                email_locked = locked is True or "email" in locked
+                web_locked = locked is True or "web" in locked
+                self.assertEqual(
+                    self.scopes(alice)[scope],
+                    cells(email=("immediate", email_locked, None), web=(True, web_locked, None)),
+                )
+                for channel, off, is_locked in [
+                    ("email", "off", email_locked),
+                    ("web", False, web_locked),
+                ]:
+                    data = {"scopes": {scope: {channel: off}}}
+                    if is_locked:
+                        self.refused(alice, data, f"data.scopes.{scope}.{channel}", "Locked")
+                        # Choosing again what it holds changes nothing: it passes.
+                        self.choose(alice, {"scopes": {scope: {channel: None}}})
+                    else:
+                        self.choose(alice, data)
+                if email_locked:
+                    data = {"scopes": {scope: "off"}}
+                    self.refused(alice, data, f"data.scopes.{scope}", "email")
+                before = len(self.feed(alice))
+                self.app.put_json(f"{scope}/collections/c/records/r2", headers=self.headers)
+                self.assertEqual(self.mailed(), ["created r2"] if email_locked else [])
+                self.assertEqual(len(self.feed(alice)), before + web_locked)
+
+    def test_preferences_stored_before_the_web_channel_read_unchanged(self):
+        old = {
+            "email": "a@example.com",
+            "scopes": {"/buckets/b": {"default": "immediate", "locked": False, "choice": "off"}},
+            "suppressed": False,
+        }
+        store_unchecked(self.registry, RESOURCE, PARENT, object_id("a@example.com"), old)
+        alice = user("a@example.com")
+        self.assertEqual(
+            self.app.get(PREFERENCES, headers=alice).json["data"],
+            {
+                "email": "a@example.com",
+                "scopes": {"/buckets/b": cells(email=("immediate", False, "off"))},
+                "suppressed": False,
+            },
+        )
+        self.put_hooks("/buckets/b", BOTH)
+        self.create("r1")
+        # Email stays off; web notifications, never chosen, are on.
+        self.assertEqual(self.mailed(), [])
+        self.assertEqual(self.subjects(alice), ["created r1"])
+        self.choose(alice, {"scopes": {"/buckets/b": {"web": False}}})
+        self.assertEqual(
+            self.scopes(alice)["/buckets/b"],
+            cells(email=("immediate", False, "off"), web=(True, False, False)),
+        )
+
+    def test_group_members_without_an_address_turn_web_notifications_off(self):
+        alice = self.account("alice")
+        bob_id = self.app.get("/", headers=BOB).json["user"]["id"]
+        self.group("account:alice", bob_id)
+        members = ["/buckets/b/groups/g"]
+        hook = {**HOOK, "resource_name": "record", "recipients": members, "channels": ["web"]}
+        self.put_hooks("/buckets/b", hook)
+        self.create("r1")
+        self.assertEqual(
+            self.app.get(PREFERENCES, headers=alice).json["data"],
+            {
+                "email": None,
+                "scopes": {"/buckets/b": cells(web=(True, False, None))},
+                "suppressed": False,
+            },
+        )
+        self.choose(alice, {"scopes": {"/buckets/b": {"web": False}}})
+        self.create("r2")
+        self.assertEqual(self.subjects(alice), ["created r1"])
+        self.assertEqual(self.subjects(BOB), ["created r2", "created r1"])
+        self.assertEqual(self.scopes(BOB)["/buckets/b"], cells(web=(True, False, None)))
+        # No email comes to a principal: nothing to choose or stop there.
+        self.refused(alice, {"scopes": {"/buckets/b": "daily"}}, "data.scopes./buckets/b", "email")
+        self.refused(alice, {"suppressed": True}, "data.suppressed", "no mail to stop")
+        # Their preferences go with their data.
+        self.app.put_json("/buckets/alices", headers=alice)
+        self.app.delete("/__user_data__/account:alice", headers=alice)
+        store = PreferenceStore(self.registry.storage)
+        with transaction.manager:
+            self.assertEqual(store.read("account:alice").scopes, {})
+            self.assertIn("/buckets/b", store.read(bob_id).scopes)
+
+    def test_put_sets_every_choice(self):
+        self.put_hooks("/buckets/b", BOTH)
+        self.create("r1")
+        alice = user("a@example.com")
+        self.choose(alice, {"scopes": {"/buckets/b": {"email": "daily", "web": False}}})
+        # What a PUT leaves out goes back to the hooks' default.
+        put = self.choose(alice, {"scopes": {"/buckets/b": {"web": False}}}, method="put")
+        self.assertEqual(
+            put["data"]["scopes"]["/buckets/b"],
+            cells(email=("immediate", False, None), web=(True, False, False)),
+        )
+        self.choose(alice, {"suppressed": True}, method="put")
+        self.assertIs(self.app.get(PREFERENCES, headers=alice).json["data"]["suppressed"], True)
+        everything = self.choose(alice, {}, method="put")["data"]
+        self.assertIs(everything["suppressed"], False)
+        self.assertEqual(
+            everything["scopes"]["/buckets/b"],
+            cells(email=("immediate", False, None), web=(True, False, None)),
+        )
+
+    def page(self) -> str:
+        """The preferences page of the link of the last mail to a@example.com."""
+        [mail] = [m for m in self.mails() if m.rcpt_tos == ["a@example.com"]]
+        self.sink.clear()
+        link = mail.text.split("Choose which emails you get: ", 1)[1].split()[0]
+        return app_path(link).removeprefix("/v1")
+
+    def web_box(self, page: str) -> str:
+        [box] = re.findall(r'<input type="checkbox"[^>]*>', self.app.get(page).text)
+        return box
+
+    def test_the_page_turns_web_notifications_off_and_on(self):
+        self.put_hooks("/buckets/b", BOTH)
+        self.create("r1")
+        page = self.page()
+        box = self.web_box(page)
+        self.assertIn('name="web:/buckets/b"', box)
+        self.assertIn(" checked", box)
+        # Unchecked, the box sends nothing: the hidden field of the form says it was there.
+        self.app.post(page, {"/buckets/b": "immediate", "web:/buckets/b": "off"}, status=303)
+        self.assertNotIn(" checked", self.web_box(page))
+        self.create("r2")
+        self.assertEqual(self.mailed(), ["created r2"])
+        alice = user("a@example.com")
+        self.assertEqual(self.subjects(alice), ["created r1"])
+        # Web on again, email off.
+        posted = [("/buckets/b", "off"), ("web:/buckets/b", "off"), ("web:/buckets/b", "on")]
+        self.app.post(page, posted, status=303)
+        self.assertIn(" checked", self.web_box(page))
+        self.create("r3")
+        self.assertEqual(self.mailed(), [])
+        self.assertEqual(self.subjects(alice), ["created r3", "created r1"])
+        # A form without the web column changes no web choice.
+        self.app.post(page, {"/buckets/b": "immediate"}, status=303)
+        self.assertIn(" checked", self.web_box(page))
+
+    def test_the_page_shows_each_lock(self):
+        alice = user("a@example.com")
+        for locked in (["web"], ["email"]):
+            with self.subTest(non_editable=locked):
+                self.put_hooks("/buckets/b", {**BOTH, "non_editable": locked})
+                self.create(f"{locked[0]}1")
+                page = self.page()
+                text = self.app.get(page).text
+                radios = re.findall(r'<input type="radio"[^>]*>', text)
+                self.assertEqual(len(radios), 4)
+                email_locked = "email" in locked
+                self.assertEqual([" disabled" in r for r in radios], [email_locked] * 4)
+                self.assertEqual(" disabled" in self.web_box(page), not email_locked)
+                note = "These notifications are locked" if locked == ["web"] else "mail is locked"
+                self.assertIn(note, text)
+                # Turning everything off changes only what is not locked.
+                self.app.post(page, {"/buckets/b": "off", "web:/buckets/b": "off"}, status=303)
+                before = len(self.feed(alice))
+                self.create(f"{locked[0]}2")
+                self.assertEqual(self.mailed(), [f"created {locked[0]}2"] if email_locked else [])
+                self.assertEqual(len(self.feed(alice)), before + (not email_locked))
+                self.app.put_json(PREFERENCES, {"data": {}}, headers=alice)
+
+    def test_a_page_without_web_notifications_says_so(self):
+        self.put_hooks("/buckets/b", {**BOTH, "channels": ["email"]})
+        self.create("r1")
+        text = self.app.get(self.page()).text
+        self.assertNotIn('type="checkbox"', text)
+        self.assertIn("None come from here.", text)
+
+
+class ConcurrentChoicesTest(WebBase):
+    """On the memory backend, where a choice can be saved between a worker's read of the
+    preferences and its write; on PostgreSQL, the recipient's lock makes the choice wait."""
+
+    def test_a_web_choice_saved_while_a_lock_of_email_is_recorded_is_kept(self):
+        self.put_hooks("/buckets/b", BOTH)
+        self.create("r1")
+        self.put_hooks("/buckets/b", {**BOTH, "non_editable": ["email"]})
+        alice = user("a@example.com")
+        read, chosen = threading.Event(), threading.Event()
+        read_many = PreferenceStore.read_many
+
+        def read_then_wait(store, keys):
+            found = read_many(store, keys)
+            if threading.current_thread() is not threading.main_thread() and not read.is_set():
+                read.set()
+                chosen.wait(10)
+            return found
+
+        with mock.patch.object(PreferenceStore, "read_many", read_then_wait):
+            # Works out r2 and records the new lock of the email cell.
+            self.app.put_json(f"{RECORDS}/r2", headers=self.headers)
+            self.assertTrue(read.wait(10))
+            body = {"data": {"scopes": {"/buckets/b": {"web": False}}}}
+            self.app.patch_json(PREFERENCES, body, headers=alice)
+            chosen.set()
+            self.mails()
+        self.assertEqual(
+            self.app.get(PREFERENCES, headers=alice).json["data"]["scopes"]["/buckets/b"],
+            cells(email=("immediate", True, None), web=(True, False, False)),
+        )
+        self.create("r3")
+        self.assertEqual(self.subjects(alice), ["created r2", "created r1"])
