@@ -402,6 +402,105 @@ class PreferencesPageTest(BrowserTest):
         self.assertEqual(self.checked(scope), ["immediate"])
 
 
+class WebColumnTest(BrowserTest):
+    """The grid's web column: one checkbox per scope, beside the email cadence."""
+
+    extra_settings = {
+        # Recipients read their web notifications as users whose address a proxy proved.
+        "multiauth.policies": "proxy basicauth",
+        "multiauth.policy.proxy.use": "tests.plugins.ForwardedEmailPolicy",
+        "emailer.verified_principals": "proxy",
+    }
+
+    def web_box(self, scope: str) -> WebElement:
+        """The checkbox of ``scope``'s web notifications, found by its row of the grid."""
+        boxes = self.driver.find_elements(By.CSS_SELECTOR, 'input[type="checkbox"]')
+        found = [b for b in boxes if self.headers_of(b)[0] == scope]
+        self.assertEqual(len(found), 1, f"checkboxes of {scope}: {self.driver.page_source}")
+        return found[0]
+
+    def headers_of(self, control: WebElement) -> list[str]:
+        """The row and column headers of the grid's cell holding ``control``."""
+        return self.driver.execute_script(
+            "const cell = arguments[0].closest('td');"
+            "const row = cell.closest('tr').querySelector('th[scope=row]');"
+            "const column = cell.closest('table').tHead.rows[0].cells[cell.cellIndex];"
+            "return [row.textContent, column.textContent];",
+            control,
+        )
+
+    def feed(self, address: str) -> list[dict]:
+        headers = {"X-Forwarded-Email": address}
+        return self.app.get("/emailer/notifications", headers=headers).json["data"]
+
+    def saved(self) -> None:
+        self.until(
+            lambda d: any(
+                "saved" in s.text.lower()
+                for s in d.find_elements(By.CSS_SELECTOR, '[role="status"]')
+            ),
+            "no role=status element saying 'saved'",
+        )
+
+    def test_turning_web_notifications_off_and_on_again(self):
+        self.put_hooks("/buckets/b", {**HOOK, "channels": ["email", "web"]})
+        links = self.links_of_first_mail()
+        self.assertEqual(len(self.feed(A)), 1)
+
+        self.open(links.page)
+        box = self.web_box("/buckets/b")
+        self.assertTrue(box.is_selected())
+        # A grid: the row of its scope, the column of its channel; a name that says both.
+        self.assertEqual(self.headers_of(box), ["/buckets/b", "Web"])
+        off = self.radios("/buckets/b")["off"]
+        self.assertEqual(self.headers_of(off), ["/buckets/b", "Email"])
+        self.assertEqual(box.accessible_name, "Web notifications from /buckets/b")
+        self.assertEqual(self.fieldset(off).accessible_name, "Email from /buckets/b")
+
+        # A click on the label, as a person does, unchecks it.
+        self.label_of(box).click()
+        self.assertFalse(box.is_selected())
+        self.button("Save").click()
+        self.saved()
+        self.assertFalse(self.web_box("/buckets/b").is_selected())
+        self.assertEqual(self.checked("/buckets/b"), ["immediate"])
+        # Email goes on; web notifications stop.
+        self.assertEqual(self.recipients_of_next_record(), {A, B})
+        self.assertEqual(len(self.feed(A)), 1)
+        self.assertEqual(len(self.feed(B)), 2)
+
+        # By keyboard: SPACE checks it again, ENTER on Save saves.
+        box = self.web_box("/buckets/b")
+        self.tab_to(box)
+        ActionChains(self.driver).send_keys(Keys.SPACE).perform()
+        self.assertTrue(box.is_selected())
+        self.tab_to(self.button("Save"))
+        ActionChains(self.driver).send_keys(Keys.ENTER).perform()
+        self.saved()
+        self.assertTrue(self.web_box("/buckets/b").is_selected())
+        self.assertEqual(self.recipients_of_next_record(), {A, B})
+        self.assertEqual(len(self.feed(A)), 2)
+
+    def test_a_lock_of_web_notifications_leaves_email_free(self):
+        self.put_hooks(
+            "/buckets/b", {**HOOK, "channels": ["email", "web"], "non_editable": ["web"]}
+        )
+        links = self.links_of_first_mail()
+        self.open(links.page)
+        box = self.web_box("/buckets/b")
+        self.assertFalse(box.is_enabled())
+        self.assertTrue(box.is_selected())
+        # Why it cannot be changed, read with it.
+        note = self.driver.find_element(By.ID, box.get_attribute("aria-describedby"))
+        self.assertIn("locked", note.text.lower())
+        self.assertTrue(all(r.is_enabled() for r in self.radios("/buckets/b").values()))
+        self.label_of(self.radios("/buckets/b")["off"]).click()
+        self.button("Save").click()
+        self.saved()
+        self.assertEqual(self.recipients_of_next_record(), {B})
+        self.assertEqual(len(self.feed(A)), 2)
+
+
 class AccessibilityTest(BrowserTest):
     """What the DOM tells: language, labels, keyboard access."""
 
