@@ -11,6 +11,8 @@ everything it kept:
   when it commits; such writes are rare), which a thread of each process LISTENs to;
   while that thread is not listening (starting, or its connection lost), nothing is
   kept, and what a request read is kept only if nothing was heard of since it started;
+* when Kinto's data is flushed (``/__flush__``), hooks with it, no write telling: the
+  flush sends the same NOTIFY;
 * after :data:`HookIndex.max_age` seconds, for hooks written around Kinto (SQL by hand).
 
 A request that writes a bucket or collection itself reads them in its transaction, never
@@ -122,6 +124,16 @@ class HookIndex:
                 if connection is not None:
                     connection.close()
             self._closed.wait(5.0)
+
+    def flushed(self) -> None:
+        """Kinto's data was flushed: every process forgets what it kept, this one at once."""
+        connection = connect(self.dsn)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"NOTIFY {CHANNEL}")
+        finally:
+            connection.close()
+        self._forget()
 
     def close(self) -> None:
         self._closed.set()

@@ -871,9 +871,11 @@ class JobQueue:
         return Worker(self.dsn, self.transport, self.settings, self._count, self.expand)
 
     def flush(self) -> None:
-        """Forget every message, sent key and count, as Kinto's flush forgets the data."""
+        """Forget every message, sent key and count, and which buckets and collections
+        held hooks, as Kinto's flush forgets the data."""
         with session(self.dsn) as connection:
             execute(connection, f"TRUNCATE {', '.join(TABLES)}")
+        self.hooks.flushed()
 
     def start_worker(self) -> None:
         self.worker = WorkerThread(self.make_worker())

@@ -8,6 +8,7 @@ import threading
 import time
 
 import psycopg2
+from kinto.events import ServerFlushed
 
 from kinto_emailer import jobs, wakeups
 from tests.support import EmailerWebTest, eventually, skip_unless_postgresql
@@ -121,6 +122,20 @@ class HooksKnownTest(PostgreSQL, EmailerWebTest):
         self.assertTrue(eventually(lambda: self.index.generation() != heard))
         self.create_record("/buckets/b/collections/c/records")
         self.assertEqual(len(self.mails()), 1)
+
+    def test_a_flush_makes_every_process_forget_what_it_knew(self):
+        # Kinto's flush deletes buckets and their hooks without writing them: a bucket of
+        # the same name, made again without hooks, must not be taken for one with hooks.
+        other = self.make_app({"emailer.worker": "false"})
+        self.addCleanup(other.app.registry.emailer_delivery.close, 5)
+        indexes = [self.index, other.app.registry.emailer_hooks_index]
+        self.assertTrue(eventually(lambda: None not in [i.generation() for i in indexes]))
+        heard = [i.generation() for i in indexes]
+        # What Kinto's flush endpoint announces once it deleted everything.
+        self.registry.notify(ServerFlushed(None))
+        # This process at once, before its next request; the others within moments.
+        self.assertNotEqual(self.index.generation(), heard[0])
+        self.assertTrue(eventually(lambda: indexes[1].generation() != heard[1]))
 
     def test_hooks_saved_around_kinto_apply_once_what_was_known_is_too_old(self):
         self.index.max_age = 0.5
