@@ -1,13 +1,15 @@
 """Test helpers: a real SMTP server (aiosmtpd) and Kinto apps with the plugin."""
 
 import asyncio
+import contextlib
 import os
 import socket
 import ssl
 import threading
 import time
 import unittest
-from collections.abc import Mapping
+import unittest.mock
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -347,3 +349,24 @@ class EmailerWebTest(BaseWebTest, unittest.TestCase):
 
     def create_record(self, uri: str, data: dict | None = None, status: int = 201) -> Any:
         return self.app.post_json(uri, {"data": data or {}}, headers=self.headers, status=status)
+
+
+@contextlib.contextmanager
+def sender_held_after_reading_preferences() -> Iterator[tuple[threading.Event, threading.Event]]:
+    """``(read, release)``: what sends mail (not the test's own thread), once it read
+    preferences the first time, sets ``read`` and waits for ``release``: the test changes
+    preferences in between."""
+    from kinto_emailer.preferences import PreferenceStore
+
+    read, release = threading.Event(), threading.Event()
+    read_many = PreferenceStore.read_many
+
+    def read_then_wait(store: Any, keys: Any) -> Any:
+        found = read_many(store, keys)
+        if threading.current_thread() is not threading.main_thread() and not read.is_set():
+            read.set()
+            release.wait(10)
+        return found
+
+    with unittest.mock.patch.object(PreferenceStore, "read_many", read_then_wait):
+        yield read, release

@@ -4,7 +4,6 @@ import base64
 import html
 import logging
 import re
-import threading
 import time
 import unittest
 import unittest.mock
@@ -18,7 +17,6 @@ from kinto_emailer.preferences import (
     LockedScope,
     NotSent,
     Preferences,
-    PreferenceStore,
     Scope,
     choose,
     delivered,
@@ -26,7 +24,7 @@ from kinto_emailer.preferences import (
 )
 from kinto_emailer.recipients import parse_mailbox
 from kinto_emailer.settings import EmailerSettings
-from tests.support import EmailerWebTest
+from tests.support import EmailerWebTest, sender_held_after_reading_preferences
 
 
 SECRET = "a secret of sixteen characters"
@@ -289,17 +287,7 @@ class UnsubscribeTest(RecipientTest):
         self.sink.clear()
         # What sends b2's first mail reads a@'s preferences; the one-click unsubscribe of
         # /buckets/b commits before it records the new scope /buckets/b2.
-        read, unsubscribed = threading.Event(), threading.Event()
-        read_many = PreferenceStore.read_many
-
-        def read_then_wait(store, addresses):
-            found = read_many(store, addresses)
-            if threading.current_thread() is not threading.main_thread() and not read.is_set():
-                read.set()
-                unsubscribed.wait(10)
-            return found
-
-        with unittest.mock.patch.object(PreferenceStore, "read_many", read_then_wait):
+        with sender_held_after_reading_preferences() as (read, unsubscribed):
             self.app.put_json("/buckets/b2/collections/c/records/r1", headers=self.headers)
             self.assertTrue(read.wait(10))
             self.assertIn("You are unsubscribed", self.post(unsubscribe).text)

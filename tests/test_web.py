@@ -3,14 +3,17 @@
 import base64
 import json
 import re
-import threading
 import time
-from unittest import mock
 
 import transaction
 
 from kinto_emailer.preferences import PARENT, RESOURCE, PreferenceStore, object_id
-from tests.support import BOB, EmailerWebTest, store_unchecked
+from tests.support import (
+    BOB,
+    EmailerWebTest,
+    sender_held_after_reading_preferences,
+    store_unchecked,
+)
 from tests.test_preferences import app_path
 
 
@@ -623,17 +626,7 @@ class ConcurrentChoicesTest(WebBase):
         self.create("r1")
         self.put_hooks("/buckets/b", {**BOTH, "non_editable": ["email"]})
         alice = user("a@example.com")
-        read, chosen = threading.Event(), threading.Event()
-        read_many = PreferenceStore.read_many
-
-        def read_then_wait(store, keys):
-            found = read_many(store, keys)
-            if threading.current_thread() is not threading.main_thread() and not read.is_set():
-                read.set()
-                chosen.wait(10)
-            return found
-
-        with mock.patch.object(PreferenceStore, "read_many", read_then_wait):
+        with sender_held_after_reading_preferences() as (read, chosen):
             # Works out r2 and records the new lock of the email cell.
             self.app.put_json(f"{RECORDS}/r2", headers=self.headers)
             self.assertTrue(read.wait(10))
