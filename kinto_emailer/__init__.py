@@ -146,6 +146,7 @@ def includeme(config: Configurator) -> None:
 
     config.include("kinto_emailer.views")
     config.include("kinto_emailer.feed")
+    config.include("kinto_emailer.inbox_page")
     config.add_api_capability(
         "emailer",
         description="Send emails when records, collections or groups change.",

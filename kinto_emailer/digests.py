@@ -55,6 +55,8 @@ class Entry:
     collection: str
     locked: bool = False
     """Of a ``non_editable`` hook: its digest offers no unsubscribe link."""
+    web: bool = False
+    """Of a hook that leaves web notifications too: its digest links to the inbox page."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,13 +64,20 @@ class Entry:
             "scope": self.scope,
             "collection": self.collection,
             "locked": self.locked,
+            "web": self.web,
             "created_at": self.draft.created.timestamp(),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Entry":
         draft = messages.Draft.from_json(data["draft"])
-        return cls(draft, data["scope"], data["collection"], data.get("locked", False))
+        return cls(
+            draft,
+            data["scope"],
+            data["collection"],
+            data.get("locked", False),
+            data.get("web", False),
+        )
 
 
 def index_parent(cadence: str) -> str:
@@ -208,7 +217,8 @@ def digest_draft(
     scopes = tuple(dict.fromkeys(e.scope for e in entries))
     # Its one-click unsubscribe could not stop the mail of locked hooks: none then.
     unsubscribe = not any(e.locked for e in entries)
-    return messages.with_links(draft, settings.secret, scopes, unsubscribe)
+    inbox = any(e.web for e in entries)
+    return messages.with_links(draft, settings.secret, scopes, unsubscribe, inbox)
 
 
 def _address_of(recipient: str) -> str | None:

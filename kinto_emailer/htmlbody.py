@@ -63,9 +63,11 @@ def paragraphs(text: str) -> str:
     )
 
 
-def footer(preferences_url: str, unsubscribe_url: str) -> str:
+def footer(preferences_url: str, unsubscribe_url: str, inbox_url: str = "") -> str:
     """The links of the text footer, as HTML."""
     links = [f'<a href="{html.escape(preferences_url)}">Choose which emails you get</a>']
+    if inbox_url:
+        links.append(f'<a href="{html.escape(inbox_url)}">Your notifications on the web</a>')
     if unsubscribe_url:
         links.append(f'<a href="{html.escape(unsubscribe_url)}">Unsubscribe</a>')
     return '\n<hr>\n<p style="font-size: small">' + " | ".join(links) + "</p>"

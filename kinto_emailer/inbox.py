@@ -4,9 +4,9 @@ an app, kept in Kinto's storage backend.
 One parent per inbox (``/emailer/inbox/<hash of its key>``), the key being an address or
 a principal (see :func:`kinto_emailer.recipients.inbox_key`). They are written by
 whatever works out a change, in the transaction that queues its mail, and read through
-the ``/v1/emailer/notifications`` resource. Each write prunes its inbox to the
-operator's bounds: the notifications older than ``web_max_age`` and, past
-``web_max_per_recipient``, the oldest.
+the ``/v1/emailer/notifications`` resource and the ``/v1/emailer/inbox`` page. Each
+write prunes its inbox to the operator's bounds: the notifications older than
+``web_max_age`` and, past ``web_max_per_recipient``, the oldest.
 """
 
 import hashlib
@@ -24,6 +24,14 @@ from kinto_emailer.settings import EmailerSettings
 RESOURCE = "emailer-notification"
 PARENT = "/emailer/inbox"
 READ = "read"
+NEWEST_FIRST = [Sort("created", -1), Sort("id", -1)]
+"""Not by ``last_modified``, which marking one read bumps: none moves, those of one
+change (one time) included."""
+
+Scopes = tuple[str, ...] | None
+"""The scopes whose notifications a reader sees; None: every scope."""
+Cursor = tuple[int, str]
+"""Where a page of an inbox ends: the ``created`` and ``id`` of its last notification."""
 
 
 def parent_id(key: str) -> str:
@@ -63,8 +71,12 @@ class Notification:
         }
 
 
+def _of(scopes: Scopes) -> list[Filter]:
+    return [] if scopes is None else [Filter("scope", list(scopes), COMPARISON.IN)]
+
+
 class InboxStore:
-    """Writes and deletes inboxes through Kinto's storage backend (its transaction)."""
+    """Writes, reads and deletes inboxes through Kinto's storage backend (its transaction)."""
 
     def __init__(self, storage: Any, settings: EmailerSettings) -> None:
         self.storage = storage
@@ -109,11 +121,58 @@ class InboxStore:
                 with_deleted=False,
             )
 
-    def mark_all_read(self, key: str) -> int:
-        """Mark every unread notification of an inbox read; how many there were."""
+    def count(self, key: str, scopes: Scopes = None, unread: bool = False) -> int:
+        """How many notifications of ``scopes`` an inbox holds (``unread`` ones only)."""
+        filters = _of(scopes) + ([Filter(READ, False, COMPARISON.EQ)] if unread else [])
+        count = self.storage.count_all(
+            resource_name=RESOURCE, parent_id=parent_id(key), filters=filters
+        )
+        return int(count)
+
+    def newest(
+        self, key: str, scopes: Scopes, before: Cursor | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """A page of an inbox: its newest ``limit`` notifications of ``scopes`` that come
+        after ``before`` (see :data:`NEWEST_FIRST`)."""
+        rules = None
+        if before is not None:
+            created, last = before
+            rules = [
+                [Filter("created", created, COMPARISON.LT)],
+                [Filter("created", created, COMPARISON.EQ), Filter("id", last, COMPARISON.LT)],
+            ]
+        return list(
+            self.storage.list_all(
+                resource_name=RESOURCE,
+                parent_id=parent_id(key),
+                filters=_of(scopes),
+                sorting=NEWEST_FIRST,
+                pagination_rules=rules,
+                limit=limit,
+            )
+        )
+
+    def mark_read(self, key: str, object_id: str, scopes: Scopes = None) -> bool:
+        """Mark one notification read; whether the inbox holds it (of ``scopes``)."""
+        found = [Filter("id", object_id, COMPARISON.EQ), *_of(scopes)]
+        if not self.storage.count_all(
+            resource_name=RESOURCE, parent_id=parent_id(key), filters=found
+        ):
+            return False
+        self._mark_read(key, found)
+        return True
+
+    def mark_all_read(self, key: str, scopes: Scopes = None) -> int:
+        """Mark every unread notification of an inbox read (of ``scopes``); how many
+        there were."""
+        return self._mark_read(key, _of(scopes))
+
+    def _mark_read(self, key: str, filters: list[Filter]) -> int:
         parent = parent_id(key)
         unread = self.storage.list_all(
-            resource_name=RESOURCE, parent_id=parent, filters=[Filter(READ, False, COMPARISON.EQ)]
+            resource_name=RESOURCE,
+            parent_id=parent,
+            filters=[*filters, Filter(READ, False, COMPARISON.EQ)],
         )
         for notification in unread:
             self.storage.update(

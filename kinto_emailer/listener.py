@@ -658,6 +658,16 @@ def _each_or_summary(
         yield scope, hook, item
 
 
+def gets_web_too(notice: Notice, preferences: Preferences) -> bool:
+    """Whether the recipient of ``notice``'s mail gets its hook's web notifications too:
+    the hook has the channel, and ``preferences`` leave it on for the scope."""
+    hook = notice.hook
+    if "web" not in hook.channels:
+        return False
+    cell = Cell(DEFAULTS["web"], "web" in hook.non_editable)
+    return delivered(preferences, notice.scope, "web", cell) is not None
+
+
 Bound = Callable[[list[AnyNotice]], list[bool]]
 """Whether each notice, in order, is within the bounds of mail (see :mod:`.quotas`)."""
 
@@ -712,18 +722,25 @@ def route(
             continue
         if isinstance(notice, WebNotice):
             posted.append(notice.notification)
-        elif cadence == "immediate":
+            continue
+        # Its recipient gets the web notification too: the mail links to their inbox.
+        web = gets_web_too(notice, known[notice.recipient])
+        if cadence == "immediate":
             # Mail that cannot be turned off offers no unsubscribe link.
             immediate.append(
                 messages.with_links(
-                    notice.draft, settings.secret, (notice.scope,), unsubscribe=not locked
+                    notice.draft,
+                    settings.secret,
+                    (notice.scope,),
+                    unsubscribe=not locked,
+                    inbox=web,
                 )
             )
         else:
             collection = notice.draft.uri
             if "/records/" in collection:
                 collection = collection.rsplit("/", 2)[0]
-            digests.add(str(cadence), Entry(notice.draft, notice.scope, collection, locked))
+            digests.add(str(cadence), Entry(notice.draft, notice.scope, collection, locked, web))
     # Always in the same order: two senders writing the same recipients cannot deadlock.
     for key in sorted(recorded):
         known[key] = store.update(key, functools.partial(record_scopes, recorded[key]))
@@ -772,7 +789,14 @@ def describe(change: Change) -> str:
 def draft_size(draft: messages.Draft) -> int:
     """About the characters ``draft`` holds (200 for its addresses, key and dates), to
     bound how many are kept at once."""
-    texts = (draft.subject, draft.body, draft.html, draft.unsubscribe_url, draft.preferences_url)
+    texts = (
+        draft.subject,
+        draft.body,
+        draft.html,
+        draft.unsubscribe_url,
+        draft.preferences_url,
+        draft.inbox_url,
+    )
     return sum(map(len, texts)) + 200
 
 

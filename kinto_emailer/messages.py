@@ -70,6 +70,8 @@ class Draft:
     """The recipient's preferences page."""
     html: str = ""
     """The HTML body (a hook's ``html_template``, rendered), sent beside the text."""
+    inbox_url: str = ""
+    """The recipient's web notifications (of the scopes this message came from)."""
 
     def to_json(self) -> dict[str, str]:
         return {
@@ -84,6 +86,7 @@ class Draft:
             "unsubscribe_url": self.unsubscribe_url,
             "preferences_url": self.preferences_url,
             "html": self.html,
+            "inbox_url": self.inbox_url,
         }
 
     @classmethod
@@ -104,16 +107,22 @@ class Draft:
             unsubscribe_url=data.get("unsubscribe_url", ""),
             preferences_url=data.get("preferences_url", ""),
             html=data.get("html", ""),
+            inbox_url=data.get("inbox_url", ""),
         )
 
 
 def with_links(
-    draft: Draft, secret: str, scopes: tuple[str, ...], unsubscribe: bool = True
+    draft: Draft,
+    secret: str,
+    scopes: tuple[str, ...],
+    unsubscribe: bool = True,
+    inbox: bool = False,
 ) -> Draft:
     """``draft`` with its signed links, for mail that came from ``scopes``.
 
-    Without ``unsubscribe`` (mail that recipients cannot turn off), the preferences link
-    only. Without a public URL (``draft.root_url``) or a secret, no links.
+    Without ``unsubscribe`` (mail that recipients cannot turn off), no unsubscribe link;
+    with ``inbox`` (mail of hooks that leave web notifications too), the inbox page's.
+    Without a public URL (``draft.root_url``) or a secret, no links.
     """
     if not draft.root_url or not secret:
         return draft
@@ -123,6 +132,7 @@ def with_links(
         draft,
         unsubscribe_url=f"{pages}unsubscribe?token={token}" if unsubscribe else "",
         preferences_url=f"{pages}page?token={token}",
+        inbox_url=f"{pages}inbox?token={token}" if inbox else "",
     )
 
 
@@ -135,6 +145,8 @@ def _token(secret: str, address: str, scopes: tuple[str, ...], issued: float) ->
 
 def footer(draft: Draft) -> str:
     lines = [f"Choose which emails you get: {draft.preferences_url}"]
+    if draft.inbox_url:
+        lines.append(f"Your notifications on the web: {draft.inbox_url}")
     if draft.unsubscribe_url:
         lines.append(f"Unsubscribe: {draft.unsubscribe_url}")
     return "\n-- \n" + "\n".join(lines) + "\n"
@@ -281,7 +293,9 @@ def build(draft: Draft, layout: str | None = None) -> Outgoing:
     if draft.preferences_url:
         body = body.rstrip("\n") + "\n" + footer(draft)
         if markup:
-            markup += htmlbody.footer(draft.preferences_url, draft.unsubscribe_url)
+            markup += htmlbody.footer(
+                draft.preferences_url, draft.unsubscribe_url, draft.inbox_url
+            )
     if markup:
         lines.append(_alternative(body, htmlbody.document(markup, layout), draft.key))
     else:

@@ -50,8 +50,10 @@ PAGES = {
     "emailer-unsubscribe": "/emailer/unsubscribe",
     "emailer-page": "/emailer/page",
     "emailer-suppress": "/emailer/suppress",
+    "emailer-inbox": "/emailer/inbox",
 }
-"""The routes of the pages, whose links carry a token."""
+"""The routes of the pages, whose links carry a token (the inbox's, unless opened by a
+logged-in user: see :mod:`kinto_emailer.inbox_page`)."""
 
 STOP_ALL = "Stop all mail from this server to me"
 RESUME = "Receive mail from this server again"
@@ -86,6 +88,11 @@ th, td {{ text-align: left; vertical-align: top; padding: 0.5rem;
 td fieldset {{ margin: 0; padding: 0; border: 0; }}
 .vh {{ position: absolute; width: 1px; height: 1px; overflow: hidden;
        clip-path: inset(50%); white-space: nowrap; }}
+.notifications {{ list-style: none; padding: 0; }}
+.notifications > li {{ margin: 1rem 0; padding: 0.5rem 1rem; border-left: 4px solid #c7c7c7; }}
+.notifications > li.unread {{ border-left-color: #0b57d0; background: #f1f5fd; }}
+.notifications h2 {{ font-size: 1.125rem; margin: 0; }}
+.notification-body {{ white-space: pre-wrap; overflow-wrap: anywhere; }}
 </style>
 </head>
 <body>
@@ -116,8 +123,10 @@ def _grant(request: Request) -> tokens.Grant:
     return tokens.verify(settings.secret, request.params.get("token", ""), settings.link_max_age)
 
 
-def _broken_link(error: HTTPException, reason: str) -> HTTPException:
-    text = page("This link does not work", f"<p>{html.escape(reason)}</p>", error.code)
+def _broken_link(
+    error: HTTPException, reason: str, title: str = "This link does not work"
+) -> HTTPException:
+    text = page(title, f"<p>{html.escape(reason)}</p>", error.code)
     # An HTTP error, not a plain response: Kinto's batch requests raise what they get.
     error.headers.update(text.headers)
     error.body = text.body
@@ -144,21 +153,27 @@ def _link(request: Request, route: str, **query: str) -> str:
     On the public URL, as in the emails: never on the request's ``Host``, which whoever
     sends the request chooses (a proxy or cache may keep what it answered).
     """
-    arguments = {"token": request.params["token"], **query}
+    # Pages that a logged-in user opened have none: their credentials are their way in.
+    token = request.params.get("token")
+    arguments = {**({"token": token} if token else {}), **query}
     public_url = request.registry.emailer_settings.public_url
     if not public_url:
         return request.route_path(route, _query=arguments)
-    return f"{public_url}{PAGES[route].lstrip('/')}?{urlencode(arguments)}"
+    query_string = f"?{urlencode(arguments)}" if arguments else ""
+    return f"{public_url}{PAGES[route].lstrip('/')}{query_string}"
 
 
-def _form(action: str, button: str, **fields: str) -> str:
+def _form(action: str, button: str, *, described_by: str = "", **fields: str) -> str:
+    """A POST form of one button; ``described_by``: the id of what the button acts on,
+    when its text alone does not say (one of several "Mark read")."""
     hidden = "".join(
         f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
         for name, value in fields.items()
     )
+    described = f' aria-describedby="{html.escape(described_by)}"' if described_by else ""
     return (
         f'<form method="post" action="{html.escape(action)}">{hidden}'
-        f'<button type="submit">{html.escape(button)}</button></form>'
+        f'<button type="submit"{described}>{html.escape(button)}</button></form>'
     )
 
 

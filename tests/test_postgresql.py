@@ -11,6 +11,7 @@ from kinto.core.storage.postgresql import Storage as PostgreSQLStorage
 import tests.test_bounds as bounds
 import tests.test_delivery as delivery
 import tests.test_headers as headers
+import tests.test_inbox_page as inbox_page
 import tests.test_links as links
 import tests.test_plugin as plugin
 import tests.test_preferences as preferences
@@ -77,6 +78,16 @@ class WebBoundsTest(PostgreSQL, web.BoundsTest):
 
 @skip_unless_postgresql
 class WebChannelPreferencesTest(PostgreSQL, web.ChannelPreferencesTest):
+    pass
+
+
+@skip_unless_postgresql
+class InboxSignedLinkTest(PostgreSQL, inbox_page.SignedLinkTest):
+    pass
+
+
+@skip_unless_postgresql
+class InboxLoggedInTest(PostgreSQL, inbox_page.LoggedInTest):
     pass
 
 
