@@ -32,6 +32,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from kinto_emailer import inbox
+from kinto_emailer.inbox_page import MARK_ALL, MARK_ONE
 from kinto_emailer.views import RESUME, STOP_ALL
 from tests.support import IN_CI, EmailerWebTest, Received, free_port
 
@@ -59,10 +61,12 @@ A = "a@example.com"
 B = "b@example.com"
 HOOK = {"template": "{uri}", "recipients": [A, B], "resource_name": "record"}
 
-# The text body ends with this footer (no unsubscribe link for mail that cannot be turned
-# off); whether the URLs stand in angle brackets is left open.
+# The text body ends with this footer (an inbox link for mail of hooks that leave web
+# notifications too, no unsubscribe link for mail that cannot be turned off); whether the
+# URLs stand in angle brackets is left open.
 FOOTER = re.compile(
     r"\n-- \nChoose which emails you get: <?(?P<page>\S+?)>?\n"
+    r"(?:Your notifications on the web: <?(?P<inbox>\S+?)>?\n)?"
     r"(?:Unsubscribe: <?(?P<unsubscribe>\S+?)>?\n)?\Z"
 )
 
@@ -101,6 +105,7 @@ def needs_chromium(cls: type) -> type:
 class Links:
     page: str
     unsubscribe: str | None
+    inbox: str | None = None
 
 
 @needs_chromium
@@ -170,8 +175,12 @@ class BrowserTest(EmailerWebTest):
         match = FOOTER.search(text)
         self.assertIsNotNone(match, f"no footer at the end of:\n{text}")
         assert match is not None
-        links = Links(match["page"], match["unsubscribe"])
+        links = Links(match["page"], match["unsubscribe"], match["inbox"])
         self.assertTrue(links.page.startswith(f"{self.base_url}/v1/emailer/page?token="), links)
+        if links.inbox is not None:
+            self.assertTrue(
+                links.inbox.startswith(f"{self.base_url}/v1/emailer/inbox?token="), links
+            )
         if links.unsubscribe is None:
             self.assertIsNone(mail.message["List-Unsubscribe"])
             self.assertIsNone(mail.message["List-Unsubscribe-Post"])
@@ -569,3 +578,66 @@ class AccessibilityTest(BrowserTest):
         self.tab_to(self.button(STOP_ALL))
         # Only reached: pressing them would change what is sent, which other tests cover.
         self.assertEqual(self.recipients_of_next_record(), {A, B})
+
+
+class InboxPageTest(BrowserTest):
+    """The web notifications of a hook with both channels, from the link of its email."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.put_hooks("/buckets/b", {**HOOK, "subject": "{id}", "channels": ["email", "web"]})
+
+    def unread(self) -> list[WebElement]:
+        return self.driver.find_elements(By.CSS_SELECTOR, "ol.notifications > li.unread")
+
+    def unread_in_storage(self, address: str) -> int:
+        store = inbox.InboxStore(self.registry.storage, self.registry.emailer_settings)
+        return store.count(address, unread=True)
+
+    def test_open_from_an_email_mark_one_then_all_read(self):
+        ids = [self.create_record_over_http().json()["data"]["id"] for _ in range(2)]
+        [*_, newest] = [m for m in self.mails() if A in m.rcpt_tos]
+        links = self.links(newest)
+        assert links.inbox is not None
+
+        self.open(links.inbox)
+        self.assertEqual(self.driver.find_element(By.TAG_NAME, "html").get_attribute("lang"), "en")
+        self.assertEqual(self.h1(), "Your notifications")
+        # The page's own style applies: the security policy blocks no part of it.
+        border = self.driver.execute_script(
+            "return getComputedStyle(arguments[0]).borderLeftStyle", self.unread()[0]
+        )
+        self.assertEqual(border, "solid")
+        # Unread, in words: what a screen reader reads too, not a color only.
+        unread = self.unread()
+        self.assertEqual(len(unread), 2)
+        headings = [item.find_element(By.TAG_NAME, "h2") for item in unread]
+        self.assertEqual([h.text for h in headings], [f"Unread: {i}" for i in reversed(ids)])
+        hrefs = [h.find_element(By.TAG_NAME, "a").get_attribute("href") for h in headings]
+        records = f"{self.base_url}/v1/buckets/b/collections/c/records"
+        self.assertEqual(hrefs, [f"{records}/{i}" for i in reversed(ids)])
+        # Each "Mark read" button is described by the heading of its notification.
+        first = unread[0].find_element(By.CSS_SELECTOR, 'button[type="submit"]')
+        self.assertEqual(first.text, MARK_ONE)
+        self.assertEqual(first.get_attribute("aria-describedby"), headings[0].get_attribute("id"))
+
+        # By keyboard: TAB to the newest one's button, ENTER.
+        self.tab_to(first)
+        ActionChains(self.driver).send_keys(Keys.ENTER).perform()
+        self.until(lambda d: len(self.unread()) == 1, "ENTER on Mark read did not mark it")
+        self.assertEqual(self.navigation(), {"status": 200, "redirects": 1})
+        status = self.driver.find_element(By.CSS_SELECTOR, '[role="status"]')
+        self.assertIn("read", status.text.lower())
+        self.assertEqual(
+            self.unread()[0].find_element(By.TAG_NAME, "h2").text, f"Unread: {ids[0]}"
+        )
+        self.assertEqual(self.unread_in_storage(A), 1)
+
+        self.button(MARK_ALL).click()
+        self.until(lambda d: not self.unread(), "Mark all read left unread notifications")
+        self.assertEqual(urlsplit(self.driver.current_url).path, "/v1/emailer/inbox")
+        items = self.driver.find_elements(By.CSS_SELECTOR, "ol.notifications > li")
+        self.assertEqual([i.find_element(By.TAG_NAME, "h2").text for i in items], ids[::-1])
+        self.assertNotIn(MARK_ALL, self.buttons())
+        self.assertEqual(self.unread_in_storage(A), 0)
+        self.assertEqual(self.unread_in_storage(B), 2)
