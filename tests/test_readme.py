@@ -7,7 +7,7 @@ import unittest
 
 from pyramid_mailer.mailer import Mailer
 
-from kinto_emailer import hooks, settings, templates
+from kinto_emailer import hooks, inbox_page, settings, templates
 
 
 README = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.rst")
@@ -99,3 +99,4 @@ class ReadmeTest(unittest.TestCase):
         self.assertIn(f"a body at {templates.MAX_BODY_LENGTH:,}", TEXT)
         self.assertIn(f"at\n{templates.MAX_LINE_LENGTH}", TEXT)
         self.assertIn(f"at most {templates.MAX_SPEC_NUMBER}", TEXT)
+        self.assertIn(f"newest first,\n{inbox_page.PAGE_SIZE} a page", TEXT)
