@@ -55,6 +55,8 @@ class WebBase(EmailerWebTest):
         self.app.put_json(
             "/buckets/b/groups/g", {"data": {"members": list(members)}}, headers=self.headers
         )
+        # Worked out now: later, it would meet the hooks that the test saves next.
+        self.mails()
 
     def create(self, *ids: str) -> None:
         for record_id in ids:
