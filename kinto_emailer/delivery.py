@@ -852,7 +852,7 @@ def where_mail_goes(settings: EmailerSettings, mailer: Mailer) -> str:
     if settings.queue_path is not None:
         return f"to the Maildir {settings.queue_path} (another program sends it)"
     if settings.debug:
-        return f"written to {settings.debug_directory} (mail.debug_mailer), not sent"
+        return f"into .eml files of {settings.debug_directory} (mail.debug_mailer), not sent"
     smtp = mailer.smtp_mailer
     if smtp.ssl or isinstance(smtp, SMTP_SSLMailer):
         tls = "TLS from the start"

@@ -67,7 +67,7 @@ class StartupLineTest(EmailerWebTest):
             [line] = startup_lines(
                 **{"mail.debug_mailer": "true", "mail.top_level_directory": directory}
             )
-            self.assertIn(f"written to {directory}", line)
+            self.assertIn(f"into .eml files of {directory}", line)
             maildir = os.path.join(directory, "queue")
             [line] = startup_lines(**{"mail.queue_path": maildir})
             self.assertIn(f"Maildir {maildir}", line)
