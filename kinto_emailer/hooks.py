@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import jsonschema
 import re2
 
-from kinto_emailer import caching, recipients, templates
+from kinto_emailer import caching, htmlbody, recipients, templates
 from kinto_emailer.errors import InvalidHook, RenderError
 from kinto_emailer.preferences import CADENCES, CHANNELS
 from kinto_emailer.settings import EmailerSettings
@@ -294,9 +294,11 @@ def parse_hook(
     if "event" not in raw:
         filters.append(Filter("event", RESOURCE_EVENTS[0], None))
 
-    for field in ("template", "html_template", "subject", "sender"):
+    for field in ("template", "subject", "sender"):
         if field in raw:
             templates.check(raw[field], _path("hooks", index, field))
+    if "html_template" in raw:
+        htmlbody.check(raw["html_template"], _path("hooks", index, "html_template"))
     sender = raw.get("sender")
     if sender is not None and templates.placeholder_count(sender) == 0:
         try:

@@ -102,6 +102,12 @@ class _Field:
     text_spec: str
     """What of ``spec`` suits any text: the fallback for a value the spec cannot format."""
 
+    @property
+    def source(self) -> str:
+        """The field as a template writes it: ``{new[title]:.50}``."""
+        keys = "".join(f"[{key}]" for key in self.keys)
+        return f"{{{self.name}{keys}{':' if self.spec else ''}{self.spec}}}"
+
 
 def _text_spec(spec: re.Match[str]) -> str:
     """Alignment, width and, unless the spec is numeric, precision: valid for any text."""

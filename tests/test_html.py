@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from pyramid.exceptions import ConfigurationError
 
 from kinto_emailer import htmlbody, messages
+from kinto_emailer.errors import InvalidHook
 from kinto_emailer.recipients import parse_mailbox
 from kinto_emailer.settings import parse_settings
-from tests.support import EmailerWebTest, skip_unless_postgresql
+from tests.support import EmailerWebTest, skip_unless_postgresql, store_unchecked
 from tests.test_postgresql import PostgreSQL
 
 
@@ -28,6 +29,10 @@ HOSTILE = [
     "&lt;b&gt; & <b>bold</b>",
     "{uri} ]]> <!-- -->",
 ]
+HTML_PATH = "data.kinto-emailer.hooks.0.html_template"
+GROWING = "".join(f"<b title={i}><p>x" for i in range(400))
+"""Formatting tags left open, each with attributes of its own: an HTML parser opens
+every one of them again in each new paragraph, a square of the template's length."""
 
 
 class Parts(HTMLParser):
@@ -94,13 +99,66 @@ class HTMLTemplateTest(EmailerWebTest):
         preferences = [line for line in text.splitlines() if "emailer/page?token=" in line]
         self.assertIn(preferences[0].split(": ", 1)[1], hrefs)
 
-    def test_an_invalid_html_template_is_refused_naming_its_path(self):
-        hook = {"template": "t", "html_template": "<p>{nope}</p>", "recipients": ["a@x.org"]}
+    def refused(self, html_template: str) -> str:
+        """The description of the 400 that saving ``html_template`` gets."""
+        hook = {"template": "t", "html_template": html_template, "recipients": ["a@x.org"]}
         body = {"data": {"kinto-emailer": {"hooks": [hook]}}}
         response = self.app.put_json("/buckets/b", body, headers=self.headers, status=400)
-        self.assertEqual(
-            response.json["details"][0]["name"], "data.kinto-emailer.hooks.0.html_template"
+        [detail] = response.json["details"]
+        self.assertEqual(detail["name"], HTML_PATH)
+        return str(detail["description"])
+
+    def test_an_invalid_html_template_is_refused_naming_its_path(self):
+        self.refused("<p>{nope}</p>")
+
+    def test_markup_that_grows_once_cleaned_is_refused(self):
+        # 6 KB that an HTML parser makes into megabytes, at each email.
+        self.assertLess(len(GROWING), htmlbody.MAX_TEMPLATE_LENGTH)
+        self.assertIn("once cleaned", self.refused(GROWING))
+
+    def test_deeply_nested_html_templates_are_refused(self):
+        too_deep = "<div>" * (htmlbody.MAX_DEPTH + 1) + "{id}"
+        self.assertIn(str(htmlbody.MAX_DEPTH), self.refused(too_deep))
+        self.put_hooks(
+            "/buckets/b",
+            {
+                "template": "t",
+                "html_template": "<div>" * (htmlbody.MAX_DEPTH - 3) + "{id}",
+                "recipients": ["a@x.org"],
+            },
         )
+
+    def test_a_stored_html_template_that_grows_is_skipped_when_used(self):
+        grows = {"template": "t", "html_template": GROWING, "recipients": ["b@example.com"]}
+        hooks = [grows, {"template": "{id}", "recipients": ["a@example.com"]}]
+        obj = {"id": "b", "kinto-emailer": {"hooks": hooks}}
+        store_unchecked(self.registry, "bucket", "", "b", obj)
+        with self.assertLogs("kinto_emailer.hooks", "WARNING") as logs:
+            self.app.post_json(RECORDS, {"data": {"title": "t"}}, headers=self.headers)
+            self.assertEqual([m.rcpt_tos for m in self.mails()], [["a@example.com"]])
+        self.assertIn(f"hook 0 of /buckets/b: {HTML_PATH}", logs.output[0])
+
+    def test_values_are_text_wherever_the_template_puts_them(self):
+        # A placeholder where a tag's name or an unquoted attribute goes: record data
+        # would make a link of its own, or attributes.
+        self.put_hooks(
+            "/buckets/b",
+            {
+                "template": "t",
+                "html_template": '<{new[tag]} href="https://evil.example/">x'
+                "<a href={new[url]}>{new[title]}</a>",
+                "recipients": ["a@example.com"],
+            },
+        )
+        data = {"tag": "a", "url": "https://ok.example/ title=injected", "title": "t"}
+        self.app.post_json(RECORDS, {"data": data}, headers=self.headers)
+        [mail] = self.mails()
+        parts = Parts(html_part(mail))
+        self.assertEqual(parts.tags[4:], ["a", "hr", "p", "a", "a"])
+        self.assertEqual(
+            parts.attributes[1:3], [("href", data["url"]), ("rel", "noopener noreferrer")]
+        )
+        self.assertIn('<a href="https://evil.example/">x', "".join(parts.text))
 
 
 @skip_unless_postgresql
@@ -109,6 +167,13 @@ class PostgreSQLHTMLTemplateTest(PostgreSQL, HTMLTemplateTest):
 
 
 class EditorMarkupTest(unittest.TestCase):
+    def test_long_html_templates_are_refused(self):
+        # Over HTTP, a body this long would leave WebOb's temporary file open.
+        htmlbody.check("<p>" + "x" * (htmlbody.MAX_TEMPLATE_LENGTH - 7) + "</p>", HTML_PATH)
+        with self.assertRaises(InvalidHook) as raised:
+            htmlbody.check("<p>" + "x" * htmlbody.MAX_TEMPLATE_LENGTH + "</p>", HTML_PATH)
+        self.assertIn(f"at most {htmlbody.MAX_TEMPLATE_LENGTH} characters", str(raised.exception))
+
     def test_scripts_handlers_images_and_javascript_links_are_removed(self):
         markup = htmlbody.render(
             '<p onclick="x()">Hi<script>alert(1)</script><img src="https://t.example/p.gif">'
