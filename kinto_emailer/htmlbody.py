@@ -27,6 +27,10 @@ EDITOR_TAGS = frozenset(nh3.ALLOWED_TAGS - {"img"})
 """Tags an editor's template may use: ammonia's, but images, whose loading tells the
 sender who opened the mail and when."""
 
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+"""What links of an editor's template may address (ammonia's own list adds ``tel``,
+``sms``, ``magnet`` and a score of others); relative addresses stay."""
+
 SLOT = "{body}"
 """Where the layout (``kinto.emailer.html_layout``) takes each message's HTML body."""
 
@@ -46,8 +50,9 @@ _VOID = frozenset("area base br col embed hr img input link meta source track wb
 
 
 def clean(markup: str) -> str:
-    """``markup`` with only the tags and attributes of :data:`EDITOR_TAGS` and safe links."""
-    return nh3.clean(markup, tags=set(EDITOR_TAGS))
+    """``markup`` with only the tags and attributes of :data:`EDITOR_TAGS`, and links to
+    :data:`URL_SCHEMES`."""
+    return nh3.clean(markup, tags=set(EDITOR_TAGS), url_schemes=set(URL_SCHEMES))
 
 
 class _Depth(HTMLParser):

@@ -187,6 +187,15 @@ class EditorMarkupTest(unittest.TestCase):
             [("href", "https://example.com")],
         )
 
+    def test_links_keep_http_https_and_mailto_addresses_only(self):
+        kept = ["https://example.com/", "http://example.com/", "mailto:a@example.com", "/v1/"]
+        dropped = ["ftp://example.com/", "tel:+1555", "sms:+1555", "magnet:?xt=1", "ssh://h"]
+        markup = "".join(f'<a href="{{new[{i}]}}">{i}</a>' for i in range(9))
+        values = {str(i): url for i, url in enumerate(kept + dropped)}
+        rendered = htmlbody.render(markup, {"new": values})
+        hrefs = [value for name, value in Parts(rendered).attributes if name == "href"]
+        self.assertEqual(hrefs, kept)
+
     @examples(max_examples=300, deadline=None)
     @given(st.text(), st.text())
     def test_any_value_is_text_in_the_html(self, title, user_id):
