@@ -743,7 +743,8 @@ def route(
             digests.add(str(cadence), Entry(notice.draft, notice.scope, collection, locked, web))
     # Always in the same order: two senders writing the same recipients cannot deadlock.
     for key in sorted(recorded):
-        known[key] = store.update(key, functools.partial(record_scopes, recorded[key]))
+        record = functools.partial(record_scopes, recorded[key], settings.max_scopes_per_recipient)
+        known[key] = store.update(key, record)
     if posted:
         inbox.InboxStore(storage, settings).add(posted, datetime.now(UTC))
         count("web", len(posted))

@@ -149,9 +149,15 @@ Recorded = Mapping[str, Mapping[str, Cell]]
 """Cells as hooks set them (no choice), by scope and channel."""
 
 
-def record_scopes(recorded: Recorded, preferences: Preferences) -> Preferences:
+def record_scopes(recorded: Recorded, max_scopes: int, preferences: Preferences) -> Preferences:
     """``preferences`` with the defaults and locks of ``recorded``'s cells; the recipient's
-    choices, their other cells and suppression kept."""
+    choices, their other cells and suppression kept.
+
+    Past ``max_scopes`` scopes, scopes where the recipient chose nothing, other than
+    ``recorded``'s, are forgotten: anyone may make hooks that notify anyone, from as many
+    scopes as they like. What a recipient chose stays; a scope forgotten is recorded
+    again when it notifies again, and the links of its emails still work.
+    """
     scopes = dict(preferences.scopes)
     for uri, cells in recorded.items():
         stored = scopes.get(uri, Scope())
@@ -160,6 +166,15 @@ def record_scopes(recorded: Recorded, preferences: Preferences) -> Preferences:
             before = stored.cells.get(channel)
             updated[channel] = replace(cell, choice=None if before is None else before.choice)
         scopes[uri] = Scope(updated)
+    excess = len(scopes) - max_scopes
+    if excess > 0:
+        unchosen = [
+            uri
+            for uri, scope in scopes.items()
+            if uri not in recorded and all(c.choice is None for c in scope.cells.values())
+        ]
+        for uri in unchosen[:excess]:
+            del scopes[uri]
     return replace(preferences, scopes=scopes)
 
 

@@ -81,6 +81,8 @@ class EmailerSettings:
     """Seconds a web notification is kept; older ones go when a newer one comes."""
     web_max_per_recipient: int = 1000
     """Web notifications kept for one recipient; the oldest go first."""
+    max_scopes_per_recipient: int = 1000
+    """Scopes whose preferences one recipient keeps; past it, scopes without a choice go."""
     public_url: str = ""
     """The API root that the links of emails and ``{root_url}`` use, ending with ``/``
     (else from Kinto's ``http_scheme`` and ``http_host``); empty: emails have no links."""
@@ -332,6 +334,7 @@ _PARSERS = {
     "link_max_age": _positive(float, "number"),
     "web_max_age": _positive(float, "number"),
     "web_max_per_recipient": _positive(int, "integer"),
+    "max_scopes_per_recipient": _positive(int, "integer"),
     "public_url": _public_url,
     "digest_daily_hour": _ranged(0, 23),
     "digest_weekly_day": _ranged(0, 6),

@@ -77,6 +77,11 @@ class WebBoundsTest(PostgreSQL, web.BoundsTest):
 
 
 @skip_unless_postgresql
+class WebScopesBoundTest(PostgreSQL, web.ScopesBoundTest):
+    pass
+
+
+@skip_unless_postgresql
 class WebChannelPreferencesTest(PostgreSQL, web.ChannelPreferencesTest):
     pass
 

@@ -118,12 +118,12 @@ class GridTest(unittest.TestCase):
                 )
             }
         )
-        recorded = record_scopes({"/b": {"email": Cell("daily", locked=True)}}, stored)
+        recorded = record_scopes({"/b": {"email": Cell("daily", locked=True)}}, 10, stored)
         self.assertEqual(
             recorded.scopes["/b"].cells,
             {"email": Cell("daily", True, "off"), "web": Cell(True, choice=False)},
         )
-        added = record_scopes({"/c": {"web": Cell(True)}}, recorded)
+        added = record_scopes({"/c": {"web": Cell(True)}}, 10, recorded)
         self.assertEqual(added.scopes["/b"], recorded.scopes["/b"])
         self.assertEqual(added.scopes["/c"].cells, {"web": Cell(True)})
 

@@ -332,6 +332,38 @@ class RetentionTest(WebBase):
         self.assertEqual(self.subjects(alice), ["created r1"])
 
 
+class ScopesBoundTest(WebBase):
+    extra_settings = {**WebBase.extra_settings, "emailer.max_scopes_per_recipient": "2"}
+
+    def test_scopes_without_a_choice_make_room_for_new_ones(self):
+        # A stranger's collections, each mailing the same address, must not grow its
+        # preferences (read and written whenever it is notified) without end.
+        alice = user("a@example.com")
+        for name in ("c1", "c2", "c3", "c4"):
+            self.app.put_json(f"/buckets/b/collections/{name}", headers=self.headers)
+            self.put_hooks(f"/buckets/b/collections/{name}", {**BOTH, "channels": ["email"]})
+            self.create_record(f"/buckets/b/collections/{name}/records")
+            self.mails()
+            if name == "c1":
+                scopes = {"/buckets/b/collections/c1": "off"}
+                self.app.patch_json(PREFERENCES, {"data": {"scopes": scopes}}, headers=alice)
+        scopes = self.app.get(PREFERENCES, headers=alice).json["data"]["scopes"]
+        self.assertEqual(
+            sorted(scopes), ["/buckets/b/collections/c1", "/buckets/b/collections/c4"]
+        )
+        self.assertEqual(scopes["/buckets/b/collections/c1"]["email"]["choice"], "off")
+        self.sink.clear()
+        self.create_record("/buckets/b/collections/c1/records")
+        self.create_record("/buckets/b/collections/c2/records")
+        # The choice is kept; the scope forgotten mails as before, and is known again.
+        [mail] = self.mails()
+        self.assertIn("/buckets/b/collections/c2/records/", mail.body)
+        scopes = self.app.get(PREFERENCES, headers=alice).json["data"]["scopes"]
+        self.assertEqual(
+            sorted(scopes), ["/buckets/b/collections/c1", "/buckets/b/collections/c2"]
+        )
+
+
 class BoundsTest(WebBase):
     extra_settings = {
         **WebBase.extra_settings,
