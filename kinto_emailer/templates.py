@@ -174,6 +174,8 @@ TEMPLATES_CACHE_CHARS = 4_000_000
 @caching.sized_cache(TEMPLATES_CACHE_CHARS)
 def parse(template: str) -> tuple[str | _Field, ...]:
     """Split a template into literal text and checked fields; raise ValueError if unsafe."""
+    if len(template) > MAX_BODY_LENGTH:
+        raise ValueError(f"at most {MAX_BODY_LENGTH} characters, not {len(template)}")
     pieces: list[str | _Field] = []
     for literal, field_name, spec, conversion in string.Formatter().parse(template):
         if literal:

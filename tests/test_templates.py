@@ -106,7 +106,7 @@ class RenderTest(unittest.TestCase):
                 templates.render(template, CONTEXT)
 
     def test_output_is_bounded(self):
-        body = templates.render("{new[title]}" * 100_000, {"new": {"title": "x" * 5000}})
+        body = templates.render("{new[title]}" * 5000, {"new": {"title": "x" * 5000}})
         self.assertEqual(len(body), templates.MAX_BODY_LENGTH)
         self.assertTrue(body.endswith("[...]"))
 
@@ -213,3 +213,18 @@ class PropertyTest(unittest.TestCase):
         except InvalidHook:
             return
         self.assertLessEqual(len(templates.render(template, CONTEXT)), templates.MAX_BODY_LENGTH)
+
+
+class LengthTest(unittest.TestCase):
+    """Past what a body may hold, a template shows nothing more and costs its whole parse:
+    refused on save, and a stored one does not render."""
+
+    def test_templates_longer_than_a_body_are_refused_and_not_rendered(self):
+        longest = "{uri}" + "x" * (templates.MAX_BODY_LENGTH - 5)
+        templates.check(longest, "data.t")
+        too_long = longest + "x"
+        with self.assertRaises(InvalidHook) as raised:
+            templates.check(too_long, "data.t")
+        self.assertIn(f"at most {templates.MAX_BODY_LENGTH} characters", str(raised.exception))
+        with self.assertRaises(RenderError):
+            templates.render(too_long, {"uri": "/buckets/b"})
