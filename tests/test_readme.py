@@ -98,5 +98,6 @@ class ReadmeTest(unittest.TestCase):
         self.assertIn(f"{templates.MAX_VALUE_LENGTH:,} characters", TEXT)
         self.assertIn(f"a body at {templates.MAX_BODY_LENGTH:,}", TEXT)
         self.assertIn(f"at\n{templates.MAX_LINE_LENGTH}", TEXT)
+        self.assertIn(f"a template holds at most {templates.MAX_BODY_LENGTH:,} characters", TEXT)
         self.assertIn(f"at most {templates.MAX_SPEC_NUMBER}", TEXT)
         self.assertIn(f"newest first,\n{inbox_page.PAGE_SIZE} a page", TEXT)
