@@ -973,16 +973,27 @@ def feed_row(sink: SMTPSink, postgresql: bool) -> tuple:
     ).to_json()
     create_many(app, inbox.RESOURCE, inbox.parent_id(reader), [notification] * HELD)
     records_path = records(bucket)
-    create_many(app, "record", records_path, [RECORD["data"]] * HELD)
+    create_many(app, "record", records_path.removesuffix("/records"), [RECORD["data"]] * HELD)
 
-    def feed() -> None:
-        app.get("/v1/emailer/notifications?_limit=20", headers=HEADERS)
-        app.head("/v1/emailer/notifications?read=false", headers=HEADERS)
+    def feed() -> tuple[webtest.TestResponse, webtest.TestResponse]:
+        return (
+            app.get("/v1/emailer/notifications?_limit=20", headers=HEADERS),
+            app.head("/v1/emailer/notifications?read=false", headers=HEADERS),
+        )
+
+    def twenty_records() -> webtest.TestResponse:
+        return app.get(f"/v1{records_path}?_limit=20", headers=HEADERS)
+
+    # Both sides read what they claim to: 20 objects out of HELD, and HELD unread.
+    page, unread = feed()
+    records_total = app.head(f"/v1{records_path}", headers=HEADERS).headers["Total-Objects"]
+    assert (len(page.json["data"]), unread.headers["Total-Objects"]) == (20, str(HELD))
+    assert (len(twenty_records().json["data"]), records_total) == (20, str(HELD))
 
     feed_seconds, records_seconds = compare(
         {
             "feed": (app, feed),
-            "records": (app, lambda: app.get(f"/v1{records_path}?_limit=20", headers=HEADERS)),
+            "records": (app, twenty_records),
         }
     )
     app.app.registry.storage.flush()
