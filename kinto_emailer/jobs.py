@@ -38,6 +38,7 @@ import transaction
 from kinto_emailer import listener
 from kinto_emailer.delivery import Job, Transport, attempt, report_sent
 from kinto_emailer.hookindex import HookIndex
+from kinto_emailer.inbox import InboxStore, Notification
 from kinto_emailer.listener import AnyNotice, Change, describe
 from kinto_emailer.messages import Draft
 from kinto_emailer.metrics import Counter
@@ -822,12 +823,17 @@ class JobQueue:
         found = preferences.read_many(recipients) if recipients else {}
         known = {key: found.get(key, Preferences()) for key in recipients}
         drafts: list[Draft] = []
+        notifications: list[Notification] = []
         for _, change, notices in decided:
-            drafts += listener.routed(
-                change, notices, usage, self.storage, self.settings, known, self._count
-            )
+            routed = listener.routed(change, notices, usage, self.storage, self.settings, known)
+            drafts += routed.mail
+            notifications += routed.notifications
         if drafts:
             self.defer(drafts)
+        if notifications:
+            now = datetime.datetime.now(datetime.UTC)
+            InboxStore(self.storage, self.settings).add(notifications, now)
+            self._count("web", len(notifications))
         usage.write()
         done = [change_id for change_id, _, _ in decided]
         self._execute("DELETE FROM kinto_emailer_changes WHERE id = ANY(%(ids)s)", {"ids": done})

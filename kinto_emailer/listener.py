@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from kinto.core.events import AfterResourceChanged, ResourceChanged
 from kinto.core.storage import Filter
@@ -672,16 +672,24 @@ Bound = Callable[[list[AnyNotice]], list[bool]]
 """Whether each notice, in order, is within the bounds of mail (see :mod:`.quotas`)."""
 
 
+class Routing(NamedTuple):
+    """What routing made of notices, for their caller to write together."""
+
+    mail: list[messages.Draft]
+    """To send now."""
+    notifications: list[inbox.Notification]
+    """To keep in their inboxes."""
+
+
 def route(
     notices: list[AnyNotice],
     storage: Any,
     settings: EmailerSettings,
     known: dict[str, Preferences],
     bound: Bound,
-    count: Counter,
-) -> list[messages.Draft]:
-    """Apply preferences, then bounds: mail to send now; digest entries and web
-    notifications kept (and counted); mail turned off, or over a bound, dropped.
+) -> Routing:
+    """Apply preferences, then bounds: mail to send now and web notifications to keep;
+    digest entries kept; mail turned off, or over a bound, dropped.
 
     ``known`` holds the preferences read so far, by recipient (an address, or an inbox's
     key). What each recipient gets from each scope, on each channel, is recorded on the
@@ -692,7 +700,7 @@ def route(
     unsubscribed from them.
     """
     if not notices:
-        return []
+        return Routing([], [])
     store = PreferenceStore(storage)
     missing = {n.recipient for n in notices} - known.keys()
     if missing:
@@ -745,10 +753,7 @@ def route(
     for key in sorted(recorded):
         record = functools.partial(record_scopes, recorded[key], settings.max_scopes_per_recipient)
         known[key] = store.update(key, record)
-    if posted:
-        inbox.InboxStore(storage, settings).add(posted, datetime.now(UTC))
-        count("web", len(posted))
-    return immediate
+    return Routing(immediate, posted)
 
 
 def bound_of(change: Change, settings: EmailerSettings, tally: Tally) -> Bound:
@@ -833,9 +838,10 @@ class Expansion:
 
     def take(self, count: int | None = None, size: int | None = None) -> list[messages.Draft]:
         """The mail to send now of the change's next ``count`` notices (or fewer, ``size``
-        characters at most, but for the first one), all by default; digest entries and
-        preferences are stored on the way. :attr:`done` once no notice is left, or once
-        the change could not be worked out (the error is raised: the rest has no mail).
+        characters at most, but for the first one), all by default; web notifications,
+        digest entries and preferences are stored on the way. :attr:`done` once no notice
+        is left, or once the change could not be worked out (the error is raised: the rest
+        has no mail).
         """
         notices: list[AnyNotice] = []
         taken = 0
@@ -850,9 +856,13 @@ class Expansion:
                     break
             else:
                 self.done = True
-            return route(
-                notices, self.storage, self.settings, self._known, self._bound, self.count
+            routed = route(notices, self.storage, self.settings, self._known, self._bound)
+            inbox.InboxStore(self.storage, self.settings).add(
+                routed.notifications, datetime.now(UTC)
             )
+            if routed.notifications:
+                self.count("web", len(routed.notifications))
+            return routed.mail
         except Exception:
             self.done = True
             raise
@@ -882,12 +892,12 @@ def routed(
     storage: Any,
     settings: EmailerSettings,
     known: dict[str, Preferences],
-    count: Counter,
-) -> list[messages.Draft]:
-    """The mail to send now of ``change``'s ``notices``; digest entries and preferences are
-    stored on the way (see :func:`route`). ``tally`` keeps the hourly usage of the bounds.
+) -> Routing:
+    """The mail to send now and the web notifications to keep of ``change``'s
+    ``notices``; digest entries and preferences are stored on the way (see :func:`route`).
+    ``tally`` keeps the hourly usage of the bounds.
     """
-    return route(notices, storage, settings, known, bound_of(change, settings, tally), count)
+    return route(notices, storage, settings, known, bound_of(change, settings, tally))
 
 
 def build_notification(event: Any) -> None:
