@@ -32,6 +32,7 @@ from kinto_emailer.delivery import (
     where_mail_goes,
 )
 from kinto_emailer.errors import InvalidHook
+from kinto_emailer.inbox import InboxStore
 from kinto_emailer.listener import (
     Expansion,
     build_notification,
@@ -134,6 +135,8 @@ def includeme(config: Configurator) -> None:
     config.add_migration(EmailerMigration())
     tables = queue if queue is not None else registry.emailer_outbox.tally
     config.add_subscriber(lambda event: tables.flush(), ServerFlushed)
+    inboxes = InboxStore(registry.storage, emailer_settings)
+    config.add_subscriber(lambda event: inboxes.flush(), ServerFlushed)
     validation.guard(registry.storage, emailer_settings)
 
     if emailer_settings.worker:

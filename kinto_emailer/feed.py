@@ -15,6 +15,7 @@ from kinto.core.errors import ERRORS, http_error, raise_invalid
 from kinto.core.resource.model import Model
 from kinto.core.resource.viewset import ViewSet
 from kinto.core.storage import Filter, KintoObject, Sort
+from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON, native_value
 from pyramid.httpexceptions import HTTPUnsupportedMediaType
 from pyramid.request import Request
@@ -56,18 +57,29 @@ class FeedViewSet(ViewSet):
 class Feed(resource.Resource):
     def default_model(self, **kwargs: Any) -> Model:  # type: ignore[override]
         # Kinto names storage after the class: the inbox module names it.
-        return Model(**{**kwargs, "resource_name": inbox.RESOURCE})
+        store = inbox.InboxStore(
+            self.request.registry.storage, self.request.registry.emailer_settings
+        )
+        return FeedModel(
+            store, reader_key(self.request), **{**kwargs, "resource_name": inbox.RESOURCE}
+        )
 
     def get_parent_id(self, request: Request) -> str:
         return inbox.parent_id(reader_key(request))
 
     def _extract_sorting(self, limit: int) -> list[Sort]:
-        querystring = self.request.validated["querystring"]
-        if not querystring.get("_sort"):
-            # Newest first. Not by last_modified, which marking one read bumps: none
-            # moves, those of one change (one time) included.
-            querystring["_sort"] = ["-created", "-id"]
+        if not self.request.validated["querystring"].get("_sort"):
+            # Ids are unique: Kinto's last_modified after them, which no index of
+            # notifications holds, would order nothing.
+            return inbox.NEWEST_FIRST
         return super()._extract_sorting(limit)  # type: ignore[no-any-return]
+
+    def patch(self) -> dict[str, Any]:
+        try:
+            return super().patch()  # type: ignore[no-any-return]
+        except ObjectNotFoundError:
+            # Deleted (or pruned) since it was read: as if it had been before.
+            raise self._404_for_object(self.object_id) from None
 
     def _extract_filters(self) -> list[Filter]:
         unread = self.request.validated["querystring"].pop("unread", None)
@@ -104,6 +116,62 @@ class Feed(resource.Resource):
         if not isinstance(new.get(WRITABLE), bool):
             raise_invalid(self.request, name=f"data.{WRITABLE}", description="true or false.")
         return new
+
+
+class FeedModel(Model):
+    """The notifications of the reader's inbox (Kinto never names another parent here):
+    the inbox's counts answer the counts they can, and follow each change of a
+    notification, made under the inbox's lock."""
+
+    def __init__(self, store: inbox.InboxStore, key: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+        self.key = key
+        self._timestamp: int | None = None
+
+    def timestamp(self, parent_id: str | None = None) -> int:
+        """The inbox's timestamp, read once until a notification changes: Kinto asks for
+        it again to announce a read, which changed nothing."""
+        if parent_id is not None:
+            return super().timestamp(parent_id)  # type: ignore[no-any-return]
+        if self._timestamp is None:
+            self._timestamp = super().timestamp()
+        return self._timestamp
+
+    def count_objects(
+        self, filters: list[Filter] | None = None, parent_id: str | None = None
+    ) -> int:
+        if parent_id is None:
+            counted = self.store.counts(self.key).selected(filters or [])
+            if counted is not None:
+                return counted
+        return super().count_objects(filters, parent_id)  # type: ignore[no-any-return]
+
+    def _current(self, obj: KintoObject) -> KintoObject:
+        """``obj`` as stored now; ObjectNotFoundError if it is gone."""
+        return self.storage.get(  # type: ignore[no-any-return]
+            resource_name=self.resource_name,
+            parent_id=self.parent_id,
+            object_id=obj[self.id_field],
+        )
+
+    def update_object(self, obj: KintoObject, parent_id: str | None = None) -> KintoObject:
+        with self.store.locked([self.key]):
+            before = self._current(obj)
+            updated: KintoObject = super().update_object(obj, parent_id)
+            self.store.changed(self.key, before, updated)
+        self._timestamp = None
+        return updated
+
+    def delete_object(
+        self, obj: KintoObject, parent_id: str | None = None, last_modified: int | None = None
+    ) -> KintoObject:
+        with self.store.locked([self.key]):
+            before = self._current(obj)
+            deleted: KintoObject = super().delete_object(obj, parent_id, last_modified)
+            self.store.changed(self.key, before, None)
+        self._timestamp = None
+        return deleted
 
 
 def _granted(permissions: Any) -> dict[str, set[str]]:

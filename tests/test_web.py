@@ -4,9 +4,11 @@ import base64
 import json
 import re
 import time
+from datetime import UTC, datetime, timedelta
 
 import transaction
 
+from kinto_emailer import inbox
 from kinto_emailer.preferences import PARENT, RESOURCE, PreferenceStore, object_id
 from tests.support import (
     BOB,
@@ -71,6 +73,27 @@ class WebBase(EmailerWebTest):
 
     def subjects(self, headers: dict[str, str], query: str = "") -> list[str]:
         return [n["subject"] for n in self.feed(headers, query)]
+
+    def counts(self, headers: dict[str, str]) -> tuple[int, int]:
+        """Notifications held and unread, as ``HEAD`` counts them, checked against the
+        feed itself and every spelling of the filters."""
+        total, unread, unread_too, read = (
+            int(self.app.head(f"{NOTIFICATIONS}{query}", headers=headers).headers["Total-Objects"])
+            for query in ("", "?unread=true", "?read=false", "?read=true")
+        )
+        self.assertEqual(unread, unread_too)
+        self.assertEqual(total, len(self.feed(headers)))
+        self.assertEqual(unread, len(self.feed(headers, "?unread=true")))
+        self.assertEqual(read, total - unread)
+        return total, unread
+
+    def store(self, key: str, subject: str, created: datetime, now: datetime) -> None:
+        """A notification for ``key`` as a worker leaves it at ``now``."""
+        notification = inbox.Notification(key, subject, "", "", "", "", created)
+        with transaction.manager:
+            inbox.InboxStore(self.registry.storage, self.registry.emailer_settings).add(
+                [notification], now
+            )
 
 
 class WebTest(WebBase):
@@ -230,6 +253,54 @@ class WebTest(WebBase):
         self.assertEqual(self.subjects(alice), ["created r3", "created r2"])
         self.app.get(f"{NOTIFICATIONS}/{r1['id']}", headers=alice, status=404)
 
+    def test_counts_follow_every_change(self):
+        self.put_hooks(
+            "/buckets/b",
+            {**HOOK, "recipients": ["a@example.com", "b@example.com"], "channels": ["web"]},
+        )
+        self.create("r1", "r2", "r3")
+        alice, bob = user("a@example.com"), user("b@example.com")
+        self.assertEqual(self.counts(alice), (3, 3))
+        [r3, r2, r1] = self.feed(alice)
+
+        def patch(notification: dict, read: bool) -> None:
+            uri = f"{NOTIFICATIONS}/{notification['id']}"
+            self.app.patch_json(uri, {"data": {"read": read}}, headers=alice)
+
+        patch(r2, True)
+        self.assertEqual(self.counts(alice), (3, 2))
+        patch(r2, True)  # Read already: nothing changes.
+        self.assertEqual(self.counts(alice), (3, 2))
+        patch(r2, False)
+        patch(r3, True)
+        self.assertEqual(self.counts(alice), (3, 2))
+        self.app.delete(f"{NOTIFICATIONS}/{r1['id']}", headers=alice)
+        self.assertEqual(self.counts(alice), (2, 1))
+        self.app.delete(f"{NOTIFICATIONS}/{r3['id']}", headers=alice)
+        self.assertEqual(self.counts(alice), (1, 1))
+        self.app.delete(f"{NOTIFICATIONS}/{r3['id']}", headers=alice, status=404)
+        self.app.patch_json(
+            f"{NOTIFICATIONS}/{r3['id']}", {"data": {"read": True}}, headers=alice, status=404
+        )
+        self.assertEqual(self.counts(alice), (1, 1))
+        self.create("r4")
+        self.assertEqual(self.counts(alice), (2, 2))
+        self.app.post_json(f"{NOTIFICATIONS}/read", {}, headers=alice)
+        self.assertEqual(self.counts(alice), (2, 0))
+        # Another inbox of the same changes counts for itself.
+        self.assertEqual(self.counts(bob), (4, 4))
+
+    def test_newest_first_is_by_creation_whenever_written(self):
+        alice = user("a@example.com")
+        now = datetime.now(UTC)
+        self.store("a@example.com", "newer", now, now)
+        etag = self.app.get(NOTIFICATIONS, headers=alice).headers["ETag"]
+        # A change made earlier, worked out later.
+        self.store("a@example.com", "older", now - timedelta(seconds=1), now)
+        self.assertEqual(self.subjects(alice), ["newer", "older"])
+        self.assertEqual(self.subjects(alice, f"?_since={etag.strip(chr(34))}"), ["older"])
+        self.app.get(NOTIFICATIONS, headers={**alice, "If-None-Match": etag}, status=200)
+
     def test_notifications_of_one_change_keep_their_order_when_read(self):
         self.put_hooks(
             "/buckets/b", {**HOOK, "recipients": ["a@example.com"], "channels": ["web"]}
@@ -291,7 +362,7 @@ class WebTest(WebBase):
         self.app.put_json("/buckets/alices", headers=alice)
         self.app.delete("/__user_data__/proxy:a@example.com", headers=alice)
         self.app.get("/buckets/alices", headers=self.headers, status=403)
-        self.assertEqual(self.feed(alice), [])
+        self.assertEqual(self.counts(alice), (0, 0))
         self.assertEqual(
             self.app.get("/emailer/preferences", headers=alice).json["data"]["scopes"], {}
         )
@@ -299,6 +370,10 @@ class WebTest(WebBase):
         self.assertIn(
             "/buckets/b", self.app.get("/emailer/preferences", headers=bob).json["data"]["scopes"]
         )
+        # New notifications count from nothing.
+        self.create("r2")
+        self.assertEqual(self.counts(alice), (1, 1))
+        self.assertEqual(self.counts(bob), (2, 2))
 
 
 class RetentionTest(WebBase):
@@ -311,25 +386,65 @@ class RetentionTest(WebBase):
         self.create("r1", "r2", "r3")
         alice = user("a@example.com")
         self.assertEqual(self.subjects(alice), ["created r3", "created r2"])
-        self.assertEqual(self.app.head(NOTIFICATIONS, headers=alice).headers["Total-Objects"], "2")
+        self.assertEqual(self.counts(alice), (2, 2))
+
+    def test_every_inbox_of_a_change_keeps_its_bound(self):
+        readers = [f"{name}@example.com" for name in "abc"]
+        self.put_hooks("/buckets/b", {**HOOK, "recipients": readers, "channels": ["web"]})
+        self.create("r1", "r2")
+        alice = user("a@example.com")
+        [r2, _] = self.feed(alice)
+        self.app.patch_json(f"{NOTIFICATIONS}/{r2['id']}", {"data": {"read": True}}, headers=alice)
+        # One change past the bound of every inbox at once: a read one goes from one.
+        self.create("r3")
+        for reader in readers:
+            with self.subTest(reader=reader):
+                self.assertEqual(self.subjects(user(reader)), ["created r3", "created r2"])
+                self.assertEqual(self.counts(user(reader)), (2, 1 if reader == readers[0] else 2))
+        self.create("r4")
+        for reader in readers:
+            with self.subTest(reader=reader):
+                self.assertEqual(self.subjects(user(reader)), ["created r4", "created r3"])
+                self.assertEqual(self.counts(user(reader)), (2, 2))
+        # Many changes in one transaction, past the bound of one inbox many times over.
+        requests = [{"method": "PUT", "path": f"{RECORDS}/s{i}"} for i in range(5)]
+        self.app.post_json("/batch", {"requests": requests}, headers=self.headers)
+        self.mails()
+        self.assertEqual(self.subjects(alice), ["created s4", "created s3"])
+        self.assertEqual(self.counts(alice), (2, 2))
 
     def test_older_than_web_max_age_go(self):
-        from kinto_emailer import inbox
-
-        storage = self.registry.storage
-        with transaction.manager:
-            storage.create(
-                resource_name=inbox.RESOURCE,
-                parent_id=inbox.parent_id("a@example.com"),
-                obj={"subject": "ancient", "created": 0, "read": False},
-            )
+        then = datetime.fromtimestamp(0, UTC)
+        for reader in ("a@example.com", "b@example.com"):
+            self.store(reader, "ancient", then, then)
         alice = user("a@example.com")
         self.assertEqual(self.subjects(alice), ["ancient"])
         self.put_hooks(
-            "/buckets/b", {**HOOK, "recipients": ["a@example.com"], "channels": ["web"]}
+            "/buckets/b",
+            {**HOOK, "recipients": ["a@example.com", "b@example.com"], "channels": ["web"]},
         )
         self.create("r1")
-        self.assertEqual(self.subjects(alice), ["created r1"])
+        for reader in ("a@example.com", "b@example.com"):
+            with self.subTest(reader=reader):
+                self.assertEqual(self.subjects(user(reader)), ["created r1"])
+                self.assertEqual(self.counts(user(reader)), (1, 1))
+
+    def test_the_oldest_kept_may_have_been_deleted(self):
+        now = datetime.now(UTC)
+        alice = user("a@example.com")
+        self.store("a@example.com", "first", now - timedelta(days=80), now)
+        self.store("a@example.com", "second", now - timedelta(days=70), now)
+        [_, first] = self.feed(alice)
+        self.app.delete(f"{NOTIFICATIONS}/{first['id']}", headers=alice)
+        # Its time passed: no notification of that time is left, the next one stays.
+        later = now + timedelta(days=15)
+        self.store("a@example.com", "third", later, later)
+        self.assertEqual(self.subjects(alice), ["third", "second"])
+        self.assertEqual(self.counts(alice), (2, 2))
+        # Until its own time passes.
+        latest = now + timedelta(days=25)
+        self.store("a@example.com", "fourth", latest, latest)
+        self.assertEqual(self.subjects(alice), ["fourth", "third"])
 
 
 class ScopesBoundTest(WebBase):
