@@ -32,6 +32,7 @@ import webtest
 from kinto import main as kinto_main
 from kinto.core import scripts
 from kinto.core.metrics import NoOpMetricsService
+from kinto.events import ServerFlushed
 from pyramid.registry import Registry
 
 
@@ -934,11 +935,17 @@ def flood_row(sink: SMTPSink, count: int = FLOODED) -> tuple:
     return reviewer_row("PostgreSQL", count, elapsed, before)
 
 
+def flush(app: webtest.TestApp) -> None:
+    """Kinto's data gone, and the plugin's with it, as Kinto's flush endpoint does."""
+    registry = app.app.registry
+    registry.storage.flush()
+    registry.notify(ServerFlushed(None))
+
+
 def empty_database(sink: SMTPSink) -> None:
     """The benchmark's database, with Kinto's and the queue's tables, and no data."""
     app = make_app(sink, HOOK, postgresql=True, bucket="setup")
-    app.app.registry.storage.flush()
-    app.app.registry.emailer_delivery.queue.flush()
+    flush(app)
     close(app)
     # Dead rows of earlier runs slow job fetching down: start compact.
     with jobs.session(DATABASE) as connection:
@@ -970,8 +977,12 @@ def feed_row(sink: SMTPSink, postgresql: bool) -> tuple:
     reader = app.get("/v1/", headers=HEADERS).json["user"]["id"]
     notification = inbox.Notification(
         reader, "A subject", "A body", "/buckets/b", "", "/buckets/b", datetime.now(UTC)
-    ).to_json()
-    create_many(app, inbox.RESOURCE, inbox.parent_id(reader), [notification] * HELD)
+    )
+    registry = app.app.registry
+    # Written as workers write them: ids, counts.
+    with transaction.manager:
+        store = inbox.InboxStore(registry.storage, registry.emailer_settings)
+        store.add([notification] * HELD, datetime.now(UTC))
     records_path = records(bucket)
     create_many(app, "record", records_path.removesuffix("/records"), [RECORD["data"]] * HELD)
 
@@ -996,7 +1007,7 @@ def feed_row(sink: SMTPSink, postgresql: bool) -> tuple:
             "records": (app, twenty_records),
         }
     )
-    app.app.registry.storage.flush()
+    flush(app)
     close(app)
     return (
         f"newest 20 of {HELD} web notifications and the unread count / 20 of {HELD}"
