@@ -206,14 +206,15 @@ class InboxStore:
         ]
         oldest = first_id(_ms(now) - int(self.settings.web_max_age * 1000))
         bound = self.settings.web_max_per_recipient
-        counts = self._backend.insert(rows)
-        doomed = {
-            parent: inbox.held - bound
-            for parent, inbox in counts.items()
-            if inbox.held > bound or (inbox.oldest is not None and inbox.oldest < oldest)
-        }
-        if doomed:
-            self._backend.prune(doomed, oldest)
+        with self._backend.adding():
+            counts = self._backend.insert(rows)
+            doomed = {
+                parent: inbox.held - bound
+                for parent, inbox in counts.items()
+                if inbox.held > bound or (inbox.oldest is not None and inbox.oldest < oldest)
+            }
+            if doomed:
+                self._backend.prune(doomed, oldest)
 
     def counts(self, key: str) -> Counts:
         return self._backend.counts(parent_id(key))
@@ -307,8 +308,8 @@ class InboxStore:
 
 class _MemoryBackend:
     """The writes of :class:`InboxStore` through Kinto's storage API, one call per
-    notification and inbox, under a lock of the process; counts are objects beside the
-    notifications (resource :data:`COUNTS`), flushed with them."""
+    notification and inbox, under a lock of the process that its callers hold; counts
+    are objects beside the notifications (resource :data:`COUNTS`), flushed with them."""
 
     def __init__(self, storage: Any) -> None:
         self.storage = storage
@@ -317,6 +318,10 @@ class _MemoryBackend:
     def locked(self, keys: Iterable[str]) -> Iterator[None]:
         with _MEMORY_LOCK:
             yield
+
+    def adding(self) -> contextlib.AbstractContextManager[Any]:
+        """What adding notifications holds, their inboxes' counts read and written."""
+        return _MEMORY_LOCK
 
     def counts(self, parent: str) -> Counts:
         try:
@@ -334,25 +339,23 @@ class _MemoryBackend:
         """Store each ``(parent, notification)``; the counts of the inboxes written."""
         added: dict[str, list[str]] = {}
         counts = {}
-        with _MEMORY_LOCK:
-            for parent, notification in rows:
-                self.storage.create(resource_name=RESOURCE, parent_id=parent, obj=notification)
-                added.setdefault(parent, []).append(notification["id"])
-            for parent, ids in added.items():
-                before = self.counts(parent)
-                oldest = min(ids if before.oldest is None else [before.oldest, *ids])
-                counts[parent] = Counts(before.held + len(ids), before.unread + len(ids), oldest)
-                self._store(parent, counts[parent])
+        for parent, notification in rows:
+            self.storage.create(resource_name=RESOURCE, parent_id=parent, obj=notification)
+            added.setdefault(parent, []).append(notification["id"])
+        for parent, ids in added.items():
+            before = self.counts(parent)
+            oldest = min(ids if before.oldest is None else [before.oldest, *ids])
+            counts[parent] = Counts(before.held + len(ids), before.unread + len(ids), oldest)
+            self._store(parent, counts[parent])
         return counts
 
     def adjust(self, deltas: Deltas) -> None:
-        with _MEMORY_LOCK:
-            for parent, (held, unread_change) in deltas.items():
-                before = self.counts(parent)
-                self._store(
-                    parent,
-                    replace(before, held=before.held + held, unread=before.unread + unread_change),
-                )
+        for parent, (held, unread_change) in deltas.items():
+            before = self.counts(parent)
+            self._store(
+                parent,
+                replace(before, held=before.held + held, unread=before.unread + unread_change),
+            )
 
     def _oldest(self, parent: str, **listing: Any) -> list[dict[str, Any]]:
         return list(
@@ -364,28 +367,27 @@ class _MemoryBackend:
     def prune(self, doomed: Doomed, oldest: str) -> None:
         """Delete the notifications of ids below ``oldest``, and the oldest ones of each
         inbox of ``doomed``, as many as it says; no tombstones."""
-        with _MEMORY_LOCK:
-            for parent, extra in doomed.items():
-                gone = {
-                    n["id"]: n
-                    for n in self._oldest(parent, filters=[Filter("id", oldest, COMPARISON.LT)])
-                    + (self._oldest(parent, limit=extra) if extra > 0 else [])
-                }
-                if gone:
-                    self.storage.delete_all(
-                        resource_name=RESOURCE,
-                        parent_id=parent,
-                        filters=[Filter("id", list(gone), COMPARISON.IN)],
-                        with_deleted=False,
-                    )
-                before = self.counts(parent)
-                first = self._oldest(parent, limit=1)
-                after = Counts(
-                    before.held - len(gone),
-                    before.unread - sum(map(unread, gone.values())),
-                    first[0]["id"] if first else None,
+        for parent, extra in doomed.items():
+            gone = {
+                n["id"]: n
+                for n in self._oldest(parent, filters=[Filter("id", oldest, COMPARISON.LT)])
+                + (self._oldest(parent, limit=extra) if extra > 0 else [])
+            }
+            if gone:
+                self.storage.delete_all(
+                    resource_name=RESOURCE,
+                    parent_id=parent,
+                    filters=[Filter("id", list(gone), COMPARISON.IN)],
+                    with_deleted=False,
                 )
-                self._store(parent, after)
+            before = self.counts(parent)
+            first = self._oldest(parent, limit=1)
+            after = Counts(
+                before.held - len(gone),
+                before.unread - sum(map(unread, gone.values())),
+                first[0]["id"] if first else None,
+            )
+            self._store(parent, after)
 
     def forget(self, parent: str) -> None:
         self.storage.delete_all(resource_name=COUNTS, parent_id=parent, with_deleted=False)
@@ -466,6 +468,10 @@ class _PostgreSQLBackend(_MemoryBackend):
         # An inbox shares its recipient's lock, which workers take before they write.
         PreferenceStore(self.storage).lock(keys)
         yield
+
+    def adding(self) -> contextlib.AbstractContextManager[Any]:
+        # Each statement counts what it changes, whoever writes meanwhile.
+        return contextlib.nullcontext()
 
     def _execute(
         self, query: str, parameters: dict[str, Any], force_commit: bool = False
