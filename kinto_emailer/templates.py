@@ -168,7 +168,7 @@ def _check_field(field_name: str, spec: str, conversion: str | None) -> _Field:
 
 
 TEMPLATES_CACHE_CHARS = 4_000_000
-"""Templates kept parsed, in characters: one above half a million is parsed at each use."""
+"""Templates kept parsed, in characters: at least 60 of the longest a template may be."""
 
 
 @caching.sized_cache(TEMPLATES_CACHE_CHARS)

@@ -104,12 +104,15 @@ class CachesTest(EmailerWebTest):
             self.assertLessEqual(info.chars, info.max_chars, cache)
         self.assertLess(hooks._load.cache_info().entries, 30)
 
-    def test_a_template_above_an_eighth_of_the_cache_is_not_kept(self):
+    def test_a_template_too_long_to_use_takes_no_room(self):
         before = templates.parse.cache_info()
-        huge = "y" * (templates.TEMPLATES_CACHE_CHARS // 8 + 1) + "{uri}"
-        self.assertEqual(templates.parse(huge), templates.parse(huge))
+        huge = "y" * templates.MAX_BODY_LENGTH + "{uri}"
+        for _ in range(2):
+            with self.assertRaises(ValueError):
+                templates.parse(huge)
         after = templates.parse.cache_info()
         self.assertEqual((after.entries, after.chars), (before.entries, before.chars))
+        self.assertGreaterEqual(templates.TEMPLATES_CACHE_CHARS, 60 * templates.MAX_BODY_LENGTH)
 
 
 def test_the_least_recently_used_entries_go_first_and_the_size_is_kept():
