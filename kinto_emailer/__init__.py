@@ -133,7 +133,7 @@ def includeme(config: Configurator) -> None:
     config.add_subscriber(lambda event: drain_on_sigterm(), ApplicationCreated)
     # The queue's tables come with `kinto migrate`, and go with Kinto's data on a flush.
     config.add_migration(EmailerMigration())
-    tables = queue if queue is not None else registry.emailer_outbox.tally
+    tables = queue if queue is not None else registry.emailer_outbox
     config.add_subscriber(lambda event: tables.flush(), ServerFlushed)
     inboxes = InboxStore(registry.storage, emailer_settings)
     config.add_subscriber(lambda event: inboxes.flush(), ServerFlushed)
@@ -150,6 +150,7 @@ def includeme(config: Configurator) -> None:
     config.include("kinto_emailer.views")
     config.include("kinto_emailer.feed")
     config.include("kinto_emailer.inbox_page")
+    config.include("kinto_emailer.logviews")
     config.add_api_capability(
         "emailer",
         description="Send emails when records, collections or groups change.",

@@ -35,6 +35,7 @@ from pyramid_mailer.mailer import Mailer, SMTP_SSLMailer
 from repoze.sendmail.delivery import QueuedMailDelivery
 from repoze.sendmail.maildir import TransactionCommitted
 
+from kinto_emailer.deliverylog import TOO_OLD, Entry, MemoryLog, PostgreSQLLog, bucket_of
 from kinto_emailer.listener import Change, Expansion, Reads, describe, draft_size
 from kinto_emailer.messages import Draft, Outgoing, build
 from kinto_emailer.metrics import Counter
@@ -463,12 +464,6 @@ def _attempt(
             outcomes.retry(job, delay)
 
 
-def bucket_of(uri: str) -> str:
-    """The bucket of a message's object; digests (``/emailer/digests/...``) share one lane."""
-    parts = uri.split("/", 3)
-    return parts[2] if len(parts) > 2 and parts[1] == "buckets" else ""
-
-
 @dataclass(eq=False)
 class Lane:
     """One bucket's mail in the outbox: messages due, oldest first, then its changes in
@@ -503,7 +498,8 @@ class Outbox:
     Temporary failures are tried again after ``retry_delays``; a message refused for
     good, or still failing after the last delay, is kept in :attr:`failures`, the newest
     :attr:`MAX_FAILURES` of them (:attr:`forgotten` counts those pushed out). A message
-    whose change is older than ``max_age`` is dropped instead of sent.
+    whose change is older than ``max_age`` is dropped instead of sent. What becomes of each
+    message is kept in :attr:`log`, the delivery log of the process.
     """
 
     MAX_FAILURES = 1000
@@ -531,6 +527,7 @@ class Outbox:
         self.counts = dict.fromkeys(COUNTERS, 0)
         self._count = count
         self.tally = MemoryTally(self._add)
+        self.log = MemoryLog(settings.log_max_age)
         self._lanes: dict[str, Lane] = {}
         # Buckets with mail ready, the next to go first.
         self._turns: deque[str] = deque()
@@ -551,11 +548,15 @@ class Outbox:
             )
             self._thread.start()
 
+    def _queued(self, drafts: Sequence[Draft]) -> None:
+        self._add("queued", len(drafts))
+        self.log.record(Entry.of(draft, "queued") for draft in drafts)
+
     def put(self, drafts: Sequence[Draft]) -> None:
         jobs = [Job(draft) for draft in drafts]
         with self._condition:
             self._schedule(jobs, delay=0.0)
-            self._add("queued", len(jobs))
+            self._queued(drafts)
 
     def put_change(self, change: Change) -> None:
         with self._condition:
@@ -579,7 +580,7 @@ class Outbox:
 
     def send_now(self, drafts: Sequence[Draft]) -> None:
         """Try ``drafts`` in the calling thread; retries are left to the background one."""
-        self._add("queued", len(drafts))
+        self._queued(drafts)
         attempt([Job(d) for d in drafts], self.transport, self.settings, self)
 
     def _schedule(self, jobs: Sequence[Job], delay: float) -> None:
@@ -649,7 +650,7 @@ class Outbox:
                 lane.expansion = None
             count -= max(1, expansion.notices - before)
             size -= sum(map(draft_size, more))
-            self._add("queued", len(more))
+            self._queued(more)
             yield from map(Job, more)
 
     def _run(self) -> None:
@@ -684,14 +685,17 @@ class Outbox:
     def sent(self, job: Job) -> None:
         self.counts["sent"] += 1
         report_sent(job.draft, self._count)
+        self.log.record([Entry.of(job.draft, "sent", at=datetime.now(UTC))])
 
     def dropped(self, job: Job) -> None:
         self._add("dropped")
+        self.log.record([Entry.of(job.draft, "dropped", detail=TOO_OLD)])
 
     def retry(self, job: Job, delay: float) -> None:
         with self._condition:
             self._schedule([job], delay)
         self._add("retried")
+        self._log_attempt(job, "retrying", datetime.now(UTC) + timedelta(seconds=delay))
 
     def failed(self, job: Job) -> None:
         with self._condition:
@@ -700,6 +704,16 @@ class Outbox:
                 self.failures.popleft()
                 self.forgotten += 1
         self._add("failed")
+        self._log_attempt(job, "failed", datetime.now(UTC))
+
+    def _log_attempt(self, job: Job, state: str, at: datetime) -> None:
+        entry = Entry.of(job.draft, state, at, job.attempts, job.last_error)
+        self.log.record([entry])
+
+    def flush(self) -> None:
+        """Forget the hourly usage and the log, with Kinto's data."""
+        self.tally.flush()
+        self.log.flush()
 
     def close(self, timeout: float) -> None:
         """When the process stops: send what is due, for ``timeout`` seconds at most."""
@@ -811,6 +825,11 @@ class Delivery:
                 # with line feeds that modern EmailMessage objects refuse.
                 message = email.message_from_bytes(outgoing.as_bytes())
                 self.maildir.send(outgoing.sender, [outgoing.recipient], message)
+            # Queued for the program that sends the Maildir's mail, once committed.
+            entries = [Entry.of(draft, "queued") for draft in drafts]
+            transaction.get().addAfterCommitHook(
+                _after_commit, args=(self.outbox.log.record, entries)
+            )
         elif self.at_commit:
             transaction.get().addAfterCommitHook(
                 _after_commit, args=(self.outbox.send_now, drafts)
@@ -819,6 +838,11 @@ class Delivery:
             self.queue.defer(drafts)
         else:
             transaction.get().addAfterCommitHook(_after_commit, args=(self.outbox.put, drafts))
+
+    @property
+    def log(self) -> "MemoryLog | PostgreSQLLog":
+        """The delivery log: the queue's, else the process's own."""
+        return self.outbox.log if self.queue is None else self.queue.log
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every change is worked out and nothing is due or being sent; False if

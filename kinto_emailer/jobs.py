@@ -15,11 +15,13 @@ connection at once, a vanished machine is found out by TCP keepalives after
 
 A message's idempotency key is written to ``kinto_emailer_sent`` (on another, autocommit
 connection) as soon as the SMTP server accepted it, and a claimed message whose key is
-there is not sent again: rows given back by a dead worker do not repeat its mail.
+there is not sent again: rows given back by a dead worker do not repeat its mail. These
+rows are also the delivery log's (:mod:`kinto_emailer.deliverylog`).
 """
 
 import contextlib
 import datetime
+import functools
 import json
 import logging
 import os
@@ -35,8 +37,9 @@ import psycopg2.extras
 import sqlalchemy
 import transaction
 
-from kinto_emailer import listener
+from kinto_emailer import deliverylog, listener
 from kinto_emailer.delivery import Job, Transport, attempt, report_sent
+from kinto_emailer.deliverylog import Entry
 from kinto_emailer.hookindex import HookIndex
 from kinto_emailer.inbox import InboxStore, Notification
 from kinto_emailer.listener import AnyNotice, Change, describe
@@ -69,13 +72,18 @@ TABLES = (
     "kinto_emailer_failed",
     "kinto_emailer_counts",
     "kinto_emailer_usage",
+    "kinto_emailer_log",
 )
 
 # Pyformat parameters, for psycopg2 (Kinto's driver), on Kinto's connections and ours.
+# A retry's draft comes with its last error, that goes to a column of its own; the time of
+# its change, too, for the delivery log.
 QUEUE = """
-INSERT INTO kinto_emailer_jobs (key, draft, attempts, due)
-SELECT draft->>'key', draft, %(attempts)s, statement_timestamp() + make_interval(secs => %(delay)s)
-  FROM jsonb_array_elements(%(drafts)s::jsonb) AS draft
+INSERT INTO kinto_emailer_jobs (key, draft, attempts, due, last_error, created)
+SELECT item->>'key', CASE WHEN item ? 'last_error' THEN item - 'last_error' ELSE item END,
+       %(attempts)s, statement_timestamp() + make_interval(secs => %(delay)s),
+       item->>'last_error', (item->>'created')::timestamptz
+  FROM jsonb_array_elements(%(drafts)s::jsonb) AS item
     ON CONFLICT (key) DO NOTHING
 """
 RECORD_SAVEPOINT = "kinto_emailer_record"
@@ -138,7 +146,14 @@ CLAIM = fair_claim(
     "kinto_emailer_jobs", ("key", "draft", "attempts"), "due", "due <= statement_timestamp()"
 )
 PRUNE = """
-DELETE FROM kinto_emailer_sent WHERE sent_at < now() - make_interval(secs => %(max_age)s)
+WITH gone AS (
+    DELETE FROM kinto_emailer_sent WHERE key IN (
+        SELECT key FROM kinto_emailer_sent
+         WHERE sent_at < now() - make_interval(secs => %(max_age)s)
+         LIMIT %(batch)s
+    ) RETURNING 1
+)
+SELECT count(*) FROM gone
 """
 PRUNE_USAGE = "DELETE FROM kinto_emailer_usage WHERE window_start < now() - interval '1 day'"
 # Every row one expansion may count against, made if missing and locked in one pass, in
@@ -223,14 +238,24 @@ def json_arrays(items: Iterable[Any], limit: int) -> Iterator[tuple[str, int]]:
         yield f"[{','.join(chunk)}]", len(chunk)
 
 
-def defer(connection: Any, drafts: Sequence[Draft], attempts: int = 0, delay: float = 0) -> int:
+def defer(
+    connection: Any,
+    drafts: Sequence[Draft],
+    attempts: int = 0,
+    delay: float = 0,
+    errors: Sequence[str] | None = None,
+) -> int:
     """Queue ``drafts`` on ``connection``, in its transaction; the bytes of their JSON.
+    ``errors``: the last error of each, when they are tried again.
 
     One statement per :data:`QUEUE_BYTES`; a message already queued is not queued twice.
     """
     queued = 0
+    items: Iterable[dict[str, Any]] = (draft.to_json() for draft in drafts)
+    if errors is not None:
+        items = ({**item, "last_error": error} for item, error in zip(items, errors, strict=True))
     with connection.cursor() as cursor:
-        for array, _ in json_arrays((draft.to_json() for draft in drafts), QUEUE_BYTES):
+        for array, _ in json_arrays(items, QUEUE_BYTES):
             cursor.execute(QUEUE, {"drafts": array, "attempts": attempts, "delay": delay})
             queued += len(array)
     return queued
@@ -261,6 +286,14 @@ def fail(connection: Any, failed: Sequence[Failed]) -> None:
     with connection.cursor() as cursor:
         for array, _ in json_arrays((f._asdict() for f in failed), QUEUE_BYTES):
             cursor.execute(FAIL, {"failed": array})
+
+
+def log_decided(connection: Any, entries: Iterable[Entry]) -> None:
+    """Keep in the delivery log what was decided instead of queuing messages, on
+    ``connection`` (in the transaction of the claim that decided it)."""
+    with connection.cursor() as cursor:
+        for array, _ in json_arrays(deliverylog.decided_rows(entries), QUEUE_BYTES):
+            cursor.execute(deliverylog.DECIDED, {"entries": array})
 
 
 def conninfo(storage_url: str) -> str:
@@ -377,7 +410,7 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
-                    self._prune()
+                    self.prune()
                     if not self.work(stop):
                         self._wait(self._connect()[1], stop, bell)
                 except Exception as e:
@@ -422,12 +455,21 @@ class Worker:
             if wakeups.woken(min(left, 0.5), bell):
                 return
 
-    def _prune(self) -> None:
-        """Keys older than ``max_age`` are forgotten: a message that old is dropped anyway."""
+    def prune(self) -> None:
+        """Keys older than ``max_age`` are forgotten: a message that old is dropped anyway.
+        The delivery log keeps them ``log_max_age``, if longer. A batch at a time: each
+        statement is short, whatever is left to delete."""
         if time.monotonic() - self._pruned < PRUNE_EVERY and self._pruned:
             return
         _, sent = self._connect()
-        sent.execute(PRUNE, {"max_age": self.settings.max_age})
+        settings = self.settings
+        for query, max_age in [
+            (PRUNE, max(settings.max_age, settings.log_max_age)),
+            (deliverylog.PRUNE, settings.log_max_age),
+        ]:
+            parameters = {"max_age": max_age, "batch": deliverylog.PRUNE_BATCH}
+            while sent.execute(query, parameters)[0][0] == deliverylog.PRUNE_BATCH:
+                pass
         sent.execute(PRUNE_USAGE)
         self._pruned = time.monotonic()
 
@@ -467,9 +509,12 @@ class Worker:
             execute(claims, "DELETE FROM kinto_emailer_jobs WHERE key = ANY(%s)", (done,))
             for delay, jobs in outcomes.retries.items():
                 for attempts, group in _by_attempts(jobs).items():
-                    defer(claims, group, attempts, delay)
+                    drafts = [job.draft for job in group]
+                    defer(claims, drafts, attempts, delay, [job.last_error for job in group])
             if outcomes.failures:
                 fail(claims, outcomes.failures)
+            if outcomes.dropped_ones:
+                log_decided(claims, outcomes.dropped_ones)
             for name, n in outcomes.counts.items():
                 execute(claims, COUNT, (name, n))
         for name, n in outcomes.counts.items():
@@ -488,16 +533,12 @@ class _SentKeys:
     came go together in the next statement.
     """
 
-    INSERT = (
-        "INSERT INTO kinto_emailer_sent (key) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
-    )
-
     def __init__(self, dsn: str, timeout: float) -> None:
         self.timeout = timeout
         self.connection = psycopg2.connect(dsn, async_=True)
         self._unanswered = False
-        # Keys of messages sent while the last keys written were not answered yet.
-        self._waiting: list[str] = []
+        # Messages sent while the last keys written were not answered yet.
+        self._waiting: list[Draft] = []
         self._wait()
         self._cursor = self.connection.cursor()
         # A key is written after every message: not waiting for the disk at each one
@@ -521,18 +562,19 @@ class _SentKeys:
         self._wait()
         return self._cursor.fetchall() if self._cursor.description else []
 
-    def add(self, key: str) -> None:
-        """Write ``key`` now, or with the others sent meanwhile once the last are answered:
-        messages sent over several connections do not each wait for a round trip."""
-        self._waiting.append(key)
+    def add(self, draft: Draft) -> None:
+        """Write the key of ``draft`` now, with what the delivery log shows of it, or with
+        the others sent meanwhile once the last are answered: messages sent over several
+        connections do not each wait for a round trip."""
+        self._waiting.append(draft)
         if self._unanswered and self.connection.poll() == psycopg2.extensions.POLL_OK:
             self._unanswered = False
         if not self._unanswered:
             self._write_waiting()
 
     def _write_waiting(self) -> None:
-        keys, self._waiting = self._waiting, []
-        self._cursor.execute(self.INSERT, (keys,))
+        drafts, self._waiting = self._waiting, []
+        self._cursor.execute(deliverylog.SENT_INSERT, deliverylog.sent_columns(drafts))
         self._unanswered = True
 
     def settle(self) -> None:
@@ -635,10 +677,10 @@ class _HeldUsage:
             )
 
 
-def _by_attempts(jobs: list[Job]) -> dict[int, list[Draft]]:
-    groups: dict[int, list[Draft]] = {}
+def _by_attempts(jobs: list[Job]) -> dict[int, list[Job]]:
+    groups: dict[int, list[Job]] = {}
     for job in jobs:
-        groups.setdefault(job.attempts, []).append(job.draft)
+        groups.setdefault(job.attempts, []).append(job)
     return groups
 
 
@@ -650,6 +692,7 @@ class _Outcomes:
         self._count = count
         self.retries: dict[float, list[Job]] = {}
         self.failures: list[Failed] = []
+        self.dropped_ones: list[Entry] = []
         self.counts: dict[str, int] = {}
 
     def _add(self, name: str) -> None:
@@ -658,10 +701,11 @@ class _Outcomes:
     def sent(self, job: Job) -> None:
         # Right after the server accepted it: only a worker killed in between sends a
         # message twice.
-        self.keys.add(job.draft.key)
+        self.keys.add(job.draft)
         report_sent(job.draft, self._count)
 
     def dropped(self, job: Job) -> None:
+        self.dropped_ones.append(Entry.of(job.draft, "dropped", detail=deliverylog.TOO_OLD))
         self._add("dropped")
 
     def retry(self, job: Job, delay: float) -> None:
@@ -720,6 +764,7 @@ class JobQueue:
         self.worker: WorkerThread | None = None
         self.waker = Waker(dsn)
         self.hooks = HookIndex(storage, dsn, self._execute)
+        self.log = deliverylog.PostgreSQLLog(functools.partial(session, dsn), settings.log_max_age)
         self._count = count
 
     @contextlib.contextmanager

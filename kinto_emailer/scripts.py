@@ -2,16 +2,19 @@
 
 ``kinto-send-email CONFIG RECIPIENT`` checks the mail settings end to end;
 ``kinto-emailer check CONFIG`` lists the stored hooks that saving would refuse today;
-``kinto-emailer COMMAND CONFIG`` works on the mail queue of a Kinto on PostgreSQL.
+``kinto-emailer COMMAND CONFIG`` works on the mail queue of a Kinto on PostgreSQL;
+``kinto-emailer log CONFIG`` prints what became of its messages.
 """
 
 import argparse
 import itertools
+import json
 import signal
 import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +23,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.paster import bootstrap, setup_logging
 
 from kinto_emailer import __version__, hooks, listing, messages, recipients, send_digests
+from kinto_emailer.deliverylog import STATES, Entry, Query
 from kinto_emailer.errors import EmailerError
 from kinto_emailer.migration import EmailerMigration
 from kinto_emailer.settings import EmailerSettings
@@ -140,6 +144,69 @@ def resend_failed(config: str, keys: list[str]) -> int:
     return 0
 
 
+def _when(moment: datetime | None) -> str:
+    return "?" if moment is None else f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+
+
+def _details(entry: Entry) -> str:
+    """What the log says of an entry's state, in words."""
+    if entry.state == "sent":
+        return f"sent {_when(entry.at)}"
+    if entry.state == "retrying":
+        return f"next attempt {_when(entry.at)}, after {entry.attempts}: {entry.detail}"
+    if entry.state == "failed":
+        return f"failed {_when(entry.at)}, after {entry.attempts} attempt(s): {entry.detail}"
+    if entry.state == "digest":
+        return f"kept for the {entry.detail} digest"
+    return entry.detail
+
+
+PAGE = 1000
+"""Entries, or objects, read at once: Kinto's backends cap one listing
+(``storage_max_fetch_size``)."""
+
+
+def show_log(config: str, query: Query, most: int) -> int:
+    """Print the newest ``most`` entries of ``query``, one a line, and how many more."""
+    log = _queue(config).log
+    shown = 0
+    while shown < most:
+        page = log.page(replace(query, limit=min(PAGE, most - shown)))
+        for entry in page.entries:
+            print(
+                f"{_when(entry.time)}  {entry.state:<8}  {entry.recipient}  {entry.uri}"
+                f"  {json.dumps(entry.subject, ensure_ascii=False)}  {entry.key}"
+                f"  {_details(entry)}".rstrip()
+            )
+        shown += len(page.entries)
+        if not page.more:
+            return 0
+        query = replace(query, before=page.entries[-1].position)
+    print(f"... and {log.count(query) - shown} older (--limit)")
+    return 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return int(text)
+
+
+def _log_query(options: argparse.Namespace) -> Query:
+    recipient = None
+    if options.recipient is not None:
+        try:
+            recipient = recipients.parse_mailbox(options.recipient).addr_spec.lower()
+        except ValueError as e:
+            raise EmailerError(f"--recipient: {e}") from e
+    return Query(
+        bucket=options.bucket,
+        recipient=recipient,
+        uri=options.uri,
+        states=None if options.state is None else frozenset([options.state]),
+    )
+
+
 def send_due_digests(config: str, at: str | None) -> int:
     """The digests due at ``at`` (else now), queued with the mail; several runs send one each."""
     try:
@@ -162,10 +229,6 @@ def install_tables(config: str) -> int:
     EmailerMigration().initialize_schema(queue.storage.client)
     print("The mail queue tables are installed")
     return 0
-
-
-PAGE = 1000
-"""Objects per listing: Kinto's backends cap one (``storage_max_fetch_size``)."""
 
 
 def _every(storage: Any, resource_name: str, parent_id: str) -> Iterator[dict[str, Any]]:
@@ -219,9 +282,18 @@ def emailer_main(args: list[str] | None = None) -> int:
         ("migrate", "create or upgrade the queue's tables (kinto migrate does it too)"),
         ("send-digests", "send the daily and weekly digests due now (or --at)"),
         ("check", "list the stored hooks that saving would refuse today, and why"),
+        ("log", "print what became of the messages, newest first (the delivery log)"),
     ]:
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("config", help="the Kinto .ini file")
+        if name == "log":
+            command.add_argument("--bucket", help="of the objects of this bucket only")
+            command.add_argument("--recipient", help="to this address only")
+            command.add_argument("--uri", help="about this object only")
+            command.add_argument("--state", choices=STATES, help="in this state only")
+            command.add_argument(
+                "--limit", type=_positive, default=100, help="entries printed at most (100)"
+            )
         if name == "resend":
             command.add_argument("keys", nargs="*", help="keys shown by 'failed'")
         if name == "send-digests":
@@ -240,6 +312,8 @@ def emailer_main(args: list[str] | None = None) -> int:
             return send_due_digests(options.config, options.at)
         if options.command == "check":
             return check_hooks(options.config)
+        if options.command == "log":
+            return show_log(options.config, _log_query(options), options.limit)
         return install_tables(options.config)
     except EmailerError as e:
         print(f"kinto-emailer: {e}", file=sys.stderr)

@@ -83,6 +83,8 @@ class EmailerSettings:
     """Web notifications kept for one recipient; the oldest go first."""
     max_scopes_per_recipient: int = 1000
     """Scopes whose preferences one recipient keeps; past it, scopes without a choice go."""
+    log_max_age: float = 30 * 24 * 3600.0
+    """Seconds an entry of the delivery log is kept, from the time of its message."""
     public_url: str = ""
     """The API root that the links of emails and ``{root_url}`` use, ending with ``/``
     (else from Kinto's ``http_scheme`` and ``http_host``); empty: emails have no links."""
@@ -335,6 +337,7 @@ _PARSERS = {
     "web_max_age": _positive(float, "number"),
     "web_max_per_recipient": _positive(int, "integer"),
     "max_scopes_per_recipient": _positive(int, "integer"),
+    "log_max_age": _positive(float, "number"),
     "public_url": _public_url,
     "digest_daily_hour": _ranged(0, 23),
     "digest_weekly_day": _ranged(0, 6),

@@ -70,6 +70,7 @@ class ParseSettingsTest(unittest.TestCase):
                 "emailer.web_max_age": "3600",
                 "emailer.web_max_per_recipient": "50",
                 "emailer.max_scopes_per_recipient": "20",
+                "emailer.log_max_age": "86400",
                 "userid_hmac_secret": "a secret of Kinto's",
             }
         )
@@ -94,6 +95,8 @@ class ParseSettingsTest(unittest.TestCase):
         self.assertEqual(settings.verified_principals, ("ldap", "fxa"))
         self.assertEqual((settings.web_max_age, settings.web_max_per_recipient), (3600.0, 50))
         self.assertEqual(settings.max_scopes_per_recipient, 20)
+        self.assertEqual(settings.log_max_age, 86400.0)
+        self.assertEqual(parse_settings(SECRET).log_max_age, 30 * 24 * 3600.0)
         self.assertIsNone(
             parse_settings({**SECRET, "emailer.group_threshold": "off"}).group_threshold
         )
@@ -115,6 +118,7 @@ class ParseSettingsTest(unittest.TestCase):
             ({"emailer.web_max_age": "-1"}, "'kinto.emailer.web_max_age' must be a positive"),
             ({"emailer.web_max_per_recipient": "1.5"}, "'kinto.emailer.web_max_per_recipient'"),
             ({"emailer.max_scopes_per_recipient": "0"}, "'kinto.emailer.max_scopes_per_recip"),
+            ({"emailer.log_max_age": "a month"}, "'kinto.emailer.log_max_age' must be a positive"),
             ({"mail.debug_mailer": "maybe"}, "'mail.debug_mailer'"),
             ({"mail.default_sender": "two@example.com, b@example.com"}, "'mail.default_sender'"),
             ({"emailer.digest_daily_hour": "24"}, "'kinto.emailer.digest_daily_hour'"),

@@ -1,0 +1,133 @@
+"""``GET /v1/buckets/<bucket>/emailer/log``: the delivery log of a bucket's objects, for
+those who may write the bucket (see :mod:`kinto_emailer.deliverylog`).
+
+Kinto's own authorization decides, as for a ``PATCH`` of the bucket: a reader gets 403,
+an anonymous request 401, whether the bucket exists or not. Lists follow Kinto's
+conventions: ``_limit`` (at most ``storage_max_fetch_size``, ``paginate_by`` by
+default), ``Next-Page`` with a ``_token``, and ``HEAD`` for the count, in
+``Total-Records`` (and ``Total-Objects``).
+"""
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from kinto.authorization import RouteFactory
+from kinto.core.errors import raise_invalid
+from pyramid.request import Request
+from pyramid.response import Response
+
+from kinto_emailer import recipients
+from kinto_emailer.deliverylog import STATES, Query
+
+
+ROUTE = "emailer-log"
+PATH = "/buckets/{bucket_id}/emailer/log"
+MAX_URI = 1024
+"""Characters of a ``uri`` filter: longer than any URI of an object (Kinto's ids are
+short), shorter than what would make a costly query."""
+FILTERS = ("recipient", "uri", "state")
+PAGING = ("_limit", "_token")
+
+
+class BucketWriters(RouteFactory):  # type: ignore[misc]
+    """The permission to check: ``write`` on the bucket of the path, as Kinto checks it
+    (its permissions, and the settings' ``bucket_write_principals``)."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__(request)
+        self.resource_name = "bucket"
+        self.required_permission = "write"
+        self.permission_object_id = f"/buckets/{request.matchdict['bucket_id']}"
+        # Known: Kinto then checks write on it, never read on its parent.
+        self.current_object = {}
+
+
+def _invalid(request: Request, name: str, description: str) -> None:
+    raise_invalid(request, location="querystring", name=name, description=description)
+
+
+def _limit(request: Request) -> int:
+    settings = request.registry.settings
+    most = int(settings["storage_max_fetch_size"])
+    text = request.GET.get("_limit")
+    if text is None:
+        return min(int(settings.get("paginate_by") or most), most)
+    if not text.isdigit() or int(text) < 1:
+        _invalid(request, "_limit", "A positive integer.")
+    return min(int(text), most)
+
+
+def _token(position: tuple[int, str]) -> str:
+    text = json.dumps({"time": position[0], "key": position[1]})
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def _position(request: Request) -> tuple[int, str] | None:
+    token = request.GET.get("_token")
+    if token is None:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        position = (data["time"], data["key"])
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        position = None
+    if position is None or not (isinstance(position[0], int) and isinstance(position[1], str)):
+        _invalid(request, "_token", "_token has invalid content: use the Next-Page header.")
+    return position
+
+
+def _query(request: Request) -> Query:
+    """The entries asked for; 400 naming the first parameter that is wrong or unknown."""
+    for name in request.GET:
+        if name not in FILTERS + PAGING:
+            _invalid(request, name, f"Unknown parameter: use {', '.join(FILTERS + PAGING)}.")
+    recipient = request.GET.get("recipient")
+    if recipient is not None:
+        try:
+            recipient = recipients.parse_mailbox(recipient).addr_spec.lower()
+        except ValueError as e:
+            _invalid(request, "recipient", str(e))
+    uri = request.GET.get("uri")
+    if uri is not None and len(uri) > MAX_URI:
+        _invalid(request, "uri", f"At most {MAX_URI} characters.")
+    states = None
+    if "state" in request.GET:
+        states = frozenset(request.GET["state"].split(","))
+        if not states <= set(STATES):
+            _invalid(request, "state", f"States separated by commas, of {', '.join(STATES)}.")
+    return Query(
+        bucket=request.matchdict["bucket_id"],
+        recipient=recipient,
+        uri=uri,
+        states=states,
+        limit=_limit(request),
+        before=_position(request),
+    )
+
+
+def log_get(request: Request) -> Any:
+    """The entries, newest first, a page at a time (Pyramid routes ``HEAD`` here too)."""
+    if request.method == "HEAD":
+        return log_head(request)
+    query = _query(request)
+    page = request.registry.emailer_delivery.log.page(query)
+    if page.more:
+        arguments = {**request.GET, "_limit": str(query.limit)}
+        arguments["_token"] = _token(page.entries[-1].position)
+        request.response.headers["Next-Page"] = request.current_route_url(_query=arguments)
+    return {"data": [entry.to_json() for entry in page.entries]}
+
+
+def log_head(request: Request) -> Response:
+    """How many entries there are (as on Kinto's lists: counting costs more than a page)."""
+    total = str(request.registry.emailer_delivery.log.count(_query(request)))
+    return Response(headerlist=[("Total-Records", total), ("Total-Objects", total)])
+
+
+def includeme(config: Any) -> None:
+    config.add_route(ROUTE, PATH, factory=BucketWriters)
+    config.add_view(
+        log_get, route_name=ROUTE, request_method="GET", permission="write", renderer="json"
+    )

@@ -1,0 +1,373 @@
+"""The delivery log: ``GET /v1/buckets/<bucket>/emailer/log`` and ``kinto-emailer log``,
+through a real SMTP server that accepts, defers (4xx) and refuses (5xx)."""
+
+import contextlib
+import io
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from unittest import mock
+
+from kinto_emailer import deliverylog, jobs
+from kinto_emailer.deliverylog import Entry
+from kinto_emailer.scripts import emailer_main
+from tests.support import (
+    BOB,
+    EmailerWebTest,
+    eventually,
+    skip_unless_postgresql,
+    write_config,
+)
+from tests.test_postgresql import PostgreSQL
+from tests.test_preferences import app_path
+
+
+HOOK = {
+    "resource_name": "record",
+    "subject": "New {id}",
+    "template": "{uri}",
+    "recipients": ["A <a@example.com>"],
+}
+RECORDS = "/buckets/b/collections/c/records"
+LOG = "/buckets/b/emailer/log"
+
+
+class LogBase(EmailerWebTest):
+    extra_settings = {"emailer.retry_delays": "1"}
+
+    def setUp(self):
+        super().setUp()
+        for bucket in ("b", "b2"):
+            self.app.put_json(f"/buckets/{bucket}", headers=self.headers)
+            self.app.put_json(f"/buckets/{bucket}/collections/c", headers=self.headers)
+        self.put_hooks("/buckets/b", HOOK)
+
+    def write(self, record_id, bucket="b"):
+        self.app.put_json(
+            f"/buckets/{bucket}/collections/c/records/{record_id}", headers=self.headers
+        )
+
+    def log(self, query="", bucket="b", **kw):
+        return self.app.get(f"/buckets/{bucket}/emailer/log{query}", headers=self.headers, **kw)
+
+    def entries(self, query="", bucket="b"):
+        return self.log(query, bucket).json["data"]
+
+    def entry(self, record_id, recipient="a@example.com"):
+        """The entry of the message about a record to a recipient; None if there is none."""
+        uri = f"{RECORDS}/{record_id}"
+        found = [e for e in self.entries() if e["uri"] == uri and e["recipient"] == recipient]
+        self.assertLessEqual(len(found), 1)
+        return found[0] if found else None
+
+    def state_of(self, record_id, recipient="a@example.com"):
+        entry = self.entry(record_id, recipient)
+        return None if entry is None else entry["state"]
+
+
+class LogTest(LogBase):
+    def test_a_sent_message(self):
+        before = time.time() * 1000
+        self.write("r1")
+        [mail] = self.mails()
+        [entry] = self.entries()
+        self.assertEqual(
+            {k: entry[k] for k in ("recipient", "subject", "uri", "state")},
+            {
+                "recipient": "a@example.com",
+                "subject": "New r1",
+                "uri": f"{RECORDS}/r1",
+                "state": "sent",
+            },
+        )
+        self.assertEqual(len(entry["key"]), 64)
+        self.assertLessEqual(before - 1, entry["time"])
+        self.assertLessEqual(entry["time"], entry["sent_at"])
+        self.assertLessEqual(entry["sent_at"], time.time() * 1000 + 1)
+        # Its key is the one its Message-ID comes from: a support request finds it.
+        self.assertEqual(
+            sorted(entry), ["key", "recipient", "sent_at", "state", "subject", "time", "uri"]
+        )
+
+    def test_a_message_queued_while_the_server_takes_its_time(self):
+        self.sink.delay = 1.5
+        self.addCleanup(setattr, self.sink, "delay", 0.0)
+        self.write("r1")
+        self.assertTrue(eventually(lambda: self.entries(), timeout=10))
+        self.assertEqual(self.state_of("r1"), "queued")
+        self.assertEqual(
+            sorted(self.entry("r1")),
+            sorted(["key", "recipient", "state", "subject", "time", "uri"]),
+        )
+        self.mails()
+        self.assertEqual(self.state_of("r1"), "sent")
+
+    def test_a_deferred_message_is_retrying_then_sent(self):
+        self.sink.defer["a@example.com"] = 1
+        self.write("r1")
+        self.mails()
+        entry = self.entry("r1")
+        self.assertEqual(entry["state"], "retrying")
+        self.assertEqual(entry["attempts"], 1)
+        self.assertIn("451", entry["last_error"])
+        self.assertIn(f"127.0.0.1:{self.sink.port}", entry["last_error"])
+        self.assertGreater(entry["next_attempt"], entry["time"] + 900)
+        self.assertEqual(len(self.sink.wait_for(1)), 1)
+        self.assertTrue(eventually(lambda: self.state_of("r1") == "sent"))
+
+    def test_a_refused_message_failed_with_the_servers_answer(self):
+        self.sink.refuse.add("a@example.com")
+        self.write("r1")
+        self.mails()
+        entry = self.entry("r1")
+        self.assertEqual(entry["state"], "failed")
+        self.assertEqual(entry["attempts"], 1)
+        self.assertIn("(550, b'5.1.1 Mailbox unavailable')", entry["last_error"])
+        self.assertIn(f"127.0.0.1:{self.sink.port}", entry["last_error"])
+        self.assertGreaterEqual(entry["failed_at"], entry["time"])
+
+    def test_newest_first_filters_and_paging(self):
+        self.put_hooks("/buckets/b", {**HOOK, "recipients": ["a@example.com", "b@example.com"]})
+        self.sink.refuse.add("b@example.com")
+        for record_id in ("r1", "r2", "r3"):
+            time.sleep(0.002)  # Three times.
+            self.write(record_id)
+        self.mails()
+        entries = self.entries()
+        self.assertEqual(len(entries), 6)
+        self.assertEqual(
+            [e["time"] for e in entries], sorted((e["time"] for e in entries), reverse=True)
+        )
+        self.assertEqual(
+            [e["uri"].rsplit("/", 1)[1] for e in entries], ["r3", "r3", "r2", "r2", "r1", "r1"]
+        )
+
+        refused = self.entries("?recipient=B <B@Example.com>")
+        self.assertEqual(
+            {(e["recipient"], e["state"]) for e in refused}, {("b@example.com", "failed")}
+        )
+        self.assertEqual(len(refused), 3)
+        self.assertEqual(self.entries(f"?uri={RECORDS}/r2"), entries[2:4])
+        self.assertEqual(len(self.entries("?state=sent")), 3)
+        self.assertEqual(len(self.entries("?state=sent,failed")), 6)
+        self.assertEqual(self.entries("?state=queued"), [])
+        self.assertEqual(len(self.entries(f"?state=failed&uri={RECORDS}/r1")), 1)
+
+        # Kinto's paging: _limit, Next-Page with a _token; HEAD counts.
+        pages = []
+        response = self.log("?_limit=4")
+        while True:
+            self.assertNotIn("Total-Records", response.headers)
+            pages.append(response.json["data"])
+            if "Next-Page" not in response.headers:
+                break
+            self.assertIn("_limit=4", response.headers["Next-Page"])
+            response = self.follow(response)
+        self.assertEqual([len(p) for p in pages], [4, 2])
+        self.assertEqual([e for p in pages for e in p], entries)
+        head = self.app.head(LOG, headers=self.headers)
+        self.assertEqual(head.headers["Total-Records"], "6")
+        self.assertEqual(head.body, b"")
+        # Filters hold on every page, and on counts.
+        response = self.log("?state=sent&_limit=2")
+        following = self.follow(response)
+        self.assertEqual([e["state"] for e in following.json["data"]], ["sent"])
+        self.assertNotIn("Next-Page", following.headers)
+        head = self.app.head(f"{LOG}?state=failed", headers=self.headers)
+        self.assertEqual(head.headers["Total-Records"], "3")
+        self.assertEqual(head.headers["Total-Objects"], "3")
+
+    def follow(self, response):
+        """The page of the Next-Page header of ``response``."""
+        path = app_path(response.headers["Next-Page"]).removeprefix("/v1")
+        return self.app.get(path, headers=self.headers)
+
+    def test_bad_parameters_are_400_naming_them(self):
+        cases = {
+            "?state=lost": "state",
+            "?state=sent,": "state",
+            "?recipient=not an address": "recipient",
+            "?_limit=0": "_limit",
+            "?_limit=ten": "_limit",
+            "?_token=garbage": "_token",
+            "?_token=e30=": "_token",
+            "?_sort=time": "_sort",
+            f"?uri=/{'x' * 2000}": "uri",
+        }
+        for query, name in cases.items():
+            with self.subTest(query=query):
+                response = self.log(query, status=400)
+                self.assertEqual(response.json["details"][0]["location"], "querystring")
+                self.assertEqual(response.json["details"][0]["name"], name)
+
+    def test_only_writers_of_the_bucket_read_its_log(self):
+        self.write("r1")
+        self.mails()
+        # Readers, of the bucket or by a grant to everyone: authenticated 403, anonymous 401.
+        self.app.patch_json(
+            "/buckets/b", {"permissions": {"read": ["system.Everyone"]}}, headers=self.headers
+        )
+        self.app.get(LOG, headers=BOB, status=403)
+        response = self.app.get(LOG, status=401)
+        self.assertEqual(response.json["errno"], 104)
+        self.app.get("/buckets/unknown/emailer/log", headers=BOB, status=403)
+        self.app.get("/buckets/unknown/emailer/log", status=401)
+        self.app.head(LOG, headers=BOB, status=403)
+        # A writer of the bucket (not of its collections only) reads it.
+        self.app.patch_json(
+            "/buckets/b/collections/c",
+            {"permissions": {"write": ["system.Authenticated"]}},
+            headers=self.headers,
+        )
+        self.app.get(LOG, headers=BOB, status=403)
+        self.app.patch_json(
+            "/buckets/b",
+            {"permissions": {"write": ["system.Authenticated"]}},
+            headers=self.headers,
+        )
+        [entry] = self.app.get(LOG, headers=BOB).json["data"]
+        self.assertEqual(entry["state"], "sent")
+
+    def test_another_buckets_messages_never_appear(self):
+        self.put_hooks("/buckets/b2", {**HOOK, "recipients": ["a@example.com"]})
+        self.write("r1")
+        self.write("r1", bucket="b2")
+        self.write("r2", bucket="b2")
+        self.mails()
+        self.assertEqual([e["uri"] for e in self.entries()], [f"{RECORDS}/r1"])
+        self.assertEqual(
+            [e["uri"] for e in self.entries(bucket="b2")],
+            ["/buckets/b2/collections/c/records/r2", "/buckets/b2/collections/c/records/r1"],
+        )
+        self.assertEqual(self.entries("?uri=/buckets/b2/collections/c/records/r1"), [])
+        head = self.app.head("/buckets/b2/emailer/log", headers=self.headers)
+        self.assertEqual(head.headers["Total-Records"], "2")
+        # Writers of one bucket only.
+        self.app.patch_json(
+            "/buckets/b2",
+            {"permissions": {"write": ["system.Authenticated"]}},
+            headers=self.headers,
+        )
+        self.app.get("/buckets/b2/emailer/log", headers=BOB, status=200)
+        self.app.get(LOG, headers=BOB, status=403)
+
+
+class TooOldTest(LogBase):
+    extra_settings = {"emailer.retry_delays": "0.3", "emailer.max_age": "0.2"}
+
+    def test_a_message_whose_change_got_too_old_is_dropped(self):
+        self.sink.defer["a@example.com"] = 1
+        self.write("r1")
+        self.assertTrue(eventually(lambda: self.state_of("r1") == "dropped", timeout=10))
+        entry = self.entry("r1")
+        self.assertEqual(entry["reason"], "older than kinto.emailer.max_age")
+        self.assertEqual(self.sink.received, [])
+
+
+class RetentionTest(LogBase):
+    extra_settings = {"emailer.log_max_age": "1"}
+
+    def test_entries_older_than_log_max_age_are_not_shown(self):
+        self.write("r1")
+        self.mails()
+        self.assertEqual(len(self.entries()), 1)
+        time.sleep(1.1)
+        self.write("r2")
+        self.mails()
+        self.assertEqual([e["uri"] for e in self.entries()], [f"{RECORDS}/r2"])
+        self.assertEqual(self.app.head(LOG, headers=self.headers).headers["Total-Records"], "1")
+
+
+class CommandTest(LogBase):
+    def run_command(self, *args):
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = emailer_main(["log", self.config, *args])
+        return code, stdout.getvalue(), stderr.getvalue()
+
+    def setUp(self):
+        super().setUp()
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        self.config = write_config(directory.name, self.sink.port)
+
+    def test_the_memory_backend_has_no_log_outside_its_process(self):
+        code, _, stderr = self.run_command()
+        self.assertEqual(code, 1)
+        self.assertIn("does not store Kinto's data in PostgreSQL", stderr)
+
+
+@skip_unless_postgresql
+class PostgreSQLLogTest(PostgreSQL, LogTest):
+    pass
+
+
+@skip_unless_postgresql
+class PostgreSQLTooOldTest(PostgreSQL, TooOldTest):
+    pass
+
+
+@skip_unless_postgresql
+class PostgreSQLRetentionTest(PostgreSQL, RetentionTest):
+    extra_settings = {**RetentionTest.extra_settings, "emailer.max_age": "1"}
+
+    def rows(self, table):
+        with jobs.session(self.registry.emailer_delivery.queue.dsn) as connection:
+            return jobs.execute(connection, f"SELECT key FROM {table}")
+
+    def test_workers_delete_entries_older_than_log_max_age_in_batches(self):
+        self.write("r1")
+        self.mails()
+        old = [
+            Entry(
+                "x" * 63 + str(i),
+                "a@example.com",
+                "s",
+                "/buckets/b",
+                datetime.now(UTC) - timedelta(seconds=5),
+                "off",
+            )
+            for i in range(5)
+        ]
+        with jobs.session(self.registry.emailer_delivery.queue.dsn) as connection:
+            jobs.log_decided(connection, old)
+        self.assertEqual(len(self.rows("kinto_emailer_log")), 5)
+        self.assertEqual(len(self.rows("kinto_emailer_sent")), 1)
+        time.sleep(1.1)
+        with mock.patch.object(deliverylog, "PRUNE_BATCH", 2):
+            self.registry.emailer_delivery.queue.make_worker().prune()
+        self.assertEqual(self.rows("kinto_emailer_log"), [])
+        self.assertEqual(self.rows("kinto_emailer_sent"), [])
+
+
+@skip_unless_postgresql
+class PostgreSQLCommandTest(PostgreSQL, CommandTest):
+    def setUp(self):
+        super().setUp()
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        self.config = write_config(directory.name, self.sink.port, postgresql=True)
+
+    def test_the_memory_backend_has_no_log_outside_its_process(self):
+        pass
+
+    def test_prints_the_log_of_a_bucket_and_recipient(self):
+        self.put_hooks("/buckets/b", {**HOOK, "recipients": ["a@example.com", "b@example.com"]})
+        self.put_hooks("/buckets/b2", {**HOOK, "recipients": ["a@example.com"]})
+        self.sink.refuse.add("b@example.com")
+        self.write("r1")
+        self.write("r2", bucket="b2")
+        self.mails()
+        code, stdout, _ = self.run_command()
+        self.assertEqual(code, 0)
+        self.assertEqual(len(stdout.splitlines()), 3, stdout)
+        code, stdout, _ = self.run_command("--bucket", "b", "--recipient", "B@example.com")
+        [line] = stdout.splitlines()
+        self.assertIn("failed", line)
+        self.assertIn(f"{RECORDS}/r1", line)
+        self.assertIn('"New r1"', line)
+        self.assertIn("(550, b'5.1.1 Mailbox unavailable')", line)
+        code, stdout, _ = self.run_command("--bucket", "b2", "--limit", "1")
+        self.assertEqual(stdout.splitlines()[1:], [])
+        code, stdout, _ = self.run_command("--limit", "1")
+        self.assertEqual(stdout.splitlines()[-1], "... and 2 older (--limit)")
