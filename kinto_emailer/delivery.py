@@ -642,10 +642,12 @@ class Outbox:
                 )
             before = expansion.notices
             try:
-                more = expansion.take(count, size)
+                # Its web notifications are kept as it is worked out.
+                more, _, logged = expansion.take(count, size)
             except Exception:  # This change's: the others still mail.
                 logger.exception("Could not prepare the emails of %s", describe(expansion.change))
-                more = []
+                more, logged = [], []
+            self.log.record(logged)
             if expansion.done:
                 lane.expansion = None
             count -= max(1, expansion.notices - before)
@@ -801,7 +803,12 @@ class Delivery:
         """Take note of a change of the current transaction: it mails once committed."""
         if self.maildir is not None or self.at_commit:
             # Worked out in the transaction: storage may not be read once it committed.
-            self.schedule(self.outbox.expand(change, self.outbox.tally).take())
+            # Web notifications are kept in the transaction; the log once it committed.
+            mail, _, logged = self.outbox.expand(change, self.outbox.tally).take()
+            self.schedule(mail)
+            transaction.get().addAfterCommitHook(
+                _after_commit, args=(self.outbox.log.record, logged)
+            )
         elif self.queue is not None:
             self.queue.record(change)
         else:

@@ -869,16 +869,22 @@ class JobQueue:
         known = {key: found.get(key, Preferences()) for key in recipients}
         drafts: list[Draft] = []
         notifications: list[Notification] = []
+        logged: list[Entry] = []
         for _, change, notices in decided:
             routed = listener.routed(change, notices, usage, self.storage, self.settings, known)
             drafts += routed.mail
             notifications += routed.notifications
+            # Turned off and over a bound too: whatever the change's hooks ask for.
+            logged += routed.log[: self.settings.max_messages_per_change]
         if drafts:
             self.defer(drafts)
         if notifications:
             now = datetime.datetime.now(datetime.UTC)
             InboxStore(self.storage, self.settings).add(notifications, now)
             self._count("web", len(notifications))
+        if logged:
+            with self._connection() as connection:
+                log_decided(connection, logged)
         usage.write()
         done = [change_id for change_id, _, _ in decided]
         self._execute("DELETE FROM kinto_emailer_changes WHERE id = ANY(%(ids)s)", {"ids": done})

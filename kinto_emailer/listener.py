@@ -17,7 +17,16 @@ from kinto.core.storage import Filter
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON
 
-from kinto_emailer import hooks, htmlbody, inbox, messages, quotas, recipients, templates
+from kinto_emailer import (
+    deliverylog,
+    hooks,
+    htmlbody,
+    inbox,
+    messages,
+    quotas,
+    recipients,
+    templates,
+)
 from kinto_emailer.digests import DigestStore, Entry
 from kinto_emailer.errors import RenderError
 from kinto_emailer.headers import header_value
@@ -668,8 +677,9 @@ def gets_web_too(notice: Notice, preferences: Preferences) -> bool:
     return delivered(preferences, notice.scope, "web", cell) is not None
 
 
-Bound = Callable[[list[AnyNotice]], list[bool]]
-"""Whether each notice, in order, is within the bounds of mail (see :mod:`.quotas`)."""
+Bound = Callable[[list[AnyNotice]], list[quotas.Refusal | None]]
+"""Whether each notice, in order, is within the bounds of mail (None), or why not (see
+:mod:`.quotas`)."""
 
 
 class Routing(NamedTuple):
@@ -679,6 +689,9 @@ class Routing(NamedTuple):
     """To send now."""
     notifications: list[inbox.Notification]
     """To keep in their inboxes."""
+    log: list[deliverylog.Entry]
+    """What became of the other mail (kept for a digest, turned off, dropped), for the
+    delivery log."""
 
 
 def route(
@@ -688,8 +701,9 @@ def route(
     known: dict[str, Preferences],
     bound: Bound,
 ) -> Routing:
-    """Apply preferences, then bounds: mail to send now and web notifications to keep;
-    digest entries kept; mail turned off, or over a bound, dropped.
+    """Apply preferences, then bounds: mail to send now, web notifications to keep, and
+    the delivery log's entries of the rest; digest entries kept; mail turned off, or over
+    a bound, dropped.
 
     ``known`` holds the preferences read so far, by recipient (an address, or an inbox's
     key). What each recipient gets from each scope, on each channel, is recorded on the
@@ -700,7 +714,7 @@ def route(
     unsubscribed from them.
     """
     if not notices:
-        return Routing([], [])
+        return Routing([], [], [])
     store = PreferenceStore(storage)
     missing = {n.recipient for n in notices} - known.keys()
     if missing:
@@ -708,6 +722,7 @@ def route(
         known.update({key: found.get(key, Preferences()) for key in missing})
     recorded: dict[str, dict[str, dict[str, Cell]]] = {}
     wanted: list[tuple[AnyNotice, Value]] = []
+    logged: list[deliverylog.Entry] = []
     for notice in notices:
         key, channel = notice.recipient, notice.channel
         preferences = known[key]
@@ -720,13 +735,18 @@ def route(
         value = delivered(preferences, notice.scope, channel, notice.hook_cell)
         if value is not None:
             wanted.append((notice, value))
+        elif isinstance(notice, Notice):
+            logged.append(deliverylog.Entry.of(notice.draft, "off"))
     digests = DigestStore(storage)
     immediate = []
     posted = []
     within = bound([notice for notice, _ in wanted])
-    for (notice, cadence), admitted in zip(wanted, within, strict=True):
+    for (notice, cadence), refusal in zip(wanted, within, strict=True):
         locked = notice.hook_cell.locked
-        if not admitted:
+        if refusal is not None:
+            if refusal.noted and isinstance(notice, Notice):
+                reason = f"over {refusal.setting}"
+                logged.append(deliverylog.Entry.of(notice.draft, "dropped", detail=reason))
             continue
         if isinstance(notice, WebNotice):
             posted.append(notice.notification)
@@ -749,11 +769,12 @@ def route(
             if "/records/" in collection:
                 collection = collection.rsplit("/", 2)[0]
             digests.add(str(cadence), Entry(notice.draft, notice.scope, collection, locked, web))
+            logged.append(deliverylog.Entry.of(notice.draft, "digest", detail=str(cadence)))
     # Always in the same order: two senders writing the same recipients cannot deadlock.
     for key in sorted(recorded):
         record = functools.partial(record_scopes, recorded[key], settings.max_scopes_per_recipient)
         known[key] = store.update(key, record)
-    return Routing(immediate, posted)
+    return Routing(immediate, posted, logged)
 
 
 def bound_of(change: Change, settings: EmailerSettings, tally: Tally) -> Bound:
@@ -836,12 +857,12 @@ class Expansion:
         self._bound = bound_of(change, settings, tally)
         self._notices = notices_for_change(change, storage, settings, reads)
 
-    def take(self, count: int | None = None, size: int | None = None) -> list[messages.Draft]:
+    def take(self, count: int | None = None, size: int | None = None) -> Routing:
         """The mail to send now of the change's next ``count`` notices (or fewer, ``size``
-        characters at most, but for the first one), all by default; web notifications,
-        digest entries and preferences are stored on the way. :attr:`done` once no notice
-        is left, or once the change could not be worked out (the error is raised: the rest
-        has no mail).
+        characters at most, but for the first one), all by default, and the log's entries
+        of the rest; web notifications, digest entries and preferences are stored on the
+        way. :attr:`done` once no notice is left, or once the change could not be worked
+        out (the error is raised: the rest has no mail).
         """
         notices: list[AnyNotice] = []
         taken = 0
@@ -862,7 +883,7 @@ class Expansion:
             )
             if routed.notifications:
                 self.count("web", len(routed.notifications))
-            return routed.mail
+            return routed
         except Exception:
             self.done = True
             raise
@@ -893,9 +914,9 @@ def routed(
     settings: EmailerSettings,
     known: dict[str, Preferences],
 ) -> Routing:
-    """The mail to send now and the web notifications to keep of ``change``'s
-    ``notices``; digest entries and preferences are stored on the way (see :func:`route`).
-    ``tally`` keeps the hourly usage of the bounds.
+    """The mail to send now, the web notifications to keep and the log's entries of the
+    rest of ``change``'s ``notices``; digest entries and preferences are stored on the way
+    (see :func:`route`). ``tally`` keeps the hourly usage of the bounds.
     """
     return route(notices, storage, settings, known, bound_of(change, settings, tally))
 

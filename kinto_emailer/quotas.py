@@ -107,6 +107,17 @@ _SETTING = {
 }
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a message was dropped: the setting of a bound it was over."""
+
+    setting: str
+    noted: bool
+    """Among the first ones each of its bounds refused, as many as the bound lets
+    through: the delivery log keeps those, so that it never holds more of them than of
+    messages sent, whatever a stranger's hooks ask for."""
+
+
 def admit(
     recipients: Sequence[str],
     bucket_id: str,
@@ -114,8 +125,9 @@ def admit(
     settings: EmailerSettings,
     tally: Tally,
     change: Usage | None = None,
-) -> list[bool]:
-    """Whether each message of one change, in order, to ``recipients``, may go.
+) -> list[Refusal | None]:
+    """Whether each message of one change, in order, to ``recipients``, may go (None), or
+    why not.
 
     A message goes only while the change, its bucket and its recipient are all under
     their bound; one dropped counts against none of them. ``change``: the usage of the
@@ -133,7 +145,7 @@ def admit(
         "change": settings.max_messages_per_change,
     }
     change = Usage() if change is None else change
-    admitted = []
+    admitted: list[Refusal | None] = []
     with tally.usage(window, keys) as usage:
         usage = {**usage, "change:": change}
         before = {key: u.dropped for key, u in usage.items()}
@@ -145,7 +157,10 @@ def admit(
             if not full:
                 for key in counted:
                     usage[key].used += 1
-            admitted.append(not full)
+                admitted.append(None)
+                continue
+            noted = any(usage[key].dropped <= limits[key.split(":", 1)[0]] for key in full)
+            admitted.append(Refusal(_SETTING[full[0].split(":", 1)[0]], noted))
         newly_full = [key for key, u in usage.items() if u.dropped and not before[key]]
     for key in newly_full:
         kind, _, name = key.partition(":")
@@ -157,7 +172,7 @@ def admit(
             "messages" if kind == "change" else "messages this hour",
             _SETTING[kind],
         )
-    dropped = admitted.count(False)
+    dropped = len(admitted) - admitted.count(None)
     if dropped:
         tally.limited(dropped)
     return admitted

@@ -246,10 +246,40 @@ class AdmitTest(unittest.TestCase):
         admitted = quotas.admit(
             ["a@x.org", "A@x.org", "b@x.org", "c@x.org"], "b", now, settings, tally
         )
-        self.assertEqual(admitted, [True, False, True, True])
+        recipient_bound = "kinto.emailer.max_messages_per_recipient_hour"
+        self.assertEqual(admitted, [None, quotas.Refusal(recipient_bound, True), None, None])
         # The next hour starts afresh; the hour before is forgotten after it.
         later = now + timedelta(hours=1)
-        self.assertEqual(quotas.admit(["a@x.org"], "b", later, settings, tally), [True])
-        self.assertEqual(quotas.admit(["a@x.org"], "b", now, settings, tally), [False])
+        self.assertEqual(quotas.admit(["a@x.org"], "b", later, settings, tally), [None])
+        self.assertEqual(
+            quotas.admit(["a@x.org"], "b", now, settings, tally),
+            [quotas.Refusal("kinto.emailer.max_messages_per_bucket_hour", True)],
+        )
         quotas.admit(["a@x.org"], "b", now + timedelta(hours=3), settings, tally)
-        self.assertEqual(quotas.admit(["a@x.org"], "b", now, settings, tally), [True])
+        self.assertEqual(quotas.admit(["a@x.org"], "b", now, settings, tally), [None])
+
+    def test_a_refusal_names_its_bound_and_as_many_are_noted_as_a_bound_lets_through(self):
+        settings = EmailerSettings(
+            max_messages_per_change=100,
+            max_messages_per_bucket_hour=2,
+            max_messages_per_recipient_hour=100,
+        )
+        tally = quotas.MemoryTally(lambda name, n: None)
+        now = datetime.now(UTC)
+        everyone = [f"r{i}@x.org" for i in range(6)]
+        admitted = quotas.admit(everyone, "b", now, settings, tally)
+        bucket_bound = "kinto.emailer.max_messages_per_bucket_hour"
+        self.assertEqual(
+            admitted,
+            [None, None]
+            + [quotas.Refusal(bucket_bound, True)] * 2
+            + [quotas.Refusal(bucket_bound, False)] * 2,
+        )
+        # Counted per window, as the bound is.
+        later = quotas.admit(["x@x.org"], "b", now, settings, tally)
+        self.assertEqual(later, [quotas.Refusal(bucket_bound, False)])
+        next_hour = now + timedelta(hours=1)
+        self.assertEqual(
+            quotas.admit(everyone[:3], "b", next_hour, settings, tally)[2:],
+            [quotas.Refusal(bucket_bound, True)],
+        )

@@ -3,6 +3,7 @@ through a real SMTP server that accepts, defers (4xx) and refuses (5xx)."""
 
 import contextlib
 import io
+import shutil
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from tests.support import (
     write_config,
 )
 from tests.test_postgresql import PostgreSQL
-from tests.test_preferences import app_path
+from tests.test_preferences import app_path, links
 
 
 HOOK = {
@@ -252,6 +253,111 @@ class LogTest(LogBase):
         self.app.get(LOG, headers=BOB, status=403)
 
 
+class DecidedTest(LogBase):
+    """What is decided instead of queuing a message: a digest entry, mail turned off."""
+
+    def test_mail_kept_for_a_digest(self):
+        self.put_hooks("/buckets/b", {**HOOK, "cadence": "weekly"})
+        self.write("r1")
+        self.mails()
+        entry = self.entry("r1")
+        self.assertEqual((entry["state"], entry["cadence"]), ("digest", "weekly"))
+        self.assertEqual(entry["subject"], "New r1")
+        self.assertEqual(self.sink.received, [])
+
+    def test_mail_turned_off_by_its_recipient(self):
+        self.write("r1")
+        [mail] = self.mails()
+        unsubscribe, _ = links(mail)
+        self.app.post(
+            unsubscribe.removeprefix("/v1"),
+            "List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        self.write("r2")
+        self.mails()
+        self.assertEqual(self.state_of("r1"), "sent")
+        entry = self.entry("r2")
+        self.assertEqual(entry["state"], "off")
+        self.assertEqual(sorted(entry), ["key", "recipient", "state", "subject", "time", "uri"])
+        self.assertEqual(len(self.sink.received), 1)
+
+
+class OverBoundTest(LogBase):
+    extra_settings = {"emailer.max_messages_per_bucket_hour": "2"}
+
+    def test_mail_over_a_bound_is_dropped_and_as_many_are_logged_as_it_lets_through(self):
+        everyone = [f"r{i}@example.com" for i in range(5)]
+        self.put_hooks("/buckets/b", {**HOOK, "recipients": everyone})
+        self.write("r1")
+        self.assertEqual(len(self.mails()), 2)
+        entries = self.entries()
+        self.assertEqual(
+            sorted(e["state"] for e in entries), ["dropped", "dropped", "sent", "sent"]
+        )
+        for entry in entries:
+            if entry["state"] == "dropped":
+                self.assertEqual(
+                    entry["reason"], "over kinto.emailer.max_messages_per_bucket_hour"
+                )
+        # The bound lets 2 through an hour: 2 of its refusals are kept, whatever comes.
+        self.write("r2")
+        self.mails()
+        self.assertEqual(len(self.entries()), 4)
+
+
+class InTransactionTest(LogBase):
+    """The Maildir queue and the debug mailer work mail out in the write's transaction:
+    a rolled-back write leaves no entry."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.directory = tempfile.mkdtemp()
+        cls.extra_settings = {
+            **cls.extra_settings,
+            "includes": "kinto_emailer tests.plugins.failing",
+            **cls.mail_settings(cls.directory),
+        }
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        shutil.rmtree(cls.directory)
+
+    def write_both(self):
+        self.put_hooks("/buckets/b", HOOK)
+        self.write("r1")
+        self.app.put_json(
+            f"{RECORDS}/r2", {"data": {"fail": True}}, headers=self.headers, status=500
+        )
+        self.assertEqual(self.entries(f"?uri={RECORDS}/r2"), [])
+        return self.entry("r1")
+
+
+class MaildirTest(InTransactionTest):
+    @staticmethod
+    def mail_settings(directory):
+        return {"mail.queue_path": directory}
+
+    def test_mail_handed_to_the_maildir_is_queued(self):
+        entry = self.write_both()
+        self.assertEqual(entry["state"], "queued")
+
+
+class DebugMailerTest(InTransactionTest):
+    @staticmethod
+    def mail_settings(directory):
+        return {"mail.debug_mailer": "true", "mail.top_level_directory": directory}
+
+    def test_mail_written_as_a_file_is_sent(self):
+        self.put_hooks("/buckets/b", {**HOOK, "cadence": "daily"})
+        self.write("r0")
+        self.assertEqual(self.entry("r0")["state"], "digest")
+        entry = self.write_both()
+        self.assertEqual(entry["state"], "sent")
+
+
 class TooOldTest(LogBase):
     extra_settings = {"emailer.retry_delays": "0.3", "emailer.max_age": "0.2"}
 
@@ -299,6 +405,16 @@ class CommandTest(LogBase):
 
 @skip_unless_postgresql
 class PostgreSQLLogTest(PostgreSQL, LogTest):
+    pass
+
+
+@skip_unless_postgresql
+class PostgreSQLDecidedTest(PostgreSQL, DecidedTest):
+    pass
+
+
+@skip_unless_postgresql
+class PostgreSQLOverBoundTest(PostgreSQL, OverBoundTest):
     pass
 
 
