@@ -11,15 +11,17 @@ default), ``Next-Page`` with a ``_token``, and ``HEAD`` for the count, in
 import base64
 import binascii
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from kinto.authorization import RouteFactory
+from kinto.core import Service
 from kinto.core.errors import raise_invalid
 from pyramid.request import Request
 from pyramid.response import Response
 
 from kinto_emailer import recipients
-from kinto_emailer.deliverylog import STATES, Query
+from kinto_emailer.deliverylog import STATES, Query, micros
 
 
 ROUTE = "emailer-log"
@@ -29,6 +31,9 @@ MAX_URI = 1024
 short), shorter than what would make a costly query."""
 FILTERS = ("recipient", "uri", "state")
 PAGING = ("_limit", "_token")
+LATEST = micros(datetime(9999, 12, 31, tzinfo=UTC))
+"""The latest time a page token may hold (as every time, in microseconds)."""
+MAX_KEY = 256
 
 
 class BucketWriters(RouteFactory):  # type: ignore[misc]
@@ -70,12 +75,17 @@ def _position(request: Request) -> tuple[int, str] | None:
         return None
     try:
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        position = (data["time"], data["key"])
+        moment, key = data["time"], data["key"]
     except (ValueError, TypeError, KeyError, binascii.Error):
-        position = None
-    if position is None or not (isinstance(position[0], int) and isinstance(position[1], str)):
+        moment = key = None
+    if not (
+        type(moment) is int
+        and 0 <= moment <= LATEST
+        and isinstance(key, str)
+        and len(key) <= MAX_KEY
+    ):
         _invalid(request, "_token", "_token has invalid content: use the Next-Page header.")
-    return position
+    return moment, key
 
 
 def _query(request: Request) -> Query:
@@ -126,8 +136,16 @@ def log_head(request: Request) -> Response:
     return Response(headerlist=[("Total-Records", total), ("Total-Objects", total)])
 
 
+log = Service(
+    name=ROUTE,
+    path=PATH,
+    description="What became of the messages about a bucket's objects",
+    factory=BucketWriters,
+    # As Kinto's lists: scripts of other origins read the pages and the count.
+    cors_headers=("Next-Page", "Total-Records", "Total-Objects"),
+)
+log.add_view("GET", log_get, permission="write")
+
+
 def includeme(config: Any) -> None:
-    config.add_route(ROUTE, PATH, factory=BucketWriters)
-    config.add_view(
-        log_get, route_name=ROUTE, request_method="GET", permission="write", renderer="json"
-    )
+    config.add_cornice_service(log)
