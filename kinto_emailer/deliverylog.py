@@ -4,11 +4,11 @@ for the bucket's editors (``GET /v1/buckets/<bucket>/emailer/log``) and for oper
 
 The log costs the sending of a message no statement of its own. With PostgreSQL, the
 state of a message is read from the rows that delivery writes anyway: queued or retrying
-(a row of ``kinto_emailer_jobs``, with its next attempt and last error), sent (its key in
-``kinto_emailer_sent``, written with the columns the log shows, in the same batches), or
-failed (``kinto_emailer_failed``). What a worker decides instead of queuing a message (a
-digest entry, mail the recipient turned off, mail dropped) becomes a row of
-``kinto_emailer_log``, in the transaction of the claim that decided it, one statement per
+(a row of ``kinto_emailer_jobs``, with its next attempt and last error), or failed
+(``kinto_emailer_failed``). A claim of messages ends by deleting its jobs: the same
+statement moves those sent into ``kinto_emailer_log``, where what a worker decides
+instead of queuing a message (a digest entry, mail the recipient turned off, mail
+dropped) goes too, in the transaction of the claim that decided it, one statement per
 claim. Without PostgreSQL, each process keeps its newest entries in memory
 (:class:`MemoryLog`). Entries older than ``kinto.emailer.log_max_age`` are never shown,
 and are deleted in batches, now and then.
@@ -16,7 +16,7 @@ and are deleted in batches, now and then.
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -233,37 +233,17 @@ class MemoryLog:
 
 # PostgreSQL. Pyformat parameters, for psycopg2.
 
-SENT_INSERT = """
-INSERT INTO kinto_emailer_sent (key, bucket, recipient, uri, subject, created)
-SELECT * FROM unnest(
-    %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[]
-)
-    ON CONFLICT DO NOTHING
-"""
-
-
-def sent_columns(drafts: Sequence[Draft]) -> tuple[list[Any], ...]:
-    """The columns of :data:`SENT_INSERT` for the keys of ``drafts``."""
-    return (
-        [d.key for d in drafts],
-        [bucket_of(d.uri) for d in drafts],
-        [d.recipient.addr_spec.lower() for d in drafts],
-        [d.uri for d in drafts],
-        [d.subject for d in drafts],
-        [d.created for d in drafts],
-    )
-
-
 DECIDED = """
 INSERT INTO kinto_emailer_log (key, bucket, recipient, uri, subject, created, state, detail)
 SELECT e.key, e.bucket, e.recipient, e.uri, e.subject, e.created, e.state, e.detail
   FROM jsonb_to_recordset(%(entries)s::jsonb) AS e(
        key text, bucket text, recipient text, uri text, subject text, created timestamptz,
        state text, detail text)
-    ON CONFLICT (key) DO UPDATE
-   SET state = EXCLUDED.state, detail = EXCLUDED.detail, logged_at = now()
+    ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state, detail = EXCLUDED.detail
+ WHERE kinto_emailer_log.state <> 'sent'
 """
-"""Decisions of a worker; one statement inserts a key once (see :func:`decided_rows`)."""
+"""Decisions of a worker (a message sent stays sent); one statement inserts a key once
+(see :func:`decided_rows`)."""
 
 
 def decided_rows(entries: Iterable[Entry]) -> list[dict[str, str]]:
@@ -274,19 +254,18 @@ def decided_rows(entries: Iterable[Entry]) -> list[dict[str, str]]:
 PRUNE_BATCH = 10_000
 PRUNE = """
 WITH gone AS (
-    DELETE FROM kinto_emailer_log WHERE key IN (
-        SELECT key FROM kinto_emailer_log
+    DELETE FROM kinto_emailer_log WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM kinto_emailer_log
          WHERE created < now() - make_interval(secs => %(max_age)s)
          LIMIT %(batch)s
-    ) RETURNING 1
+    )) RETURNING 1
 )
 SELECT count(*) FROM gone
 """
-"""One batch of entries older than ``log_max_age``; how many (the sent keys are pruned
-with the queue's)."""
+"""One batch of entries older than ``log_max_age``; how many."""
 
 
-def _draft(column: str) -> dict[str, str]:
+def draft_columns(column: str) -> dict[str, str]:
     """What the log shows of the draft JSON of a queue's row. Rows written by hand (or by
     an older version) may hold anything: what cannot be read is NULL, never an error."""
     created = f"{column}->>'created'"
@@ -303,17 +282,17 @@ def _draft(column: str) -> dict[str, str]:
     }
 
 
-_JOB = _draft("j.draft")
-_FAILED = _draft("f.draft")
+_JOB = draft_columns("j.draft")
+_FAILED = draft_columns("f.draft")
 
-# The entries of each table, and the rank of the table: a message may be in two of them
-# at once (its key is stored as sent before its claim deletes its job; a worker may decide
-# again about a change it could not finish), and the first one says what became of it.
-# Both rows of a message have its position (time and key).
+# The entries of each table, and the rank of each: a message may be in two of them at
+# once (a worker may queue again a message whose key is sent, or decide again about a
+# change it could not finish), and the first one says what became of it. Both rows of a
+# message have its position (time and key).
 _TABLES = (
-    """SELECT s.key, s.bucket, s.recipient, s.subject, s.uri, s.created, 'sent' AS state,
-       s.sent_at AS at, NULL::integer AS attempts, '' AS detail, 0 AS rank
-  FROM kinto_emailer_sent AS s""",
+    """SELECT d.key, d.bucket, d.recipient, d.subject, d.uri, d.created, d.state, d.at,
+       NULL::integer AS attempts, d.detail, CASE WHEN d.state = 'sent' THEN 0 ELSE 3 END AS rank
+  FROM kinto_emailer_log AS d""",
     f"""SELECT f.key, f.bucket, {_FAILED["recipient"]} AS recipient,
        {_FAILED["subject"]} AS subject, {_FAILED["uri"]} AS uri,
        {_FAILED["created"]} AS created, 'failed' AS state, f.failed_at AS at, f.attempts,
@@ -326,9 +305,6 @@ _TABLES = (
        CASE WHEN j.attempts > 0 OR j.last_error IS NOT NULL THEN j.due END AS at, j.attempts,
        coalesce(j.last_error, '') AS detail, 2 AS rank
   FROM kinto_emailer_jobs AS j""",
-    """SELECT d.key, d.bucket, d.recipient, d.subject, d.uri, d.created, d.state,
-       NULL::timestamptz AS at, NULL::integer AS attempts, d.detail, 3 AS rank
-  FROM kinto_emailer_log AS d""",
 )
 _WHERE = """created >= now() - make_interval(secs => %(max_age)s)
    AND (%(bucket)s::text IS NULL OR bucket = %(bucket)s)
@@ -340,7 +316,7 @@ _NEWEST = 'created DESC, key COLLATE "C" DESC'
 # The page of each table, then of them all, each message once: a table's page is a top-N
 # sort, whatever the table holds (100,000 messages queued by one bucket). The page of
 # them all holds every entry of the true page (fewer than a page of any table's entries
-# come before it), and none that a message of another table hides.
+# come before it), and none that a message of a lower rank hides.
 _PAGES = "\n        UNION ALL\n".join(
     f"""        (SELECT * FROM ({table}) AS entries
           WHERE {_WHERE}
@@ -359,20 +335,19 @@ SELECT {_COLUMNS} FROM (
  ORDER BY {_NEWEST}
  LIMIT %(limit)s
 """
-# Each message once: the entries of each table that no table of a lower rank holds.
-_HIDDEN = {
-    "j": "EXISTS (SELECT FROM kinto_emailer_sent AS s WHERE s.key = j.key)",
-    "d": """EXISTS (SELECT FROM kinto_emailer_sent AS s WHERE s.key = d.key)
-    OR EXISTS (SELECT FROM kinto_emailer_jobs AS j WHERE j.key = d.key)
-    OR EXISTS (SELECT FROM kinto_emailer_failed AS f WHERE f.key = d.key)""",
-}
+# Each message once: the entries of each table that no entry of a lower rank hides.
+_SENT = "SELECT FROM kinto_emailer_log AS s WHERE s.key = {0}.key AND s.state = 'sent'"
+_SHOWN = (
+    """
+ WHERE d.state = 'sent'
+    OR NOT (EXISTS (SELECT FROM kinto_emailer_jobs AS j WHERE j.key = d.key)
+            OR EXISTS (SELECT FROM kinto_emailer_failed AS f WHERE f.key = d.key))""",
+    f"\n WHERE NOT EXISTS ({_SENT.format('f')})",
+    f"\n WHERE NOT EXISTS ({_SENT.format('j')})",
+)
 COUNT = "SELECT " + " + ".join(
-    f"(SELECT count(*) FROM ({table}{_hidden}) AS entries WHERE {_WHERE})"
-    for table, _hidden in zip(
-        _TABLES,
-        ["", "", f"\n WHERE NOT ({_HIDDEN['j']})", f"\n WHERE NOT ({_HIDDEN['d']})"],
-        strict=True,
-    )
+    f"(SELECT count(*) FROM ({table}{shown}) AS entries WHERE {_WHERE})"
+    for table, shown in zip(_TABLES, _SHOWN, strict=True)
 )
 
 

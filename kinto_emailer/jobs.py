@@ -15,8 +15,8 @@ connection at once, a vanished machine is found out by TCP keepalives after
 
 A message's idempotency key is written to ``kinto_emailer_sent`` (on another, autocommit
 connection) as soon as the SMTP server accepted it, and a claimed message whose key is
-there is not sent again: rows given back by a dead worker do not repeat its mail. These
-rows are also the delivery log's (:mod:`kinto_emailer.deliverylog`).
+there is not sent again: rows given back by a dead worker do not repeat its mail. The
+queue's rows are also the delivery log's (:mod:`kinto_emailer.deliverylog`).
 """
 
 import contextlib
@@ -146,14 +146,7 @@ CLAIM = fair_claim(
     "kinto_emailer_jobs", ("key", "draft", "attempts"), "due", "due <= statement_timestamp()"
 )
 PRUNE = """
-WITH gone AS (
-    DELETE FROM kinto_emailer_sent WHERE key IN (
-        SELECT key FROM kinto_emailer_sent
-         WHERE sent_at < now() - make_interval(secs => %(max_age)s)
-         LIMIT %(batch)s
-    ) RETURNING 1
-)
-SELECT count(*) FROM gone
+DELETE FROM kinto_emailer_sent WHERE sent_at < now() - make_interval(secs => %(max_age)s)
 """
 PRUNE_USAGE = "DELETE FROM kinto_emailer_usage WHERE window_start < now() - interval '1 day'"
 # Every row one expansion may count against, made if missing and locked in one pass, in
@@ -210,6 +203,25 @@ SELECT 'failed', count(*) FROM kinto_emailer_failed
 UNION ALL
 SELECT name, value FROM kinto_emailer_counts WHERE name IN ('retried', 'dropped', 'limited')
 """
+_SENT = deliverylog.draft_columns("gone.draft")
+DONE = f"""
+WITH gone AS (
+    DELETE FROM kinto_emailer_jobs WHERE key = ANY(%(done)s)
+    RETURNING key, bucket, draft, created
+)
+INSERT INTO kinto_emailer_log (key, bucket, recipient, uri, subject, created, state, at)
+SELECT gone.key, gone.bucket, coalesce({_SENT["recipient"]}, ''), {_SENT["uri"]},
+       {_SENT["subject"]}, gone.created, 'sent', sent.sent_at
+  FROM gone CROSS JOIN LATERAL (
+      -- Each found by its key: LIMIT keeps PostgreSQL from reading every key.
+      SELECT sent_at FROM kinto_emailer_sent WHERE kinto_emailer_sent.key = gone.key LIMIT 1
+  ) AS sent
+ WHERE gone.created IS NOT NULL
+    ON CONFLICT (key) DO UPDATE SET state = 'sent', at = EXCLUDED.at, detail = ''
+"""
+"""The end of a claim: its jobs are deleted, and those whose key is stored as sent go to
+the delivery log, in the one statement the claim made before the log (its keys were
+sent once anyway): sending a message costs nothing more."""
 COUNT = """
 INSERT INTO kinto_emailer_counts (name, value) VALUES (%s, %s)
     ON CONFLICT (name) DO UPDATE SET value = kinto_emailer_counts.value + EXCLUDED.value
@@ -457,19 +469,15 @@ class Worker:
 
     def prune(self) -> None:
         """Keys older than ``max_age`` are forgotten: a message that old is dropped anyway.
-        The delivery log keeps them ``log_max_age``, if longer. A batch at a time: each
-        statement is short, whatever is left to delete."""
+        Entries of the delivery log older than ``log_max_age`` too, a batch a statement:
+        each is short, whatever is left to delete."""
         if time.monotonic() - self._pruned < PRUNE_EVERY and self._pruned:
             return
         _, sent = self._connect()
-        settings = self.settings
-        for query, max_age in [
-            (PRUNE, max(settings.max_age, settings.log_max_age)),
-            (deliverylog.PRUNE, settings.log_max_age),
-        ]:
-            parameters = {"max_age": max_age, "batch": deliverylog.PRUNE_BATCH}
-            while sent.execute(query, parameters)[0][0] == deliverylog.PRUNE_BATCH:
-                pass
+        sent.execute(PRUNE, {"max_age": self.settings.max_age})
+        old = {"max_age": self.settings.log_max_age, "batch": deliverylog.PRUNE_BATCH}
+        while sent.execute(deliverylog.PRUNE, old)[0][0] == deliverylog.PRUNE_BATCH:
+            pass
         sent.execute(PRUNE_USAGE)
         self._pruned = time.monotonic()
 
@@ -506,7 +514,7 @@ class Worker:
 
             attempt(claimed(), self.transport, settings, outcomes)
             sent.settle()  # The last key is stored before the claim ends.
-            execute(claims, "DELETE FROM kinto_emailer_jobs WHERE key = ANY(%s)", (done,))
+            execute(claims, DONE, {"done": done})
             for delay, jobs in outcomes.retries.items():
                 for attempts, group in _by_attempts(jobs).items():
                     drafts = [job.draft for job in group]
@@ -533,12 +541,16 @@ class _SentKeys:
     came go together in the next statement.
     """
 
+    INSERT = (
+        "INSERT INTO kinto_emailer_sent (key) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
+    )
+
     def __init__(self, dsn: str, timeout: float) -> None:
         self.timeout = timeout
         self.connection = psycopg2.connect(dsn, async_=True)
         self._unanswered = False
-        # Messages sent while the last keys written were not answered yet.
-        self._waiting: list[Draft] = []
+        # Keys of messages sent while the last keys written were not answered yet.
+        self._waiting: list[str] = []
         self._wait()
         self._cursor = self.connection.cursor()
         # A key is written after every message: not waiting for the disk at each one
@@ -562,19 +574,18 @@ class _SentKeys:
         self._wait()
         return self._cursor.fetchall() if self._cursor.description else []
 
-    def add(self, draft: Draft) -> None:
-        """Write the key of ``draft`` now, with what the delivery log shows of it, or with
-        the others sent meanwhile once the last are answered: messages sent over several
-        connections do not each wait for a round trip."""
-        self._waiting.append(draft)
+    def add(self, key: str) -> None:
+        """Write ``key`` now, or with the others sent meanwhile once the last are answered:
+        messages sent over several connections do not each wait for a round trip."""
+        self._waiting.append(key)
         if self._unanswered and self.connection.poll() == psycopg2.extensions.POLL_OK:
             self._unanswered = False
         if not self._unanswered:
             self._write_waiting()
 
     def _write_waiting(self) -> None:
-        drafts, self._waiting = self._waiting, []
-        self._cursor.execute(deliverylog.SENT_INSERT, deliverylog.sent_columns(drafts))
+        keys, self._waiting = self._waiting, []
+        self._cursor.execute(self.INSERT, (keys,))
         self._unanswered = True
 
     def settle(self) -> None:
@@ -701,7 +712,7 @@ class _Outcomes:
     def sent(self, job: Job) -> None:
         # Right after the server accepted it: only a worker killed in between sends a
         # message twice.
-        self.keys.add(job.draft)
+        self.keys.add(job.draft.key)
         report_sent(job.draft, self._count)
 
     def dropped(self, job: Job) -> None:

@@ -28,8 +28,6 @@ QUEUE_SETTINGS = {
     "emailer.stalled_timeout": "2",
     # Hundreds of messages to one address within the hour.
     "emailer.max_messages_per_recipient_hour": "1000",
-    # Shorter than max_age: sent keys are kept max_age.
-    "emailer.log_max_age": "86400",
 }
 
 

@@ -1,14 +1,4 @@
 -- The delivery log (kinto_emailer.deliverylog), read from the queue's own rows.
--- Sent keys carry what the log shows of their message, written in the same batches; rows
--- of earlier versions keep the defaults and show in no bucket's log. Constant defaults:
--- adding the columns rewrites nothing.
-ALTER TABLE kinto_emailer_sent
-    ADD COLUMN IF NOT EXISTS bucket TEXT NOT NULL DEFAULT '',
-    ADD COLUMN IF NOT EXISTS recipient TEXT NOT NULL DEFAULT '',
-    ADD COLUMN IF NOT EXISTS uri TEXT NOT NULL DEFAULT '',
-    ADD COLUMN IF NOT EXISTS subject TEXT NOT NULL DEFAULT '',
-    ADD COLUMN IF NOT EXISTS created TIMESTAMPTZ;
-CREATE INDEX IF NOT EXISTS kinto_emailer_sent_bucket ON kinto_emailer_sent (bucket, created);
 -- The reason of the last failed attempt of a message waiting for its retry, and the time
 -- of its change (as its draft says, once, for the log's order), written by the statement
 -- that queues it. Rows queued before get theirs now, if their draft has a readable one.
@@ -22,8 +12,9 @@ ALTER TABLE kinto_emailer_failed ADD COLUMN IF NOT EXISTS bucket TEXT
     GENERATED ALWAYS AS (
         CASE WHEN draft->>'uri' LIKE '/buckets/%' THEN split_part(draft->>'uri', '/', 3) ELSE '' END
     ) STORED;
--- What workers decided instead of queuing a message: a digest entry, mail turned off by
--- its recipient, mail dropped (over a bound, or too old).
+-- Messages sent, moved here by the statement that ends their claim, and what workers
+-- decided instead of queuing a message: a digest entry, mail turned off by its
+-- recipient, mail dropped (over a bound, or too old).
 CREATE TABLE IF NOT EXISTS kinto_emailer_log (
     key TEXT PRIMARY KEY,
     bucket TEXT NOT NULL,
@@ -32,8 +23,8 @@ CREATE TABLE IF NOT EXISTS kinto_emailer_log (
     subject TEXT NOT NULL,
     created TIMESTAMPTZ NOT NULL,
     state TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT '',
-    logged_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    at TIMESTAMPTZ,
+    detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS kinto_emailer_log_bucket ON kinto_emailer_log (bucket, created);
 CREATE INDEX IF NOT EXISTS kinto_emailer_log_created ON kinto_emailer_log (created);
