@@ -93,10 +93,11 @@ class LogTest(LogBase):
         self.assertLessEqual(before - 1, entry["time"])
         self.assertLessEqual(entry["time"], entry["sent_at"])
         self.assertLessEqual(entry["sent_at"], time.time() * 1000 + 1)
-        # Its key is the one its Message-ID comes from: a support request finds it.
         self.assertEqual(
             sorted(entry), ["key", "recipient", "sent_at", "state", "subject", "time", "uri"]
         )
+        # Its Message-ID comes from its key: a support request with the mail finds it.
+        self.assertEqual(mail.message["Message-ID"], f"<{entry['key'][:32]}@example.com>")
 
     def test_a_message_queued_while_the_server_takes_its_time(self):
         self.sink.delay = 1.5
