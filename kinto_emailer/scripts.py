@@ -99,14 +99,15 @@ def send_email_main(args: list[str] | None = None) -> int:
     return 0
 
 
-def _queue(config: str) -> Any:
+NO_QUEUE = "mail is sent by each Kinto process and there is no queue to work on"
+
+
+def _queue(config: str, without: str = NO_QUEUE) -> Any:
+    """The mail queue of ``config``; EmailerError saying ``without`` when there is none."""
     registry = _load(config)
     queue = registry.emailer_delivery.queue
     if queue is None:
-        raise EmailerError(
-            f"{config} does not store Kinto's data in PostgreSQL: mail is sent by each Kinto "
-            "process and there is no queue to work on"
-        )
+        raise EmailerError(f"{config} does not store Kinto's data in PostgreSQL: {without}")
     return queue
 
 
@@ -168,7 +169,11 @@ PAGE = 1000
 
 def show_log(config: str, query: Query, most: int) -> int:
     """Print the newest ``most`` entries of ``query``, one a line, and how many more."""
-    log = _queue(config).log
+    log = _queue(
+        config,
+        "each Kinto process keeps its own delivery log, that"
+        " GET /v1/buckets/<bucket>/emailer/log shows",
+    ).log
     shown = 0
     while shown < most:
         page = log.page(replace(query, limit=min(PAGE, most - shown)))

@@ -432,6 +432,7 @@ class CommandTest(LogBase):
         code, _, stderr = self.run_command()
         self.assertEqual(code, 1)
         self.assertIn("does not store Kinto's data in PostgreSQL", stderr)
+        self.assertIn("GET /v1/buckets/<bucket>/emailer/log", stderr)
 
 
 @skip_unless_postgresql
