@@ -235,6 +235,10 @@ class Hook:
         """``facts`` maps each filter field to the event's values (an event has two names)."""
         return all(f.matches(facts.get(f.field, ())) for f in self.filters)
 
+    def failed(self, facts: Mapping[str, tuple[str, ...]]) -> list[Filter]:
+        """The filters that ``facts`` do not match (see :meth:`matches`)."""
+        return [f for f in self.filters if not f.matches(facts.get(f.field, ()))]
+
     @functools.cached_property
     def fingerprint(self) -> str:
         """What the hook says, for idempotency keys: an edited hook is another hook."""
@@ -249,7 +253,7 @@ def _path(*parts: object) -> str:
     return ".".join(["data", METADATA_KEY, *(str(p) for p in parts)])
 
 
-def _is_event_class(value: str) -> bool:
+def is_event_class(value: str) -> bool:
     """A known event, or what another module's class is called (``module.Class``), as
     kinto-emailer 4.x matched it. In the known events' modules, only those are sent."""
     if value in KNOWN_EVENTS:
@@ -272,7 +276,7 @@ def parse_filter(field: str, value: str, path: str) -> Filter:
         raise InvalidHook(
             path, f"{value!r} is not one of {', '.join(allowed)} (or a regular expression: ^...)"
         )
-    if field == "event" and not _is_event_class(value):
+    if field == "event" and not is_event_class(value):
         raise InvalidHook(
             path,
             f"{value!r} is not one of {', '.join(KNOWN_EVENTS)}, nor the path of another"
@@ -454,11 +458,25 @@ def _problems(
         if raw in stored_hooks:
             continue
         try:
-            _check_schema(_HOOK_VALIDATOR, raw, "hooks", index)
-            parse_hook(raw, index, bucket_id, settings)
-            _check_bounds(raw, index, settings)
+            parse_new(raw, index, bucket_id, settings)
         except InvalidHook as e:
             yield index, e
+
+
+def parse_new(raw: Any, index: int, bucket_id: str, settings: EmailerSettings) -> Hook:
+    """The hook that saving ``raw`` as hook ``index`` of ``bucket_id`` stores; InvalidHook
+    naming the JSON path of its first problem, as the save answers."""
+    hook = parse_stored(raw, index, bucket_id, settings)
+    _check_bounds(raw, index, settings)
+    return hook
+
+
+def parse_stored(raw: Any, index: int, bucket_id: str, settings: EmailerSettings) -> Hook:
+    """The hook that ``raw``, stored as hook ``index``, is used as: the operator's bounds
+    that saving refuses apply instead (see :func:`_check_bounds`); InvalidHook if it is
+    skipped."""
+    _check_schema(_HOOK_VALIDATOR, raw, "hooks", index)
+    return parse_hook(raw, index, bucket_id, settings)
 
 
 def declared(metadata: Mapping[str, Any]) -> bool:
@@ -502,8 +520,7 @@ def _load(
         problems.append((f"the hooks after the first {settings.max_hooks}", problem))
     for index, raw in enumerate(raw_hooks[: settings.max_hooks]):
         try:
-            _check_schema(_HOOK_VALIDATOR, raw, "hooks", index)
-            hooks.append(parse_hook(raw, index, bucket_id, settings))
+            hooks.append(parse_stored(raw, index, bucket_id, settings))
         except InvalidHook as e:
             problems.append((f"hook {index}", str(e)))
     return tuple(hooks), tuple(problems)
