@@ -31,7 +31,7 @@ from kinto_emailer.delivery import (
     transport_from_settings,
     where_mail_goes,
 )
-from kinto_emailer.errors import InvalidHook
+from kinto_emailer.errors import InvalidInput
 from kinto_emailer.inbox import InboxStore
 from kinto_emailer.listener import (
     Expansion,
@@ -157,7 +157,7 @@ def includeme(config: Configurator) -> None:
         url=DOCS_URL,
         version=__version__,
     )
-    config.add_view(validation.invalid_hook_view, context=InvalidHook)
+    config.add_view(validation.invalid_input_view, context=InvalidInput)
     config.add_subscriber(
         listener_with_timer(config, "plugins.emailer", build_notification),
         ResourceChanged,

@@ -27,7 +27,7 @@ from pyramid.httpexceptions import HTTPException
 from pyramid.request import Request
 
 from kinto_emailer import hooks
-from kinto_emailer.errors import InvalidHook
+from kinto_emailer.errors import InvalidInput
 from kinto_emailer.settings import EmailerSettings
 
 
@@ -115,7 +115,7 @@ def guard(storage: Any, settings: EmailerSettings) -> None:
         _replace(storage, "get", deep_get)
 
 
-def invalid_hook_view(exc: InvalidHook, request: Request) -> HTTPException:
+def invalid_input_view(exc: InvalidInput, request: Request) -> HTTPException:
     """A 400 in Kinto's error format (as ``raise_invalid``), naming the bad value's JSON path."""
     request.errors.add("body", exc.path, exc.description)
     return json_error_handler(request)
