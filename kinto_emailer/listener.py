@@ -41,6 +41,7 @@ from kinto_emailer.preferences import (
     Value,
     delivered,
     record_scopes,
+    verdict,
 )
 from kinto_emailer.quotas import Tally
 from kinto_emailer.recipients import Mailbox
@@ -64,11 +65,19 @@ def event_names(event: object) -> tuple[str, ...]:
     """The names an ``event`` filter can match: its class path (as 4.x matched it), and
     those of a change or of a review (signer events answer to both their modules)."""
     cls = type(event)
-    name = f"{cls.__module__}.{cls.__qualname__}"
-    if isinstance(event, ResourceChanged | AfterResourceChanged):
+    changed = isinstance(event, ResourceChanged | AfterResourceChanged)
+    return names_of(f"{cls.__module__}.{cls.__qualname__}", changed)
+
+
+def names_of(name: str, changed: bool) -> tuple[str, ...]:
+    """The names of an event whose class path is ``name``: a change's (``changed``) or,
+    for a review, the same class's in both signer modules."""
+    if changed:
         aliases = hooks.RESOURCE_EVENTS
     else:
-        aliases = tuple(n for n in hooks.REVIEW_EVENTS if n.rsplit(".", 1)[1] == cls.__name__)
+        aliases = tuple(
+            n for n in hooks.REVIEW_EVENTS if n.rsplit(".", 1)[1] == name.rsplit(".", 1)[1]
+        )
     return (name, *(a for a in aliases if a != name))
 
 
@@ -193,6 +202,21 @@ class EventStore:
             self._members[group_id] = list(group.get("members", []))
         return self._members[group_id]
 
+    def truncated(self, uri: str, found: int) -> None:
+        """A hook for the object at ``uri`` has ``found`` recipients, more than the
+        ``max_recipients`` it notifies."""
+        logger.warning(
+            "A hook for %s has %s recipients: notifying the first %s"
+            " (kinto.emailer.max_recipients)",
+            uri,
+            found,
+            self.settings.max_recipients,
+        )
+
+    def skipped(self, what: str, uri: str, error: RenderError) -> None:
+        """``what`` (a hook, a summary) of the object at ``uri`` could not be rendered."""
+        logger.error("Skipping %s for %s: %s", what, uri, error)
+
 
 def change_of(event: Any) -> Change | None:
     """What a later sender needs of ``event``; None if no hook can be about it."""
@@ -225,8 +249,13 @@ def hooks_apply(change: Change, storage: Any, settings: EmailerSettings) -> bool
 
 def base_context(event: Any) -> dict[str, Any]:
     """Placeholders shared by every object of ``event``."""
-    request = event.request
-    payload = event.payload
+    cls = type(event)
+    return request_context(event.request, event.payload, f"{cls.__module__}.{cls.__qualname__}")
+
+
+def request_context(request: Any, payload: Mapping[str, Any], event: str) -> dict[str, Any]:
+    """Placeholders shared by every object of an event (its class path: ``event``) of
+    ``request``, whose ``payload`` says what changed."""
     settings = request.registry.settings
     # Extra payload keys, such as the comment of a review request.
     context: dict[str, Any] = {
@@ -235,7 +264,7 @@ def base_context(event: Any) -> dict[str, Any]:
         if name not in _PAYLOAD_KEYS and isinstance(value, str | int | float | bool)
     }
     context.update(
-        event=f"{type(event).__module__}.{type(event).__qualname__}",
+        event=event,
         action=payload["action"],
         resource_name=payload["resource_name"],
         user_id=payload.get("user_id"),
@@ -264,7 +293,7 @@ def object_context(base: Mapping[str, Any], impacted: Mapping[str, Any]) -> dict
     return context
 
 
-def _facts(context: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+def facts_of(context: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     facts = {
         field: (str(context[field]),)
         for field in hooks.FILTER_FIELDS
@@ -329,22 +358,17 @@ def hook_mailboxes(hook: Hook, context: Mapping[str, Any], store: EventStore) ->
         store.group_members,
         settings.allowed_domains,
     )
-    return _first_recipients(mailboxes, context, settings)
+    return _first_recipients(mailboxes, context, store)
 
 
 def _first_recipients(
-    found: list[Who], context: Mapping[str, Any], settings: EmailerSettings
+    found: list[Who], context: Mapping[str, Any], store: EventStore
 ) -> list[Who]:
     """The first ``max_recipients`` of a hook's recipients for one object."""
-    if len(found) > settings.max_recipients:
-        logger.warning(
-            "A hook for %s has %s recipients: notifying the first %s"
-            " (kinto.emailer.max_recipients)",
-            context["uri"],
-            len(found),
-            settings.max_recipients,
-        )
-    return found[: settings.max_recipients]
+    most = store.settings.max_recipients
+    if len(found) > most:
+        store.truncated(context["uri"], len(found))
+    return found[:most]
 
 
 def hook_inbox_keys(hook: Hook, context: Mapping[str, Any], store: EventStore) -> list[str]:
@@ -360,7 +384,7 @@ def hook_inbox_keys(hook: Hook, context: Mapping[str, Any], store: EventStore) -
         settings.allowed_domains,
         settings.verified_principals,
     )
-    return _first_recipients(keys, context, settings)
+    return _first_recipients(keys, context, store)
 
 
 def web_link(root_url: str, uri: str) -> str:
@@ -569,17 +593,19 @@ def _grouped(
     }
 
 
-def _matches(
-    change: Change, store: EventStore
-) -> list[tuple[str, Hook, dict[str, Any], frozenset[str]]]:
-    """(scope, hook, object context, the channels that all the scope's hooks of each
-    channel lock) for every hook matching an object of ``change``."""
+Match = tuple[str, Hook, dict[str, Any], frozenset[str]]
+"""A hook matching an object: its scope, the hook, the object's context, and the channels
+that all the scope's hooks of each channel lock."""
+
+
+def _matches(change: Change, store: EventStore) -> list[Match]:
+    """Every hook matching an object of ``change``."""
     names = tuple(change["names"])
     base = change["base"]
     matches = []
     for impacted in change["impacted"]:
         context = object_context(base, impacted)
-        facts = _facts(context, names)
+        facts = facts_of(context, names)
         scope, scoped_hooks = store.hooks_for(context)
         locked = frozenset(
             channel
@@ -602,6 +628,12 @@ def notices_for_change(
     """
     made_at = datetime.fromisoformat(change["made_at"])
     store = EventStore(storage, change["base"]["bucket_id"], settings, made_at, reads)
+    yield from notices_of(_matches(change, store), store)
+
+
+def notices_of(matches: Iterable[Match], store: EventStore) -> Iterator[AnyNotice]:
+    """Every message and web notification of ``matches`` (of one change), in order; a
+    hook that cannot be rendered is skipped (see :meth:`EventStore.skipped`)."""
     mailed: list[tuple[str, Hook, dict[str, Any], list[Mailbox]]] = []
     posted: list[tuple[str, Hook, dict[str, Any], list[str]]] = []
     # One message per address and object, however many hooks name the address; one web
@@ -609,7 +641,7 @@ def notices_for_change(
     addressed: set[tuple[str, str]] = set()
     inboxed: set[tuple[str, str]] = set()
     locked_scopes: dict[str, frozenset[str]] = {}
-    for scope, hook, context, scope_locked in _matches(change, store):
+    for scope, hook, context, scope_locked in matches:
         locked_scopes[scope] = scope_locked
         try:
             if "email" in hook.channels:
@@ -620,14 +652,16 @@ def notices_for_change(
                 keys = _fresh(hook_inbox_keys(hook, context, store), context["uri"], str, inboxed)
                 posted.append((scope, hook, context, keys))
         except RenderError as e:
-            logger.error("Skipping a hook for %s: %s", context["uri"], e)
+            store.skipped("a hook", context["uri"], e)
     for scope, hook, draft in _each_or_summary(
+        store,
         mailed,
         lambda hook, scope, context, alone: hook_drafts(hook, context, store, alone),
         lambda hook, scope, contexts, mailbox: summary_draft(hook, contexts, store, mailbox),
     ):
         yield Notice(draft, scope, hook, "email" in locked_scopes[scope])
     for scope, hook, notification in _each_or_summary(
+        store,
         posted,
         lambda hook, scope, context, alone: hook_notifications(hook, scope, context, store, alone),
         lambda hook, scope, contexts, key: summary_notification(hook, scope, contexts, store, key),
@@ -640,13 +674,15 @@ def _address_of(mailbox: Mailbox) -> str:
 
 
 def _each_or_summary(
+    store: EventStore,
     decided: list[tuple[str, Hook, dict[str, Any], list[Who]]],
     each: Callable[[Hook, str, dict[str, Any], list[Who]], list[Item]],
     summary: Callable[[Hook, str, list[dict[str, Any]], Who], Item],
 ) -> Iterator[tuple[str, Hook, Item]]:
     """What ``decided`` hooks leave, with their scope and hook, on one channel: one item
     per recipient and object (``each``), or one ``summary`` per recipient past the
-    hook's ``group_threshold``. A hook that cannot be rendered is skipped."""
+    hook's ``group_threshold``. A hook that cannot be rendered is skipped (see
+    :meth:`EventStore.skipped`)."""
     grouped = _grouped(decided)
     for scope, hook, context, whos in decided:
         alone = [who for who in whos if (scope, hook, who) not in grouped]
@@ -655,14 +691,14 @@ def _each_or_summary(
         try:
             items = each(hook, scope, context, alone)
         except RenderError as e:
-            logger.error("Skipping a hook for %s: %s", context["uri"], e)
+            store.skipped("a hook", context["uri"], e)
             continue
         yield from ((scope, hook, item) for item in items)
     for (scope, hook, who), contexts in grouped.items():
         try:
             item = summary(hook, scope, contexts, who)
         except RenderError as e:
-            logger.error("Skipping a summary of %s: %s", contexts[0]["uri"], e)
+            store.skipped("a summary", contexts[0]["uri"], e)
             continue
         yield scope, hook, item
 
@@ -675,6 +711,38 @@ def gets_web_too(notice: Notice, preferences: Preferences) -> bool:
         return False
     cell = Cell(DEFAULTS["web"], "web" in hook.non_editable)
     return delivered(preferences, notice.scope, "web", cell) is not None
+
+
+def linked(
+    notice: Notice, preferences: Preferences, secret: str, token: str | None = None
+) -> messages.Draft:
+    """``notice``'s mail as sent now, with its links (see :func:`messages.with_links`):
+    none to unsubscribe from mail that cannot be turned off, and the inbox page's when its
+    recipient gets the hook's web notifications too."""
+    return messages.with_links(
+        notice.draft,
+        secret,
+        (notice.scope,),
+        unsubscribe=not notice.hook_cell.locked,
+        inbox=gets_web_too(notice, preferences),
+        token=token,
+    )
+
+
+NOW = "now"
+
+
+def decide(notice: AnyNotice, preferences: Preferences) -> str:
+    """What becomes of ``notice`` by its recipient's ``preferences``, written nowhere: sent
+    (or kept in its inbox) ``now``, kept for the ``daily`` or ``weekly`` digest, turned
+    ``off`` by its recipient for its scope and channel, or ``suppressed`` (its recipient
+    stopped all mail)."""
+    value = verdict(preferences, notice.scope, notice.channel, notice.hook_cell)
+    if value is True or value == "immediate":
+        return NOW
+    if value is False:
+        return "off"
+    return str(value)
 
 
 Bound = Callable[[list[AnyNotice]], list[quotas.Refusal | None]]

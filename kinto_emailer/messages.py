@@ -117,16 +117,19 @@ def with_links(
     scopes: tuple[str, ...],
     unsubscribe: bool = True,
     inbox: bool = False,
+    token: str | None = None,
 ) -> Draft:
     """``draft`` with its signed links, for mail that came from ``scopes``.
 
     Without ``unsubscribe`` (mail that recipients cannot turn off), no unsubscribe link;
     with ``inbox`` (mail of hooks that leave web notifications too), the inbox page's.
-    Without a public URL (``draft.root_url``) or a secret, no links.
+    Without a public URL (``draft.root_url``) or a secret, no links. ``token``: what the
+    links carry instead of the signed token (a preview's placeholder, that works nowhere).
     """
     if not draft.root_url or not secret:
         return draft
-    token = _token(secret, draft.recipient.addr_spec, scopes, draft.created.timestamp())
+    if token is None:
+        token = _token(secret, draft.recipient.addr_spec, scopes, draft.created.timestamp())
     pages = f"{draft.root_url}emailer/"
     return replace(
         draft,

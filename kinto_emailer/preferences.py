@@ -120,10 +120,16 @@ class Preferences:
         return cls(scopes, bool(data.get("suppressed", False)))
 
 
-def delivered(preferences: Preferences, scope: str, channel: str, hook: Cell) -> Value | None:
+SUPPRESSED = "suppressed"
+"""Why an email does not come: its recipient stopped all mail (see :func:`verdict`)."""
+
+
+def verdict(preferences: Preferences, scope: str, channel: str, hook: Cell) -> Value:
     """What a hook (``hook``: its default and whether it locks ``channel``) brings the
     recipient of ``preferences`` from ``scope`` on ``channel``: a cadence for email, true
-    for web; None when the recipient turned it off. A locked hook's always comes.
+    for web; or why nothing: the channel's off value (``off``, false) when the recipient
+    turned it off for the scope, :data:`SUPPRESSED` when they stopped all mail. A locked
+    hook's always comes.
 
     Each channel obeys its own cell: web off stops no email, email off no web
     notification; stopping all mail (``suppressed``) stops email only.
@@ -131,10 +137,16 @@ def delivered(preferences: Preferences, scope: str, channel: str, hook: Cell) ->
     stored = preferences.cell(scope, channel)
     value = replace(hook, choice=None if stored is None else stored.choice).value
     if value == OFF[channel]:
-        return None
+        return value
     if channel == "email" and preferences.suppressed and not hook.locked:
-        return None
+        return SUPPRESSED
     return value
+
+
+def delivered(preferences: Preferences, scope: str, channel: str, hook: Cell) -> Value | None:
+    """What :func:`verdict` brings; None when nothing comes."""
+    value = verdict(preferences, scope, channel, hook)
+    return None if value in (OFF[channel], SUPPRESSED) else value
 
 
 def object_id(key: str) -> str:
