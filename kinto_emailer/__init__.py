@@ -151,6 +151,7 @@ def includeme(config: Configurator) -> None:
     config.include("kinto_emailer.feed")
     config.include("kinto_emailer.inbox_page")
     config.include("kinto_emailer.logviews")
+    config.include("kinto_emailer.preview_views")
     config.add_api_capability(
         "emailer",
         description="Send emails when records, collections or groups change.",

@@ -14,7 +14,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from kinto.authorization import RouteFactory
 from kinto.core import Service
 from kinto.core.errors import raise_invalid
 from pyramid.request import Request
@@ -22,6 +21,7 @@ from pyramid.response import Response
 
 from kinto_emailer import recipients
 from kinto_emailer.deliverylog import STATES, Query, micros
+from kinto_emailer.permissions import Writers
 
 
 ROUTE = "emailer-log"
@@ -34,19 +34,6 @@ PAGING = ("_limit", "_token")
 LATEST = micros(datetime(9999, 12, 31, tzinfo=UTC))
 """The latest time a page token may hold (as every time, in microseconds)."""
 MAX_KEY = 256
-
-
-class BucketWriters(RouteFactory):  # type: ignore[misc]
-    """The permission to check: ``write`` on the bucket of the path, as Kinto checks it
-    (its permissions, and the settings' ``bucket_write_principals``)."""
-
-    def __init__(self, request: Request) -> None:
-        super().__init__(request)
-        self.resource_name = "bucket"
-        self.required_permission = "write"
-        self.permission_object_id = f"/buckets/{request.matchdict['bucket_id']}"
-        # Known: Kinto then checks write on it, never read on its parent.
-        self.current_object = {}
 
 
 def _invalid(request: Request, name: str, description: str) -> None:
@@ -140,7 +127,7 @@ log = Service(
     name=ROUTE,
     path=PATH,
     description="What became of the messages about a bucket's objects",
-    factory=BucketWriters,
+    factory=Writers,
     # As Kinto's lists: scripts of other origins read the pages and the count.
     cors_headers=("Next-Page", "Total-Records", "Total-Objects"),
 )
