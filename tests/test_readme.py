@@ -7,7 +7,7 @@ import unittest
 
 from pyramid_mailer.mailer import Mailer
 
-from kinto_emailer import hooks, inbox_page, settings, templates
+from kinto_emailer import hooks, inbox_page, preview, preview_views, settings, templates
 
 
 README = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.rst")
@@ -101,3 +101,19 @@ class ReadmeTest(unittest.TestCase):
         self.assertIn(f"a template holds at most {templates.MAX_BODY_LENGTH:,} characters", TEXT)
         self.assertIn(f"at most {templates.MAX_SPEC_NUMBER}", TEXT)
         self.assertIn(f"newest first,\n{inbox_page.PAGE_SIZE} a page", TEXT)
+
+    def test_documented_preview_bounds(self):
+        section = " ".join(TEXT[TEXT.index("Preview\n---") : TEXT.index("Bounds\n---")].split())
+        self.assertIn(f"a list of at most {preview.MAX_OBJECTS} of them", section)
+        self.assertIn(f"and {preview.MAX_OBJECTS} objects", section)
+        self.assertEqual(preview_views.MAX_BODY_BYTES, 1024 * 1024)
+        self.assertIn("at most 1 MiB", section)
+        shown = preview.MAX_SHOWN
+        self.assertIn(f"shows {shown} messages and {shown} notifications", section)
+        self.assertIn(f"at most {preview.MAX_SHOWN_CHARS:,} characters", section)
+        self.assertEqual((preview_views.PREVIEWS.period, preview_views.MAILED.period), (60, 60))
+        self.assertIn(f"at most {preview_views.PREVIEWS.limit} previews a minute", section)
+        self.assertIn(f"the first {preview.SENT_TO_ME} messages", section)
+        self.assertIn(f"mails at most {preview_views.MAILED.limit} previews a minute", section)
+        self.assertIn(f"``{preview.TOKEN}``", section)
+        self.assertIn(f"``{preview.SUBJECT_MARK.strip()}``", section)
