@@ -730,6 +730,8 @@ def linked(
 
 
 NOW = "now"
+DELIVERED = (NOW, "daily", "weekly")
+"""The states of :func:`decide` in which a notice reaches its recipient."""
 
 
 def decide(notice: AnyNotice, preferences: Preferences) -> str:
@@ -776,7 +778,7 @@ def route(
     ``known`` holds the preferences read so far, by recipient (an address, or an inbox's
     key). What each recipient gets from each scope, on each channel, is recorded on the
     way, for their page. Each channel obeys the recipient's choice for it only (see
-    :func:`delivered`). An address that stopped all mail gets none but that of locked
+    :func:`decide`). An address that stopped all mail gets none but that of locked
     hooks, from any scope, known to it yet or not. What a recipient turned off counts
     against no bound: a stranger's hooks cannot use up the hourly mail of someone who
     unsubscribed from them.
@@ -789,7 +791,7 @@ def route(
         found = store.read_many(missing)
         known.update({key: found.get(key, Preferences()) for key in missing})
     recorded: dict[str, dict[str, dict[str, Cell]]] = {}
-    wanted: list[tuple[AnyNotice, Value]] = []
+    wanted: list[tuple[AnyNotice, str]] = []
     logged: list[deliverylog.Entry] = []
     for notice in notices:
         key, channel = notice.recipient, notice.channel
@@ -800,17 +802,17 @@ def route(
         cell = notice.scope_cell
         if stored is None or (stored.default, stored.locked) != (cell.default, cell.locked):
             recorded.setdefault(key, {}).setdefault(notice.scope, {})[channel] = cell
-        value = delivered(preferences, notice.scope, channel, notice.hook_cell)
-        if value is not None:
-            wanted.append((notice, value))
+        state = decide(notice, preferences)
+        if state in DELIVERED:
+            wanted.append((notice, state))
         elif isinstance(notice, Notice):
+            # Turned off for its scope, or all mail stopped.
             logged.append(deliverylog.Entry.of(notice.draft, "off"))
     digests = DigestStore(storage)
     immediate = []
     posted = []
     within = bound([notice for notice, _ in wanted])
-    for (notice, cadence), refusal in zip(wanted, within, strict=True):
-        locked = notice.hook_cell.locked
+    for (notice, state), refusal in zip(wanted, within, strict=True):
         if refusal is not None:
             if refusal.noted and isinstance(notice, Notice):
                 reason = f"over {refusal.setting}"
@@ -818,26 +820,17 @@ def route(
             continue
         if isinstance(notice, WebNotice):
             posted.append(notice.notification)
-            continue
-        # Its recipient gets the web notification too: the mail links to their inbox.
-        web = gets_web_too(notice, known[notice.recipient])
-        if cadence == "immediate":
-            # Mail that cannot be turned off offers no unsubscribe link.
-            immediate.append(
-                messages.with_links(
-                    notice.draft,
-                    settings.secret,
-                    (notice.scope,),
-                    unsubscribe=not locked,
-                    inbox=web,
-                )
-            )
+        elif state == NOW:
+            immediate.append(linked(notice, known[notice.recipient], settings.secret))
         else:
             collection = notice.draft.uri
             if "/records/" in collection:
                 collection = collection.rsplit("/", 2)[0]
-            digests.add(str(cadence), Entry(notice.draft, notice.scope, collection, locked, web))
-            logged.append(deliverylog.Entry.of(notice.draft, "digest", detail=str(cadence)))
+            # Its recipient gets the web notification too: the digest links to their inbox.
+            web = gets_web_too(notice, known[notice.recipient])
+            locked = notice.hook_cell.locked
+            digests.add(state, Entry(notice.draft, notice.scope, collection, locked, web))
+            logged.append(deliverylog.Entry.of(notice.draft, "digest", detail=state))
     # Always in the same order: two senders writing the same recipients cannot deadlock.
     for key in sorted(recorded):
         record = functools.partial(record_scopes, recorded[key], settings.max_scopes_per_recipient)
