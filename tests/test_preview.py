@@ -29,6 +29,7 @@ PLUGIN_RESOURCES = (
     "emailer-digest-entry",
     "emailer-digest-recipient",
     "emailer-notification",
+    "emailer-inbox",
 )
 ME = {"X-Forwarded-Email": "me@example.com"}
 """A user whose address the proxy in front of Kinto proved."""
@@ -97,7 +98,7 @@ class PreviewTest(EmailerWebTest):
         queue = self.registry.emailer_delivery.queue
         if queue is not None:
             with jobs.session(queue.dsn) as connection:
-                for table in jobs.TABLES:
+                for table in (*jobs.TABLES, "kinto_emailer_inboxes"):
                     counts[table] = jobs.execute(connection, f"SELECT count(*) FROM {table}")[0][0]
         else:
             outbox = self.registry.emailer_delivery.outbox
