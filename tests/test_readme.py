@@ -49,6 +49,13 @@ class ReadmeTest(unittest.TestCase):
         body = json.loads(re.search(r"-d '(\{\"data\": \{\"kinto-emailer\".*?)'\n", curl, re.S)[1])
         hooks.validate(body["data"], "workspace", settings.EmailerSettings())
 
+    def test_hook_examples_make_links_without_a_double_slash(self):
+        # {root_url} ends with a slash, and {uri} starts with one.
+        for example in (json.loads(b) for b in code_blocks("json")):
+            for value in example.values():
+                if isinstance(value, str):
+                    self.assertNotRegex(value, r"\{root_url\}(\{uri\}|/)")
+
     def test_every_setting_is_in_the_table_with_its_default(self):
         rows = table_rows()
         documented = {name for name in rows if name.startswith(("kinto.emailer.", "mail."))}
