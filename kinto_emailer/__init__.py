@@ -21,7 +21,7 @@ from pyramid.registry import Registry
 from pyramid_mailer import IMailer
 from pyramid_mailer.mailer import Mailer
 
-from kinto_emailer import digests, validation
+from kinto_emailer import digests, storagesql, validation
 from kinto_emailer.delivery import (
     Delivery,
     Outbox,
@@ -74,8 +74,7 @@ def _job_queue(
     """Jobs in PostgreSQL when Kinto stores its data there (and neither a Maildir queue
     nor the debug mailer, which the request itself fills, is set)."""
     backend = config.registry.storage
-    on_postgresql = type(backend).__module__ == "kinto.core.storage.postgresql"
-    if not on_postgresql or settings.queue_path is not None or settings.debug:
+    if not storagesql.on_postgresql(backend) or settings.queue_path is not None or settings.debug:
         return None
     from kinto_emailer import jobs
 

@@ -35,6 +35,7 @@ from kinto.core.storage import Filter, Sort
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON
 
+from kinto_emailer import storagesql
 from kinto_emailer.preferences import PreferenceStore
 from kinto_emailer.settings import EmailerSettings
 
@@ -174,10 +175,6 @@ Doomed = dict[str, int]
 _MEMORY_LOCK = threading.RLock()
 
 
-def _on_postgresql(storage: Any) -> bool:
-    return type(storage).__module__ == "kinto.core.storage.postgresql"
-
-
 class InboxStore:
     """Writes, reads, counts and deletes inboxes through Kinto's storage backend (its
     transaction)."""
@@ -185,8 +182,9 @@ class InboxStore:
     def __init__(self, storage: Any, settings: EmailerSettings) -> None:
         self.storage = storage
         self.settings = settings
+        on_postgresql = storagesql.on_postgresql(storage)
         self._backend: _MemoryBackend = (
-            _PostgreSQLBackend(storage) if _on_postgresql(storage) else _MemoryBackend(storage)
+            _PostgreSQLBackend(storage) if on_postgresql else _MemoryBackend(storage)
         )
 
     def locked(self, keys: Iterable[str]) -> contextlib.AbstractContextManager[None]:
@@ -476,11 +474,8 @@ class _PostgreSQLBackend(_MemoryBackend):
     def _execute(
         self, query: str, parameters: dict[str, Any], force_commit: bool = False
     ) -> list[tuple]:
-        with self.storage.client.connect(force_commit=force_commit) as session:
-            connection = session.connection().connection.driver_connection
-            with connection.cursor() as cursor:
-                cursor.execute(query, {"resource": RESOURCE, **parameters})
-                return cursor.fetchall() if cursor.description else []
+        parameters = {"resource": RESOURCE, **parameters}
+        return storagesql.execute(self.storage, query, parameters, force_commit)
 
     def counts(self, parent: str) -> Counts:
         found = self._execute(

@@ -37,7 +37,7 @@ import psycopg2.extras
 import sqlalchemy
 import transaction
 
-from kinto_emailer import deliverylog, listener
+from kinto_emailer import deliverylog, listener, storagesql
 from kinto_emailer.delivery import Job, Transport, attempt, report_sent
 from kinto_emailer.deliverylog import Entry
 from kinto_emailer.hookindex import HookIndex
@@ -781,8 +781,8 @@ class JobQueue:
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
         """The connection of Kinto's storage, in its current transaction."""
-        with self.storage.client.connect() as session:
-            yield session.connection().connection.driver_connection
+        with storagesql.connection_of(self.storage) as connection:
+            yield connection
 
     def _execute(self, query: str, parameters: dict[str, Any]) -> list[tuple]:
         with self._connection() as connection:

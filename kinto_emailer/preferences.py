@@ -27,6 +27,8 @@ from kinto.core.storage import Filter
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON
 
+from kinto_emailer import storagesql
+
 
 RESOURCE = "emailer-preferences"
 PARENT = "/emailer"
@@ -266,30 +268,22 @@ class PreferenceStore:
     def __init__(self, storage: Any) -> None:
         self.storage = storage
 
-    def _on_postgresql(self) -> bool:
-        return type(self.storage).__module__ == "kinto.core.storage.postgresql"
-
-    def _execute(self, query: str, parameters: dict[str, Any]) -> None:
-        with self.storage.client.connect() as session:
-            connection = session.connection().connection.driver_connection
-            with connection.cursor() as cursor:
-                cursor.execute(query, parameters)
-
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
-        if not self._on_postgresql():
+        if not storagesql.on_postgresql(self.storage):
             with _MEMORY_LOCK:
                 yield
             return
-        self._execute(KEY_LOCK, {"key": _lock_key(key)})
+        storagesql.execute(self.storage, KEY_LOCK, {"key": _lock_key(key)})
         yield
 
     def lock(self, keys: Iterable[str]) -> None:
         """On PostgreSQL, hold the locks of ``keys`` until the transaction ends, taken at
         once: whatever order later updates come in, they wait for no one, and two
         transactions that lock this way never wait for each other in a cycle."""
-        if self._on_postgresql():
-            self._execute(KEY_LOCKS, {"keys": sorted({_lock_key(k) for k in keys})})
+        if storagesql.on_postgresql(self.storage):
+            locks = sorted({_lock_key(k) for k in keys})
+            storagesql.execute(self.storage, KEY_LOCKS, {"keys": locks})
 
     def read_many(self, keys: Iterable[str]) -> dict[str, Preferences]:
         """The preferences of each recipient that has any, in one query."""
