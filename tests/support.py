@@ -339,6 +339,18 @@ class EmailerWebTest(BaseWebTest, unittest.TestCase):
         self.registry.emailer_delivery.join()
         return list(self.sink.received)
 
+    def post_link(
+        self, url: str, body: str = "List-Unsubscribe=One-Click", status: int = 200
+    ) -> Any:
+        """POST ``body`` as a form to ``url``, a link of an email (by default, what a mail
+        client's one-click unsubscribe sends)."""
+        return self.app.post(
+            url.removeprefix("/v1"),
+            body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            status=status,
+        )
+
     def put_hooks(self, uri: str, *hooks: dict, status: int = 200) -> Any:
         """Save hooks; the mails that this write itself causes are left out of ``mails()``."""
         body = {"data": {"kinto-emailer": {"hooks": list(hooks)}}}

@@ -126,11 +126,7 @@ class BoundsTest(EmailerWebTest):
         self.create_record("/buckets/b2/collections/c/records")
         [mail] = self.mails()
         unsubscribe, _ = links(mail)
-        self.app.post(
-            unsubscribe.removeprefix("/v1"),
-            "List-Unsubscribe=One-Click",
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
+        self.post_link(unsubscribe)
         for _ in range(3):
             self.create_record("/buckets/b2/collections/c/records")
         # ... and its writes since then leave a@ its hourly mail from elsewhere.

@@ -300,11 +300,7 @@ class DecidedTest(LogBase):
         self.write("r1")
         [mail] = self.mails()
         unsubscribe, _ = links(mail)
-        self.app.post(
-            unsubscribe.removeprefix("/v1"),
-            "List-Unsubscribe=One-Click",
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
+        self.post_link(unsubscribe)
         self.write("r2")
         self.mails()
         self.assertEqual(self.state_of("r1"), "sent")

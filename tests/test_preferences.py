@@ -232,14 +232,6 @@ class RecipientTest(EmailerWebTest):
     def page(self, url):
         return self.app.get(url.removeprefix("/v1"))
 
-    def post(self, url, body="List-Unsubscribe=One-Click", status=200):
-        return self.app.post(
-            url.removeprefix("/v1"),
-            body,
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-            status=status,
-        )
-
 
 class UnsubscribeTest(RecipientTest):
     def test_every_mail_has_one_click_unsubscribe_headers(self):
@@ -258,10 +250,10 @@ class UnsubscribeTest(RecipientTest):
         self.assertEqual(self.recipients_of(self.create("r2")), ["a@example.com", "b@example.com"])
 
         self.sink.clear()
-        self.assertIn("unsubscribed", self.post(unsubscribe).text)
+        self.assertIn("unsubscribed", self.post_link(unsubscribe).text)
         self.assertEqual(self.recipients_of(self.create("r3")), ["b@example.com"])
         # Replayed: nothing more happens, nothing breaks.
-        self.post(unsubscribe)
+        self.post_link(unsubscribe)
         self.sink.clear()
         self.assertEqual(self.recipients_of(self.create("r4")), ["b@example.com"])
 
@@ -271,7 +263,7 @@ class UnsubscribeTest(RecipientTest):
         self.put_hooks("/buckets/b2", self.hook)
         mail = next(m for m in self.create("r1") if m.rcpt_tos == ["a@example.com"])
         unsubscribe, _ = links(mail)
-        self.assertIn("You are unsubscribed", self.post(unsubscribe).text)
+        self.assertIn("You are unsubscribed", self.post_link(unsubscribe).text)
         self.sink.clear()
         self.assertEqual(self.recipients_of(self.create("r2")), ["b@example.com"])
         self.sink.clear()
@@ -290,7 +282,7 @@ class UnsubscribeTest(RecipientTest):
         with sender_held_after_reading_preferences() as (read, unsubscribed):
             self.app.put_json("/buckets/b2/collections/c/records/r1", headers=self.headers)
             self.assertTrue(read.wait(10))
-            self.assertIn("You are unsubscribed", self.post(unsubscribe).text)
+            self.assertIn("You are unsubscribed", self.post_link(unsubscribe).text)
             unsubscribed.set()
             self.assertEqual(self.recipients_of(self.mails()), ["a@example.com", "b@example.com"])
         self.sink.clear()
@@ -305,7 +297,7 @@ class UnsubscribeTest(RecipientTest):
         cases = [(token[:-3] + "xyz", 400), (forged, 400), (old, 410)]
         for bad, status in cases:
             with self.subTest(status=status):
-                response = self.post(f"/emailer/unsubscribe?token={bad}", status=status)
+                response = self.post_link(f"/emailer/unsubscribe?token={bad}", status=status)
                 self.assertIn("This link", response.text)
                 self.app.get(f"/emailer/page?token={bad}", status=status)
         self.sink.clear()
@@ -319,13 +311,13 @@ class PreferencesPageTest(RecipientTest):
         page = self.page(preferences)
         self.assertIn(ROW_B, page.text)
         self.assertRegex(page.text, r'value="immediate" checked')
-        response = self.post(preferences, {"/buckets/b": "off"}, status=303)
+        response = self.post_link(preferences, {"/buckets/b": "off"}, status=303)
         self.assertIn("saved=1", response.headers["Location"])
         self.assertRegex(self.page(preferences + "&saved=1").text, r'value="off" checked')
         self.sink.clear()
         self.assertEqual(self.recipients_of(self.create("r2")), ["b@example.com"])
         # Subscribed again from the same page.
-        self.post(preferences, {"/buckets/b": "immediate"}, status=303)
+        self.post_link(preferences, {"/buckets/b": "immediate"}, status=303)
         self.sink.clear()
         self.assertEqual(self.recipients_of(self.create("r3")), ["a@example.com", "b@example.com"])
 
@@ -342,7 +334,7 @@ class LockedTest(RecipientTest):
         page = self.page(app_path(preferences)).text
         self.assertIn("locked", page)
         self.assertIn("disabled", page)
-        self.post(app_path(preferences), {"/buckets/b": "off"}, status=303)
+        self.post_link(app_path(preferences), {"/buckets/b": "off"}, status=303)
         self.sink.clear()
         self.assertEqual(self.recipients_of(self.create("r2")), ["a@example.com", "b@example.com"])
 
@@ -353,7 +345,7 @@ class LockedTest(RecipientTest):
         page = self.page(f"/emailer/unsubscribe?token={token}").text
         self.assertIn("cannot be turned off", page)
         self.assertEqual(list(forms(page)), [STOP_ALL])
-        response = self.post(f"/emailer/unsubscribe?token={token}", status=409)
+        response = self.post_link(f"/emailer/unsubscribe?token={token}", status=409)
         self.assertNotIn("unsubscribed", response.text)
         self.assertIn("cannot be turned off", response.text)
         self.sink.clear()
@@ -379,7 +371,7 @@ class MixedScopeTest(RecipientTest):
         self.sink.clear()
         self.assertEqual(self.recipients_of(self.create("r2")), ["a@example.com"])
         self.assertNotIn("disabled", self.page(preferences).text)
-        self.assertIn("You are unsubscribed", self.post(unsubscribe).text)
+        self.assertIn("You are unsubscribed", self.post_link(unsubscribe).text)
         self.sink.clear()
         self.assertEqual(self.create("r2"), [])
         # Locked mail goes on.
@@ -403,7 +395,7 @@ class TokenScopeTest(RecipientTest):
         page = self.page(preferences).text
         self.assertIn(ROW_B, page)
         self.assertNotIn("/buckets/b/collections/d", page)
-        self.post(preferences, {"/buckets/b": "off", "/buckets/b/collections/d": "off"}, 303)
+        self.post_link(preferences, {"/buckets/b": "off", "/buckets/b/collections/d": "off"}, 303)
         self.sink.clear()
         self.create("r2")
         self.app.put_json("/buckets/b/collections/d/records/r2", headers=self.headers)
@@ -441,9 +433,9 @@ class KeptDigestTest(RecipientTest):
         self.assertEqual(self.mails(), [])
         now = time.time()
         a_token = tokens.sign(SECRET, "a@example.com", ("/buckets/b",), now)
-        self.post(f"/emailer/suppress?token={a_token}", {"suppressed": "true"}, status=303)
+        self.post_link(f"/emailer/suppress?token={a_token}", {"suppressed": "true"}, status=303)
         b_token = tokens.sign(SECRET, "b@example.com", ("/buckets/b",), now)
-        self.post(f"/emailer/unsubscribe?token={b_token}")
+        self.post_link(f"/emailer/unsubscribe?token={b_token}")
         _, sent = self.send(datetime.now(UTC) + timedelta(days=1))
         self.assertEqual(self.recipients_of(sent), ["a@example.com", "b@example.com"])
         for mail in sent:
@@ -473,10 +465,10 @@ class TokenLogTest(RecipientTest):
         with self.assertLogs("request.summary", logging.INFO) as logs:
             self.page(unsubscribe)
             self.page(preferences + "&saved=1")
-            self.post(preferences, {"/buckets/b": "daily"}, status=303)
-            self.post(unsubscribe)
+            self.post_link(preferences, {"/buckets/b": "daily"}, status=303)
+            self.post_link(unsubscribe)
             suppress, fields = forms(self.page(preferences).text)[STOP_ALL]
-            self.post(suppress, fields, status=303)
+            self.post_link(suppress, fields, status=303)
             self.app.put(unsubscribe.removeprefix("/v1"), status=404)
             self.app.get(f"/emailer/page/?token={token}", status=307)
         self.assertEqual(len(logs.records), 8)
@@ -526,7 +518,7 @@ class SuppressionTest(RecipientTest):
         for page in (unsubscribe, preferences):
             with self.subTest(page=page):
                 stop, fields = forms(self.page(page).text)[STOP_ALL]
-                response = self.post(stop, fields, status=303)
+                response = self.post_link(stop, fields, status=303)
                 after = self.page(app_path(response.headers["Location"])).text
                 self.assertIn("Your choices are saved", after)
                 self.assertIn(RESUME, forms(after))
@@ -539,7 +531,7 @@ class SuppressionTest(RecipientTest):
                 self.assertEqual(self.create_in("b3", "r2"), ["a@example.com", "b@example.com"])
 
                 resume, fields = forms(self.page(page).text)[RESUME]
-                self.post(resume, fields, status=303)
+                self.post_link(resume, fields, status=303)
                 self.assertEqual(self.create_in("b", "r3"), ["a@example.com", "b@example.com"])
                 self.assertEqual(self.create_in("b2", "r3"), ["a@example.com", "b@example.com"])
                 self.put_hooks("/buckets/b2")
@@ -550,7 +542,7 @@ class SuppressionTest(RecipientTest):
         page = forms(self.page(unsubscribe).text)
         self.assertEqual(page["Unsubscribe"][0], unsubscribe)
         self.assertNotEqual(page[STOP_ALL][0], unsubscribe)
-        self.post(unsubscribe)
+        self.post_link(unsubscribe)
         self.put_hooks("/buckets/b2", self.hook)
         self.assertEqual(self.create_in("b2", "r2"), ["a@example.com", "b@example.com"])
 
