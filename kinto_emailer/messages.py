@@ -129,7 +129,8 @@ def with_links(
     if not draft.root_url or not secret:
         return draft
     if token is None:
-        token = _token(secret, draft.recipient.addr_spec, scopes, draft.created.timestamp())
+        issued = int(draft.created.timestamp())
+        token = _token(secret, draft.recipient.addr_spec, scopes, issued)
     pages = f"{draft.root_url}emailer/"
     return replace(
         draft,
@@ -140,9 +141,9 @@ def with_links(
 
 
 @functools.lru_cache(maxsize=256)
-def _token(secret: str, address: str, scopes: tuple[str, ...], issued: float) -> str:
-    # Issued at the mail's own time, which the mails of one change share: a batch's
-    # mails to one recipient are signed once.
+def _token(secret: str, address: str, scopes: tuple[str, ...], issued: int) -> str:
+    # Issued at the second of the mail's change, as tokens say: the mails of one second
+    # to one recipient are signed once.
     return quote(tokens.sign(secret, address, scopes, issued))
 
 
