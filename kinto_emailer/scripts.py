@@ -7,6 +7,7 @@
 """
 
 import argparse
+import gc
 import itertools
 import json
 import signal
@@ -119,6 +120,9 @@ def run_worker(config: str) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     print(f"kinto-emailer worker: mailing about the changes of {config}", flush=True)
+    # Kinto's objects live as long as the worker: the garbage collector's full passes
+    # need not walk them again (about 0.2 s each, in which no mail goes out).
+    gc.freeze()
     queue.make_worker().run(stop)
     return 0
 
