@@ -541,9 +541,12 @@ class _SentKeys:
     came go together in the next statement.
     """
 
-    INSERT = (
-        "INSERT INTO kinto_emailer_sent (key) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
+    # Prepared once: PostgreSQL would parse and plan it again for every message.
+    PREPARE = (
+        "PREPARE kinto_emailer_sent_keys (text[]) AS"
+        " INSERT INTO kinto_emailer_sent (key) SELECT unnest($1) ON CONFLICT DO NOTHING"
     )
+    INSERT = "EXECUTE kinto_emailer_sent_keys (%s)"
 
     def __init__(self, dsn: str, timeout: float) -> None:
         self.timeout = timeout
@@ -557,6 +560,7 @@ class _SentKeys:
         # saves a WAL flush per message. Only a crash of PostgreSQL itself can then lose
         # the last keys written (well under a second): those messages go out again.
         self.execute("SET synchronous_commit = off")
+        self.execute(self.PREPARE)
         self.execute(f"LISTEN {CHANNEL}")
 
     def _wait(self) -> None:
