@@ -541,7 +541,8 @@ class _SentKeys:
     came go together in the next statement.
     """
 
-    # Prepared once: PostgreSQL would parse and plan it again for every message.
+    # Prepared with the first keys, by sessions that write any: PostgreSQL would parse
+    # and plan it again for every message.
     PREPARE = (
         "PREPARE kinto_emailer_sent_keys (text[]) AS"
         " INSERT INTO kinto_emailer_sent (key) SELECT unnest($1) ON CONFLICT DO NOTHING"
@@ -552,16 +553,21 @@ class _SentKeys:
         self.timeout = timeout
         self.connection = psycopg2.connect(dsn, async_=True)
         self._unanswered = False
+        self._prepared = False
         # Keys of messages sent while the last keys written were not answered yet.
         self._waiting: list[str] = []
-        self._wait()
-        self._cursor = self.connection.cursor()
-        # A key is written after every message: not waiting for the disk at each one
-        # saves a WAL flush per message. Only a crash of PostgreSQL itself can then lose
-        # the last keys written (well under a second): those messages go out again.
-        self.execute("SET synchronous_commit = off")
-        self.execute(self.PREPARE)
-        self.execute(f"LISTEN {CHANNEL}")
+        try:
+            self._wait()
+            self._cursor = self.connection.cursor()
+            # A key is written after every message: not waiting for the disk at each one
+            # saves a WAL flush per message. Only a crash of PostgreSQL itself can then
+            # lose the last keys written (well under a second): those messages go out
+            # again.
+            self.execute("SET synchronous_commit = off")
+            self.execute(f"LISTEN {CHANNEL}")
+        except BaseException:
+            self.connection.close()
+            raise
 
     def _wait(self) -> None:
         """Until the statement under way is answered; its error, if it failed."""
@@ -589,8 +595,10 @@ class _SentKeys:
 
     def _write_waiting(self) -> None:
         keys, self._waiting = self._waiting, []
-        self._cursor.execute(self.INSERT, (keys,))
-        self._unanswered = True
+        # After an error the worker opens a new session: this one is not used again.
+        statement = self.INSERT if self._prepared else f"{self.PREPARE}; {self.INSERT}"
+        self._cursor.execute(statement, (keys,))
+        self._prepared = self._unanswered = True
 
     def settle(self) -> None:
         """Write the keys still waiting; raise if any key written was not stored."""

@@ -4,14 +4,24 @@ few per burst of writes that have (never one per write), while every mail still 
 import collections
 import json
 import select
+import tempfile
 import threading
 import time
+import unittest
 
 import psycopg2
 from kinto.events import ServerFlushed
 
 from kinto_emailer import jobs, wakeups
-from tests.support import EmailerWebTest, eventually, skip_unless_postgresql
+from kinto_emailer.delivery import DirectoryTransport
+from kinto_emailer.settings import EmailerSettings
+from tests.support import (
+    POSTGRESQL_URL,
+    EmailerWebTest,
+    eventually,
+    postgresql_available,
+    skip_unless_postgresql,
+)
 from tests.test_postgresql import PostgreSQL
 
 
@@ -186,3 +196,42 @@ class BellTest(PostgreSQL, EmailerWebTest):
         self.app.put_json("/buckets/b/collections/c", headers=self.headers)
         self.create_record("/buckets/b/collections/c/records")
         self.assertEqual(len(self.sink.wait_for(1, timeout=20)), 1)
+
+
+@skip_unless_postgresql
+class UnmigratedTest(unittest.TestCase):
+    """A worker started before ``kinto migrate`` made the plugin's tables."""
+
+    DSN = POSTGRESQL_URL + "_unmigrated"
+
+    def setUp(self):
+        self.assertTrue(postgresql_available(self.DSN))
+        with jobs.session(self.DSN) as connection:
+            for table in jobs.TABLES:
+                jobs.execute(connection, f"DROP TABLE IF EXISTS {table}")
+
+    def connections(self) -> int:
+        with jobs.session(self.DSN) as connection:
+            [(count,)] = jobs.execute(
+                connection,
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+        return int(count)
+
+    def test_it_waits_for_its_tables_on_a_few_connections(self):
+        directory = self.enterContext(tempfile.TemporaryDirectory())
+        worker = jobs.Worker(
+            self.DSN, DirectoryTransport(directory), EmailerSettings(), lambda *_: None, lambda: 0
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, args=(stop,))
+        thread.start()
+        self.addCleanup(thread.join)
+        self.addCleanup(stop.set)
+        # It tries again every second: the sender, and the thread that listens for changes.
+        most = 0
+        for _ in range(8):
+            time.sleep(0.5)
+            most = max(most, self.connections())
+        self.assertLessEqual(most, 3)
