@@ -23,7 +23,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import requests
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -55,6 +55,8 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
 )
 WAIT = 10.0
+REPLACED = "does not belong to the document"
+"""What ChromeDriver says, at times, of an element of a page that was just replaced."""
 CHOICES = ("immediate", "daily", "weekly", "off")
 
 A = "a@example.com"
@@ -210,12 +212,21 @@ class BrowserTest(EmailerWebTest):
         )
 
     def until(self, condition: Any, message: str) -> Any:
+        def read(driver: WebDriver) -> Any:
+            try:
+                return condition(driver)
+            except WebDriverException as e:
+                # Instead of calling it stale, at times.
+                if REPLACED in (e.msg or ""):
+                    return False
+                raise
+
         try:
             # The page may be replaced between finding an element and reading it.
             wait = WebDriverWait(
                 self.driver, WAIT, ignored_exceptions=[StaleElementReferenceException]
             )
-            return wait.until(condition)
+            return wait.until(read)
         except Exception as e:
             raise AssertionError(f"{message}; page:\n{self.driver.page_source}") from e
 
