@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kinto_emailer import epoch
 from kinto_emailer.messages import Draft
 
 
@@ -43,10 +44,6 @@ def bucket_of(uri: str) -> str:
     """The bucket of a message's object; '' for mail about no bucket (digests)."""
     parts = uri.split("/", 3)
     return parts[2] if len(parts) > 2 and parts[1] == "buckets" else ""
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 def micros(moment: datetime) -> int:
@@ -119,11 +116,11 @@ class Entry:
             "recipient": self.recipient,
             "subject": self.subject,
             "uri": self.uri,
-            "time": _ms(self.time),
+            "time": epoch.ms(self.time),
             "state": self.state,
         }
         if self.state in _AT:
-            data[_AT[self.state]] = None if self.at is None else _ms(self.at)
+            data[_AT[self.state]] = None if self.at is None else epoch.ms(self.at)
         if self.state in ("retrying", "failed"):
             data["attempts"] = self.attempts or 0
         if self.state in _DETAIL:

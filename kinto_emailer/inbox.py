@@ -35,7 +35,7 @@ from kinto.core.storage import Filter, Sort
 from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON
 
-from kinto_emailer import storagesql
+from kinto_emailer import epoch, storagesql
 from kinto_emailer.preferences import PreferenceStore
 from kinto_emailer.settings import EmailerSettings
 
@@ -61,10 +61,6 @@ def parent_id(key: str) -> str:
     """The parent of an inbox's notifications: keys may hold ``*`` or ``/``, that storage
     reads as wildcards or levels. Principals are case-sensitive: never lowercased here."""
     return f"{PARENT}/{hashlib.sha256(key.encode()).hexdigest()[:32]}"
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 _MS_BITS = 48
@@ -119,7 +115,7 @@ class Notification:
             "uri": self.uri,
             "link": self.link,
             "scope": self.scope,
-            "created": _ms(self.created),
+            "created": epoch.ms(self.created),
             READ: False,
         }
 
@@ -199,10 +195,10 @@ class InboxStore:
         if not notifications:
             return
         rows = [
-            (parent_id(n.key), {**n.to_json(), "id": notification_id(_ms(n.created), i)})
+            (parent_id(n.key), {**n.to_json(), "id": notification_id(epoch.ms(n.created), i)})
             for i, n in enumerate(notifications)
         ]
-        oldest = first_id(_ms(now) - int(self.settings.web_max_age * 1000))
+        oldest = first_id(epoch.ms(now) - int(self.settings.web_max_age * 1000))
         bound = self.settings.web_max_per_recipient
         with self._backend.adding():
             counts = self._backend.insert(rows)

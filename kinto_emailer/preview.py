@@ -23,7 +23,7 @@ from typing import Any
 from kinto.core.events import ResourceChanged
 from kinto.core.storage.exceptions import ObjectNotFoundError
 
-from kinto_emailer import hooks, inbox, listener, messages, recipients, templates
+from kinto_emailer import epoch, hooks, inbox, listener, messages, recipients, templates
 from kinto_emailer.errors import InvalidInput, RenderError
 from kinto_emailer.hooks import Hook
 from kinto_emailer.listener import AnyNotice, EventStore, Notice, WebNotice
@@ -125,8 +125,7 @@ def asked(
     action = hooks.ACTIONS[action]
     event, names = _event(body.get("event"))
     hook, index = _hook(body.get("hook"), bucket_id, collection_id, storage, settings)
-    ms = int(now.timestamp() * 1000)
-    reader = _Objects(bucket_id, collection_id, storage, action, ms)
+    reader = _Objects(bucket_id, collection_id, storage, action, epoch.ms(now))
     if ("object" in body) == ("objects" in body):
         raise InvalidInput("object", "One object (or a list of them as objects).")
     if "object" in body:

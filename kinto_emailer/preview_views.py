@@ -24,7 +24,7 @@ from pyramid.httpexceptions import (
 )
 from pyramid.request import Request
 
-from kinto_emailer import listener, preview, views
+from kinto_emailer import epoch, listener, preview, views
 from kinto_emailer.permissions import Permission, Writers, scope
 from kinto_emailer.ratelimit import RateLimit
 
@@ -145,7 +145,7 @@ def preview_post(request: Request) -> dict[str, Any]:
     asked = preview.asked(body, bucket_id, collection_id, registry.storage, settings, now)
     if address is not None:
         _limited(MAILED, request, user, "previews mailed (send_to_me)")
-    payload = asked.payload(request.prefixed_userid, int(now.timestamp() * 1000))
+    payload = asked.payload(request.prefixed_userid, epoch.ms(now))
     base = listener.request_context(request, payload, asked.event)
     result = preview.work_out(asked, base, registry.storage, settings, _readable(request), now)
     answer = result.answer
