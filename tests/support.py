@@ -359,6 +359,11 @@ class EmailerWebTest(BaseWebTest, unittest.TestCase):
         self.sink.clear()
         return response
 
+    def create_collection(self) -> None:
+        """The bucket ``b`` and its collection ``c``, where most tests write."""
+        self.app.put_json("/buckets/b", headers=self.headers)
+        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+
     def create_record(self, uri: str, data: dict | None = None, status: int = 201) -> Any:
         return self.app.post_json(uri, {"data": data or {}}, headers=self.headers, status=status)
 

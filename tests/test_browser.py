@@ -144,8 +144,7 @@ class BrowserTest(EmailerWebTest):
         )
         thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         thread.start()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
 
     def tearDown(self) -> None:
         self.server.shutdown()

@@ -15,8 +15,7 @@ class ConnectionsTest(EmailerWebTest):
 
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", HOOK)
         # Each message takes a while: those sent at once overlap at the server.
         self.sink.delay = 0.1

@@ -49,8 +49,7 @@ class ImplicitTLSTest(EmailerWebTest):
         cls.certificates.cleanup()
 
     def test_mail_goes_over_tls_from_the_first_byte(self):
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", {"template": "{uri}", "recipients": ["a@example.com"]})
         self.app.put_json("/buckets/b/collections/c/records/r", headers=self.headers)
         [mail] = self.mails()
@@ -63,8 +62,7 @@ class DeliveryTest(EmailerWebTest):
 
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", HOOK)
         self.outbox = self.registry.emailer_outbox
         self.counts = dict(self.outbox.counts)
@@ -122,8 +120,7 @@ class DeliveryTest(EmailerWebTest):
 
 class ReconnectTest(EmailerWebTest):
     def test_the_kept_connection_is_opened_again_when_the_server_dropped_it(self):
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", HOOK)
         self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
         self.assertEqual(len(self.mails()), 1)
@@ -143,8 +140,7 @@ class MetricsTest(EmailerWebTest):
     extra_settings = {"includes": "kinto_emailer tests.plugins.recording_metrics"}
 
     def test_counts_go_to_kintos_metrics(self):
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", {**HOOK, "recipients": ["a@example.com", "x@example.com"]})
         self.sink.refuse.add("x@example.com")
         self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
@@ -166,8 +162,7 @@ class SMTPDownTest(EmailerWebTest):
         cls.sink.stop()
 
     def test_mail_arrives_once_the_server_is_back(self):
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", HOOK)
         self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
         self.registry.emailer_outbox.join()
@@ -190,8 +185,7 @@ class UnreachableServerTest(EmailerWebTest):
 
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", HOOK)
         self.sink.stop()
         self.addCleanup(self.sink.restart)
@@ -239,8 +233,7 @@ class MaxAgeTest(EmailerWebTest):
 
     def test_mail_of_old_changes_is_dropped_and_counted(self):
         outbox = self.registry.emailer_outbox
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", HOOK)
         self.sink.defer["a@example.com"] = 1
         dropped = outbox.counts["dropped"]

@@ -48,8 +48,7 @@ class RegexFilterTest(EmailerWebTest):
 
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.mails()
 
     def test_a_backtracking_pattern_is_matched_in_linear_time(self):

@@ -168,8 +168,7 @@ class HeaderInjectionTest(EmailerWebTest):
 
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
 
     def assert_one_safe_mail(self, mail, uri):
         names = header_names(mail.data)

@@ -61,8 +61,7 @@ def html_part(mail) -> str:
 class HTMLTemplateTest(EmailerWebTest):
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks(
             "/buckets/b",
             {
@@ -231,8 +230,7 @@ class LayoutTest(EmailerWebTest):
         super().setUpClass()
 
     def test_text_mail_gets_an_html_part_in_the_layout(self):
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         hook = {
             "template": "<b>{new[title]}</b>\n\nSee {root_url}buckets/b",
             "resource_name": "record",

@@ -19,8 +19,7 @@ UNENCODABLE = "x@" + "ä" * 64 + ".com"
 class AddressTest(EmailerWebTest):
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
 
     def failures(self):
         return [job.last_error for job in self.registry.emailer_outbox.failures]
@@ -183,8 +182,7 @@ class PoisonTest(PostgreSQL, EmailerWebTest):
 class DigestIsolationTest(EmailerWebTest):
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         hook = {**HOOK, "cadence": "daily", "recipients": ["a@example.com", "z@example.com"]}
         self.put_hooks("/buckets/b", hook)
 

@@ -15,8 +15,7 @@ HOOK = {"template": "{uri}", "recipients": ["a@example.com"], "resource_name": "
 class FailedListTest(EmailerWebTest):
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.outbox = self.registry.emailer_outbox
         self.outbox.failures.clear()
         self.sink.refuse.add("a@example.com")
@@ -58,8 +57,7 @@ class OutageTest(EmailerWebTest):
     READERS = [f"reader{i}@example.com" for i in range(50)]
 
     def test_a_bucket_waiting_for_100_retries_works_out_no_more_of_its_changes(self):
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", {**HOOK, "recipients": self.READERS})
         outbox = self.registry.emailer_outbox
         outbox.MAX_SCHEDULED = 100

@@ -91,8 +91,7 @@ class PostgreSQLStartupLineTest(PostgreSQL, EmailerWebTest):
 class SentLineTest(EmailerWebTest):
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", HOOK)
 
     def test_one_info_line_per_message_sent(self):
@@ -141,8 +140,7 @@ class PrometheusTest(EmailerWebTest):
         return float(found[1]) if found else 0.0
 
     def test_messages_web_notifications_and_delivery_time(self):
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks(
             "/buckets/b",
             {**HOOK, "channels": ["email", "web"]},
@@ -162,8 +160,7 @@ class PrometheusTest(EmailerWebTest):
         )
 
     def test_digests(self):
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", {**HOOK, "cadence": "daily"})
         self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
         self.mails()

@@ -31,8 +31,7 @@ class SetupTest(EmailerWebTest):
 class HookResolutionTest(EmailerWebTest):
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
 
     def test_bucket_hook_mails_on_record_creation(self):
         self.put_hooks("/buckets/b", HOOK)
@@ -173,8 +172,7 @@ class HookResolutionTest(EmailerWebTest):
 class PlaceholderTest(EmailerWebTest):
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
 
     def hook(self, template, **extra):
         self.put_hooks("/buckets/b/collections/c", {**HOOK, "template": template, **extra})
@@ -247,8 +245,7 @@ class MessageTest(EmailerWebTest):
 
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
 
     def test_messages_are_valid_rfc5322(self):
         self.put_hooks(
@@ -332,8 +329,7 @@ class MessageTest(EmailerWebTest):
 class GroupRecipientsTest(EmailerWebTest):
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         members = [
             "account:Alice@Example.com",
             "ldap:bob@example.com",
@@ -387,8 +383,7 @@ class AllowedDomainsTest(EmailerWebTest):
 
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
 
     def test_other_domains_are_refused_on_save(self):
         resp = self.put_hooks(

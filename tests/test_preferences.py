@@ -213,8 +213,7 @@ class RecipientTest(EmailerWebTest):
 
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", self.hook)
 
     def create(self, *ids):

@@ -50,8 +50,7 @@ class PreviewTest(EmailerWebTest):
 
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         for record_id, title in (("r1", "One"), ("r2", "Two"), ("r3", "Three")):
             self.app.put_json(
                 f"{RECORDS}/{record_id}", {"data": {"title": title}}, headers=self.headers

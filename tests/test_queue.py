@@ -72,8 +72,7 @@ class WorkerProcessTest(PostgreSQL, EmailerWebTest):
     def setUp(self):
         super().setUp()
         self.queue = self.registry.emailer_delivery.queue
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         hooks = {"data": {"kinto-emailer": {"hooks": [HOOK]}}}
         self.app.put_json("/buckets/b", hooks, headers=self.headers)
         # No worker runs yet: what the setup itself changed is worked out here (no mail).

@@ -33,8 +33,7 @@ class LargeChangeTest(PostgreSQL, EmailerWebTest):
     def setUp(self):
         super().setUp()
         self.queue = self.registry.emailer_delivery.queue
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         hook = {"template": TEMPLATE, "recipients": READERS, "resource_name": "record"}
         self.app.put_json(
             "/buckets/b", {"data": {"kinto-emailer": {"hooks": [hook]}}}, headers=self.headers

@@ -154,8 +154,7 @@ class MaildirQueueTest(EmailerWebTest):
         shutil.rmtree(cls.queue_path)
 
     def test_the_queue_is_filled_in_the_transaction(self):
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", {**HOOK, "resource_name": "record"})
         self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
         self.app.put_json(
@@ -174,8 +173,7 @@ class MaildirQueueTest(EmailerWebTest):
         self.assertEqual(self.mails(), [])
 
     def test_a_committed_write_logs_no_error(self):
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", {**HOOK, "resource_name": "record"})
         with self.assertLogs(level=logging.DEBUG) as logs:
             self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
@@ -211,8 +209,7 @@ class DebugMailerTest(EmailerWebTest):
 
     def test_the_files_are_written_when_the_client_gets_its_response(self):
         # As Remote Settings' own email test: it reads the folder right after its PATCH.
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         review = "kinto_remote_settings.signer.events.ReviewRequested"
         self.put_hooks(
             "/buckets/b",
@@ -228,8 +225,7 @@ class DebugMailerTest(EmailerWebTest):
         self.assertEqual(len(self.files()), 2)
 
     def test_each_mail_is_an_eml_file(self):
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.put_hooks("/buckets/b", {**HOOK, "resource_name": "record"})
         self.app.put_json("/buckets/b/collections/c/records/r1", headers=self.headers)
         self.mails()

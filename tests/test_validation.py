@@ -16,8 +16,7 @@ class ValidationTest(EmailerWebTest):
 
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
 
     def assert_refused(self, emailer, name, message=""):
         for uri in ("/buckets/b", "/buckets/b/collections/c"):

@@ -111,8 +111,7 @@ class HooksKnownTest(PostgreSQL, EmailerWebTest):
     def setUp(self):
         super().setUp()
         self.index = self.registry.emailer_hooks_index
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         # This process now knows that b has no hooks.
         self.create_record("/buckets/b/collections/c/records")
         self.assertEqual(self.mails(), [])

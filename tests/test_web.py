@@ -43,8 +43,7 @@ class WebBase(EmailerWebTest):
 
     def setUp(self):
         super().setUp()
-        self.app.put_json("/buckets/b", headers=self.headers)
-        self.app.put_json("/buckets/b/collections/c", headers=self.headers)
+        self.create_collection()
         self.mails()
 
     def account(self, name: str) -> dict[str, str]:
