@@ -128,7 +128,7 @@ class DigestStore:
         turned off since they were kept (``chosen``: all mail stopped, or their scope
         off) are deleted first, unsent.
         """
-        address = recipients.parse_mailbox(recipient).addr_spec.lower()
+        address = recipients.address_of(recipient)
         parent = entries_parent(cadence, address)
         self._forget_turned_off(parent, chosen)
         older = [Filter("created_at", before.timestamp(), COMPARISON.LT)]
@@ -224,7 +224,7 @@ def digest_draft(
 def _address_of(recipient: str) -> str | None:
     """The address of an indexed recipient; None, logged, for one that no longer parses."""
     try:
-        return recipients.parse_mailbox(recipient).addr_spec.lower()
+        return recipients.address_of(recipient)
     except ValueError as e:
         logger.error("No digest for %r: %s", recipient, e)
         return None

@@ -83,7 +83,7 @@ def _query(request: Request) -> Query:
     recipient = request.GET.get("recipient")
     if recipient is not None:
         try:
-            recipient = recipients.parse_mailbox(recipient).addr_spec.lower()
+            recipient = recipients.address_of(recipient)
         except ValueError as e:
             _invalid(request, "recipient", str(e))
     uri = request.GET.get("uri")

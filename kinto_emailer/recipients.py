@@ -56,6 +56,12 @@ def parse_mailbox(text: str) -> Mailbox:
     return mailbox
 
 
+def address_of(text: str) -> str:
+    """The address of ``address`` or ``Name <address>``, lowercased: what tells
+    recipients apart. ValueError as :func:`parse_mailbox`."""
+    return parse_mailbox(text).addr_spec.lower()
+
+
 def ascii_domain(domain: str) -> str:
     """``domain`` in IDNA (``xn--``) form; ValueError if it has none."""
     if domain.isascii():
@@ -140,7 +146,7 @@ def sender_allowed(
     """Whether mail may come from ``mailbox``: the default sender's address, or one the
     operator allows (an address, or ``@domain``)."""
     address = mailbox.addr_spec.lower()
-    if default_sender and address == parse_mailbox(default_sender).addr_spec.lower():
+    if default_sender and address == address_of(default_sender):
         return True
     return address in allowed_senders or f"@{mailbox.domain}" in allowed_senders
 
@@ -203,7 +209,7 @@ def principal_address(principal: str, verified_principals: tuple[str, ...]) -> s
     prefix, _, candidate = principal.partition(":")
     if prefix not in verified_principals:
         raise UnverifiedPrincipal(f"{prefix!r} is not a verified principal prefix")
-    return parse_mailbox(candidate).addr_spec.lower()
+    return address_of(candidate)
 
 
 def inbox_key(principal: str, verified_principals: tuple[str, ...]) -> str:
@@ -237,7 +243,7 @@ def inbox_keys(
             key = inbox_key(name, verified_principals)
             address = None if key == name else key
         else:
-            address = key = parse_mailbox(name).addr_spec.lower()
+            address = key = address_of(name)
         if address is None or domain_allowed(parse_mailbox(address), allowed_domains):
             found.setdefault(key)
     return list(found)

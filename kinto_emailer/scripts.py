@@ -205,7 +205,7 @@ def _log_query(options: argparse.Namespace) -> Query:
     recipient = None
     if options.recipient is not None:
         try:
-            recipient = recipients.parse_mailbox(options.recipient).addr_spec.lower()
+            recipient = recipients.address_of(options.recipient)
         except ValueError as e:
             raise EmailerError(f"--recipient: {e}") from e
     return Query(
