@@ -197,7 +197,13 @@ def _line(name: str, text: str) -> bytes:
 
 
 _shared_line = functools.lru_cache(maxsize=1024)(_line)
-"""For the lines that the messages of a change share (Subject, Date), or of a thread."""
+"""For the lines that the messages of a change share (Subject), or of a thread."""
+
+
+@functools.lru_cache(maxsize=64)
+def _date_line(second: datetime) -> bytes:
+    """The Date line of the messages of changes made in ``second``: it has no fraction."""
+    return _line("Date", format_datetime(second))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -281,7 +287,7 @@ def build(draft: Draft, layout: str | None = None) -> Outgoing:
         _mailbox_line("From", draft.sender),
         _mailbox_line("To", draft.recipient),
         _shared_line("Subject", draft.subject),
-        _shared_line("Date", format_datetime(draft.created)),
+        _date_line(draft.created.replace(microsecond=0)),
         # Derived from the key: were a message ever sent twice, mail clients would see one.
         # Not cached, as a message's own lines would push out the shared ones.
         _line("Message-ID", f"<{draft.key[:32]}@{draft.sender.domain}>"),
