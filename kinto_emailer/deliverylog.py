@@ -85,7 +85,7 @@ class Entry:
     ) -> "Entry":
         return cls(
             draft.key,
-            draft.recipient.addr_spec.lower(),
+            draft.recipient.lowercase_address,
             draft.subject,
             draft.uri,
             draft.created,

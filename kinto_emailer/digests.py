@@ -94,7 +94,7 @@ class DigestStore:
 
     def add(self, cadence: str, entry: Entry) -> None:
         """Keep ``entry`` for the next digest of its recipient (in the current transaction)."""
-        address = entry.draft.recipient.addr_spec.lower()
+        address = entry.draft.recipient.lowercase_address
         self.storage.update(
             resource_name=INDEX,
             parent_id=index_parent(cadence),
@@ -210,7 +210,7 @@ def digest_draft(
         f"/emailer/digests/{cadence}",
         newest.root_url,
         key=messages.idempotency_key(
-            "digest", recipient.addr_spec.lower(), cadence, end.isoformat()
+            "digest", recipient.lowercase_address, cadence, end.isoformat()
         ),
         created=end,
     )

@@ -429,7 +429,7 @@ def hook_drafts(
                 context["timestamp"],
                 context["event"],
                 hook.fingerprint,
-                mailbox.addr_spec.lower(),
+                mailbox.lowercase_address,
             ),
         )
         for mailbox in mailboxes
@@ -490,7 +490,7 @@ def summary_draft(
             first["timestamp"],
             first["event"],
             hook.fingerprint,
-            mailbox.addr_spec.lower(),
+            mailbox.lowercase_address,
             *(c["uri"] for c in contexts),
         ),
     )
@@ -533,7 +533,7 @@ class Notice(Routed):
     @property
     def recipient(self) -> str:
         """Whom the bounds count it for, and whose preferences apply."""
-        return self.draft.recipient.addr_spec.lower()
+        return self.draft.recipient.lowercase_address
 
     @property
     def default(self) -> Value:
@@ -646,7 +646,7 @@ def notices_of(matches: Iterable[Match], store: EventStore) -> Iterator[AnyNotic
         try:
             if "email" in hook.channels:
                 mailboxes = hook_mailboxes(hook, context, store)
-                fresh = _fresh(mailboxes, context["uri"], _address_of, addressed)
+                fresh = _fresh(mailboxes, context["uri"], lambda m: m.lowercase_address, addressed)
                 mailed.append((scope, hook, context, fresh))
             if "web" in hook.channels:
                 keys = _fresh(hook_inbox_keys(hook, context, store), context["uri"], str, inboxed)
@@ -667,10 +667,6 @@ def notices_of(matches: Iterable[Match], store: EventStore) -> Iterator[AnyNotic
         lambda hook, scope, contexts, key: summary_notification(hook, scope, contexts, store, key),
     ):
         yield WebNotice(notification, scope, hook, "web" in locked_scopes[scope])
-
-
-def _address_of(mailbox: Mailbox) -> str:
-    return mailbox.addr_spec.lower()
 
 
 def _each_or_summary(

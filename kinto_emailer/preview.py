@@ -479,7 +479,7 @@ def _reached(
         )
     except (RenderError, ValueError):
         return set()
-    return {m.addr_spec.lower() for m in mailboxes} | set(keys)
+    return {m.lowercase_address for m in mailboxes} | set(keys)
 
 
 def shown_message(draft: messages.Draft, layout: str | None) -> dict[str, Any]:

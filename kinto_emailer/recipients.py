@@ -29,6 +29,11 @@ class Mailbox:
         return Address(display_name=self.display_name, addr_spec=self.addr_spec)
 
     @functools.cached_property
+    def lowercase_address(self) -> str:
+        """The address, lowercased: what tells recipients apart."""
+        return self.addr_spec.lower()
+
+    @functools.cached_property
     def _text(self) -> str:
         return str(self.address)
 
@@ -59,7 +64,7 @@ def parse_mailbox(text: str) -> Mailbox:
 def address_of(text: str) -> str:
     """The address of ``address`` or ``Name <address>``, lowercased: what tells
     recipients apart. ValueError as :func:`parse_mailbox`."""
-    return parse_mailbox(text).addr_spec.lower()
+    return parse_mailbox(text).lowercase_address
 
 
 def ascii_domain(domain: str) -> str:
@@ -145,7 +150,7 @@ def sender_allowed(
 ) -> bool:
     """Whether mail may come from ``mailbox``: the default sender's address, or one the
     operator allows (an address, or ``@domain``)."""
-    address = mailbox.addr_spec.lower()
+    address = mailbox.lowercase_address
     if default_sender and address == address_of(default_sender):
         return True
     return address in allowed_senders or f"@{mailbox.domain}" in allowed_senders
@@ -194,7 +199,7 @@ def expand(
     for name, member in _named(recipients, rendered_group, bucket_id, group_members):
         mailbox = member_mailbox(name) if member else parse_mailbox(name)
         if mailbox is not None and domain_allowed(mailbox, allowed_domains):
-            found.setdefault(mailbox.addr_spec.lower(), mailbox)
+            found.setdefault(mailbox.lowercase_address, mailbox)
     return list(found.values())
 
 
